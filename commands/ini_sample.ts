@@ -1,0 +1,140 @@
+/**
+ * `--ini`: commented sample master and slave ini files covering every key.
+ *
+ * @module
+ */
+
+/** Sample master ini. */
+export const MASTER_SAMPLE = `[walmgr]
+# ---------------------------------------------------------------------------
+# Sample master ini (e.g. ~/conf/wal-master.ini); the master has master_data
+# ---------------------------------------------------------------------------
+# name used in log lines (default: the ini file name without .ini)
+job_name             = wal-master
+# log file; its directory is created; %(job_name)s is replaced
+logfile              = ~/log/%(job_name)s.log
+# pid file of sync/syncdaemon (required for syncdaemon -d)
+pidfile              = ~/pid/%(job_name)s.pid
+# accepted for compatibility, skylog is not used (never breaks archiving)
+use_skylog           = 0
+#skylog_locations    = skylog.ini, ~/.skylog.ini, /etc/skylog.ini
+# accepted for compatibility; rotate logs with logrotate
+#log_size            = 10485760
+#log_count           = 3
+# accepted for compatibility; the line format is fixed
+#logfmt_console      = %%(asctime)s %%(process)s %%(levelname)s %%(message)s
+#logfmt_file         = %%(asctime)s %%(process)s %%(levelname)s %%(message)s
+#logdatefmt_console  =
+#logdatefmt_file     =
+#logfmt_console_verbose =
+#logfmt_file_verbose =
+#logdatefmt_console_verbose =
+#logdatefmt_file_verbose =
+
+# libpq connection string of the master (socket dir or host, port, dbname)
+master_db            = dbname=template1
+master_data          = /var/lib/postgresql/15/main
+master_config        = /etc/postgresql/15/main/postgresql.conf
+master_bin           = /usr/lib/postgresql/15/bin
+
+# set this only if you can afford database restarts during setup and stop
+#master_restart_cmd  = pg_ctlcluster 15 main restart
+
+# slave host (ssh destination) and the path of the slave's ini there
+slave                = slave-host
+slave_config         = /var/lib/postgresql/conf/wal-slave.ini
+
+# where the archive lives on the slave; host:path means remote
+walmgr_data          = ~/walshipping
+completed_wals       = %(slave)s:%(walmgr_data)s/logs.complete
+partial_wals         = %(slave)s:%(walmgr_data)s/logs.partial
+full_backup          = %(slave)s:%(walmgr_data)s/data.master
+config_backup        = %(slave)s:%(walmgr_data)s/config.backup
+
+# transport: rsync (default for host:path), ssh (streaming, one connection),
+# local (default for plain paths), or a plugin's name
+#transport           = rsync
+# ssh settings; by default your ~/.ssh/config applies, host keys are checked
+#ssh_port            = 22
+#ssh_identity        = ~/.ssh/id_ed25519
+#ssh_known_hosts     = ~/.ssh/known_hosts
+#ssh_strict_host_key_checking = yes
+#ssh_options         = -F /etc/walmgr3/ssh_config
+# walmgr3 on the slave host (default: the same path as on this host)
+#remote_walmgr       = /usr/local/bin/walmgr3
+
+# syncdaemon update frequency (seconds)
+loop_delay           = 10.0
+# record based shipping of the in-progress segment (sync/syncdaemon)
+use_xlog_functions   = 0
+# seconds syncdaemon sleeps after an error; lifetime of its db connection
+#exception_sleep     = 20
+#connection_lifetime = 1200
+
+# pass -z to rsync, useful on low bandwidth links
+compression          = 0
+# keep symlinks for pg_wal and pg_log
+keep_symlinks        = 1
+# accepted for compatibility: setup always sets wal_level = replica when lower
+#hot_standby         = 1
+# immediate checkpoint at backup start (0 = spread checkpoint)
+#backup_fast_checkpoint = 1
+
+# periodic command, run from xarchive or "periodic" at most every command_interval s
+#command_interval    = 600
+#periodic_command    = /var/lib/postgresql/walshipping/periodic.sh
+
+# plugins (modules or exec: programs) and a hook program for events
+#plugins             = /etc/walmgr3/notify.ts
+#hook_command        = /usr/local/bin/walmgr-notify
+#hook_events         = command-error, after-backup
+`;
+
+/** Sample slave ini. */
+export const SLAVE_SAMPLE = `[walmgr]
+# ---------------------------------------------------------------------------
+# Sample slave ini (e.g. ~/conf/wal-slave.ini); no master_data
+# ---------------------------------------------------------------------------
+job_name             = wal-slave
+logfile              = ~/log/%(job_name)s.log
+use_skylog           = 0
+
+slave_data           = /var/lib/postgresql/15/main
+slave_bin            = /usr/lib/postgresql/15/bin
+slave_stop_cmd       = /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/main -m fast -w stop
+slave_start_cmd      = /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/main -l /var/lib/postgresql/15/main/postgresql.log -w start
+slave_config_dir     = /etc/postgresql/15/main
+
+# alternative pg_wal directory for the slave, symlinked to pg_wal on restore
+#slave_pg_xlog       = /vol2/pg_wal
+
+walmgr_data          = ~/walshipping
+completed_wals       = %(walmgr_data)s/logs.complete
+partial_wals         = %(walmgr_data)s/logs.partial
+full_backup          = %(walmgr_data)s/data.master
+config_backup        = %(walmgr_data)s/config.backup
+
+# keep the old data directory as slave_data.N on restore
+backup_datadir       = yes
+# number of base backups to keep (0 = one, WAL is cleaned as it is replayed)
+keep_backups         = 0
+# run on a backup directory ($BACKUPDIR) before rotation removes it
+archive_command      =
+
+# primary database connect string for hot standby -- enabling this
+# starts the slave as a streaming standby (standby.signal)
+#primary_conninfo    = host=master port=5432 user=replicator
+#primary_slot_name   = walmgr_standby
+# seconds xrestore waits for a segment in archive-fed mode (0 = until boot)
+#xrestore_wait_timeout = 0
+#backup_fast_checkpoint = 1
+#transport           = local
+#plugins             =
+#hook_command        =
+#hook_events         =
+`;
+
+/** The `--ini` output. */
+export function iniSamples(): string {
+  return `${MASTER_SAMPLE}\n${SLAVE_SAMPLE}`;
+}

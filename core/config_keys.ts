@@ -1,0 +1,130 @@
+/**
+ * Every configuration key walmgr3 knows, with the role that uses it and a one-line
+ * description. Keys not listed here produce a warning (never an error).
+ *
+ * @module
+ */
+
+/** Which ini uses a key. */
+export type KeyRole = "common" | "master" | "slave" | "both";
+
+/** A known configuration key. */
+export interface KeyInfo {
+  role: KeyRole;
+  /** Default value when the ini does not set it (documentation and `getX` fall-backs). */
+  default?: string;
+  doc: string;
+}
+
+/** All known keys. Order is the documentation order. */
+export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
+  // framework (skytools) keys
+  job_name: { role: "common", doc: "name used in log lines; default: the ini file name" },
+  service_name: { role: "common", default: "walmgr", doc: "always walmgr (built in)" },
+  host_name: { role: "common", doc: "this host's name (built in)" },
+  config_dir: { role: "common", doc: "directory of the ini (built in)" },
+  config_file: { role: "common", doc: "path of the ini (built in)" },
+  logfile: { role: "common", doc: "log file; its directory is created" },
+  log_size: { role: "common", doc: "accepted for compatibility (rotation is left to logrotate)" },
+  log_count: { role: "common", doc: "accepted for compatibility (rotation is left to logrotate)" },
+  pidfile: { role: "common", doc: "pid file of sync/syncdaemon (required with -d)" },
+  use_skylog: { role: "common", default: "0", doc: "accepted; skylog is not used" },
+  skylog_locations: { role: "common", doc: "accepted; skylog is not used" },
+  loop_delay: { role: "master", default: "1.0", doc: "seconds between syncdaemon rounds" },
+  exception_sleep: {
+    role: "common",
+    default: "20",
+    doc: "seconds syncdaemon waits after an error before retrying",
+  },
+  connection_lifetime: {
+    role: "common",
+    default: "1200",
+    doc: "seconds a cached database connection is kept by syncdaemon",
+  },
+  logfmt_console: { role: "common", doc: "accepted for compatibility" },
+  logfmt_file: { role: "common", doc: "accepted for compatibility" },
+  logdatefmt_console: { role: "common", doc: "accepted for compatibility" },
+  logdatefmt_file: { role: "common", doc: "accepted for compatibility" },
+  logfmt_console_verbose: { role: "common", doc: "accepted for compatibility" },
+  logfmt_file_verbose: { role: "common", doc: "accepted for compatibility" },
+  logdatefmt_console_verbose: { role: "common", doc: "accepted for compatibility" },
+  logdatefmt_file_verbose: { role: "common", doc: "accepted for compatibility" },
+
+  // master keys
+  master_db: { role: "master", doc: "libpq conninfo of the master database" },
+  master_data: { role: "master", doc: "master data directory; its presence makes the ini a master ini" },
+  master_config: { role: "master", doc: "master postgresql.conf that setup/stop edit" },
+  master_bin: { role: "master", doc: "directory of the master's PostgreSQL programs (else PATH)" },
+  master_restart_cmd: { role: "master", doc: "shell command to restart the master after setup/stop" },
+  slave: { role: "master", doc: "slave host name (ssh destination)" },
+  slave_config: { role: "master", doc: "path of the slave's ini on the slave host" },
+  compression: { role: "both", default: "0", doc: "non-zero adds -z to rsync" },
+  keep_symlinks: { role: "master", default: "1", doc: "recreate symlinked pg_wal/pg_log on the slave" },
+  use_xlog_functions: {
+    role: "master",
+    default: "0",
+    doc: "record-based partial WAL shipping in sync/syncdaemon",
+  },
+  hot_standby: { role: "master", default: "0", doc: "accepted; setup always sets wal_level = replica" },
+  command_interval: { role: "master", default: "0", doc: "seconds between periodic_command runs" },
+  periodic_command: { role: "master", doc: "shell command run every command_interval seconds" },
+  backup_fast_checkpoint: {
+    role: "both",
+    default: "1",
+    doc: "start backups with an immediate checkpoint (0 = spread checkpoint)",
+  },
+
+  // both
+  walmgr_data: { role: "both", doc: "base directory of the archive on the slave" },
+  completed_wals: { role: "both", doc: "directory of archived WAL (host:path on the master)" },
+  partial_wals: { role: "both", doc: "directory of in-progress WAL copies" },
+  full_backup: { role: "both", doc: "directory of the newest base backup" },
+  config_backup: { role: "both", doc: "directory of configuration file copies (optional)" },
+  transport: { role: "both", doc: "local, rsync, ssh or a plugin's; default by location" },
+  ssh_options: { role: "both", doc: "extra ssh arguments, e.g. -F /path/ssh_config" },
+  ssh_port: { role: "both", doc: "ssh port of the slave" },
+  ssh_identity: { role: "both", doc: "ssh private key file" },
+  ssh_known_hosts: { role: "both", doc: "known_hosts file to use" },
+  ssh_strict_host_key_checking: {
+    role: "both",
+    doc: "yes, accept-new or no; default: your ssh configuration",
+  },
+  remote_walmgr: {
+    role: "master",
+    doc: "path of walmgr3 on the slave host; default: the same path as here",
+  },
+  plugins: { role: "both", doc: "comma-separated plugin modules or exec: programs" },
+  hook_command: { role: "both", doc: "shell command run on hook events" },
+  hook_events: { role: "both", doc: "comma-separated events hook_command runs on (default all)" },
+
+  // slave keys
+  slave_data: { role: "slave", doc: "slave data directory (restore target)" },
+  slave_bin: { role: "slave", doc: "directory of the slave's PostgreSQL programs (else PATH)" },
+  slave_stop_cmd: { role: "slave", doc: "shell command that stops the slave server" },
+  slave_start_cmd: { role: "slave", doc: "shell command that starts the slave server" },
+  slave_config_dir: { role: "slave", doc: "where restore puts postgresql.conf and pg_hba.conf" },
+  slave_pg_xlog: { role: "slave", doc: "directory that pg_wal is symlinked to on restore" },
+  slave_pg_wal: { role: "slave", doc: "same as slave_pg_xlog" },
+  backup_datadir: {
+    role: "slave",
+    default: "yes",
+    doc: "keep the old data directory as slave_data.N on restore",
+  },
+  keep_backups: { role: "slave", default: "0", doc: "number of base backups to keep" },
+  archive_command: {
+    role: "slave",
+    doc: "shell command run on a backup ($BACKUPDIR) before rotation removes it",
+  },
+  primary_conninfo: { role: "slave", doc: "conninfo of the primary: the slave streams" },
+  primary_slot_name: { role: "slave", doc: "physical replication slot for createslave/restore" },
+  xrestore_wait_timeout: {
+    role: "slave",
+    default: "0",
+    doc: "seconds xrestore waits for a missing segment in archive-fed mode (0 = forever)",
+  },
+};
+
+/** True when `key` is a known configuration key. */
+export function isKnownKey(key: string): boolean {
+  return Object.hasOwn(CONFIG_KEYS, key);
+}

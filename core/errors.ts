@@ -1,0 +1,52 @@
+/**
+ * Errors that walmgr3 reports to an operator: one line, what failed and what to do.
+ *
+ * Commands throw these; `main.ts` prints the message (never a stack trace, unless
+ * `-v` asks for detail) and exits with `exitCode`.
+ *
+ * @module
+ */
+
+/** Exit code for "this failed" (and for "file not found" in xrestore). */
+export const EXIT_FAILURE = 1;
+/** Exit code for usage errors: same as any failure, as the original did. */
+export const EXIT_USAGE = 1;
+/**
+ * Exit code that makes PostgreSQL abort recovery instead of treating the failure as
+ * "file does not exist" (any code above 125).
+ */
+export const EXIT_FATAL_FOR_POSTGRES = 128;
+
+/** An operator-facing failure: printed as one line, exits with `exitCode`. */
+export class WalmgrError extends Error {
+  /** Process exit status to use when this error ends the program. */
+  readonly exitCode: number;
+
+  constructor(message: string, options: { exitCode?: number; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "WalmgrError";
+    this.exitCode = options.exitCode ?? EXIT_FAILURE;
+  }
+}
+
+/** A command line mistake: printed with a pointer to `--help`. */
+export class UsageError extends WalmgrError {
+  constructor(message: string) {
+    super(message, { exitCode: EXIT_USAGE });
+    this.name = "UsageError";
+  }
+}
+
+/** A configuration mistake: names the file, and where known the line and key. */
+export class ConfigError extends WalmgrError {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Turns anything thrown into a one-line message. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message.split("\n")[0] ?? err.name;
+  return String(err);
+}

@@ -1,0 +1,570 @@
+/**
+ * Durable file helpers: the one place that writes files walmgr3 must not lose.
+ *
+ * Used by the local transport, by the storage side of the ssh transport (the
+ * remote walmgr3's internal commands), by `xrestore` and by config editing.
+ *
+ * Every whole-file write follows PostgreSQL's basic_archive: a uniquely named
+ * temporary file in the target directory (created with `O_EXCL`), fsync, then a
+ * link or rename to the final name, then fsync of the directory. No reader ever
+ * sees a partial file under its final name, and a crash leaves at most a hidden
+ * temporary file that {@link cleanupStaleTemps} recognises.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import process from "node:process";
+import { basename, dirname, join } from "node:path";
+import { WalmgrError } from "./errors.ts";
+
+/** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
+export type WritePolicy =
+  /** An identical file is success, a different one is an error (archive semantics). */
+  | "identical-ok"
+  /** Replace whatever is there (atomically). */
+  | "replace";
+
+/** What a durable write did. */
+export type WriteOutcome = "stored" | "identical";
+
+/** Where the bytes of a durable write come from. */
+export type DurableSource = Uint8Array | ReadableStream<Uint8Array> | { fromFile: string };
+
+/** Options of {@link writeFileDurable}. */
+export interface WriteDurableOptions {
+  policy: WritePolicy;
+  /** Permission bits of a newly stored file (default `0o600`; the umask applies). */
+  mode?: number;
+}
+
+/** Chunk size for copying and comparing (segments are 16 MiB and more). */
+const CHUNK = 1 << 20;
+
+const TEMP_MARK = ".walmgr3-tmp.";
+const TEMP_REGEXP = /^\.(.+)\.walmgr3-tmp\.(\d+)\.(\d+)\.[0-9a-f]+$/;
+
+/** First part of an OS error message, without Deno's `(os error N): op 'path'` tail. */
+function reason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const msg = err.message.split("\n")[0] ?? err.name;
+  const cut = msg.indexOf(" (os error");
+  return cut > 0 ? msg.slice(0, cut) : msg;
+}
+
+function fsError(action: string, path: string, err: unknown, hint = ""): WalmgrError {
+  if (err instanceof WalmgrError) return err;
+  return new WalmgrError(`cannot ${action} ${path}: ${reason(err)}${hint ? `; ${hint}` : ""}`, {
+    cause: err,
+  });
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
+}
+
+/**
+ * A unique temporary path for `finalName` in `dir`:
+ * `<dir>/.<finalName>.walmgr3-tmp.<pid>.<ms>.<random>`. Hidden, so listings and
+ * rsync `--exclude .*` skip it; recognisable for {@link cleanupStaleTemps}.
+ */
+export function uniqueTempName(dir: string, finalName: string): string {
+  const rnd = new Uint8Array(4);
+  crypto.getRandomValues(rnd);
+  const hex = Array.from(rnd, (b) => b.toString(16).padStart(2, "0")).join("");
+  return join(dir, `.${finalName}${TEMP_MARK}${Deno.pid}.${Date.now()}.${hex}`);
+}
+
+/** Parses a temporary name made by {@link uniqueTempName}, or returns `null`. */
+export function parseTempName(
+  name: string,
+): { finalName: string; pid: number; createdMs: number } | null {
+  const m = TEMP_REGEXP.exec(name);
+  if (!m) return null;
+  return { finalName: m[1] ?? "", pid: Number(m[2]), createdMs: Number(m[3]) };
+}
+
+/** fsyncs a directory, making the names created, renamed or removed in it durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(dir, { read: true });
+  } catch (err) {
+    throw fsError("open directory", dir, err);
+  }
+  try {
+    await f.sync();
+  } catch (err) {
+    throw fsError("fsync directory", dir, err);
+  } finally {
+    f.close();
+  }
+}
+
+/** fsyncs the data of an existing file. */
+export async function fsyncFile(path: string): Promise<void> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (err) {
+    throw fsError("open", path, err);
+  }
+  try {
+    await f.sync();
+  } catch (err) {
+    throw fsError("fsync", path, err);
+  } finally {
+    f.close();
+  }
+}
+
+async function writeAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await f.write(data.subarray(off));
+}
+
+/** Reads until `buf` is full or end of file; returns the number of bytes read. */
+async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) break;
+    off += n;
+  }
+  return off;
+}
+
+/** Byte equality through the native memcmp of `Buffer.compare`. */
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
+/** True when the two files have the same bytes (sizes first, then chunked compare). */
+export async function filesEqual(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
+  if (sa.size !== sb.size) return false;
+  const fa = await Deno.open(a, { read: true });
+  try {
+    const fb = await Deno.open(b, { read: true });
+    try {
+      const ba = new Uint8Array(CHUNK);
+      const bb = new Uint8Array(CHUNK);
+      for (;;) {
+        const [na, nb] = await Promise.all([readFull(fa, ba), readFull(fb, bb)]);
+        if (na !== nb) return false;
+        if (na === 0) return true;
+        if (!bytesEqual(ba.subarray(0, na), bb.subarray(0, nb))) return false;
+        if (na < CHUNK) return true;
+      }
+    } finally {
+      fb.close();
+    }
+  } finally {
+    fa.close();
+  }
+}
+
+/** True when the file at `path` holds exactly `data` (chunked, without loading the file). */
+async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean> {
+  const st = await Deno.stat(path);
+  if (st.size !== data.length) return false;
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(Math.min(CHUNK, Math.max(data.length, 1)));
+    let off = 0;
+    for (;;) {
+      const n = await readFull(f, buf);
+      if (n === 0) return off === data.length;
+      if (off + n > data.length) return false;
+      if (!bytesEqual(buf.subarray(0, n), data.subarray(off, off + n))) return false;
+      off += n;
+    }
+  } finally {
+    f.close();
+  }
+}
+
+/** Writes `source` to the new file `temp` (O_EXCL), optionally fsyncing it. */
+async function writeTemp(
+  temp: string,
+  source: DurableSource,
+  mode: number,
+  sync: boolean,
+): Promise<void> {
+  let src: Deno.FsFile | undefined;
+  if (!(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
+    try {
+      src = await Deno.open(source.fromFile, { read: true });
+    } catch (err) {
+      throw fsError("read", source.fromFile, err);
+    }
+  }
+  try {
+    let f: Deno.FsFile;
+    try {
+      f = await Deno.open(temp, { write: true, createNew: true, mode });
+    } catch (err) {
+      throw fsError("create temporary file", temp, err);
+    }
+    try {
+      try {
+        if (source instanceof Uint8Array) {
+          await writeAll(f, source);
+        } else if (source instanceof ReadableStream) {
+          for await (const chunk of source) await writeAll(f, chunk);
+        } else if (src) {
+          const buf = new Uint8Array(CHUNK);
+          for (;;) {
+            let n: number;
+            try {
+              n = await readFull(src, buf);
+            } catch (err) {
+              throw fsError("read", source.fromFile, err);
+            }
+            if (n === 0) break;
+            await writeAll(f, buf.subarray(0, n));
+            if (n < CHUNK) break;
+          }
+        }
+      } catch (err) {
+        throw fsError("write", temp, err);
+      }
+      if (sync) {
+        try {
+          await f.sync();
+        } catch (err) {
+          throw fsError("fsync", temp, err);
+        }
+      }
+    } finally {
+      f.close();
+    }
+  } finally {
+    src?.close();
+  }
+}
+
+async function removeQuietly(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch {
+    // already gone, or nothing more we can do
+  }
+}
+
+function differentError(path: string): WalmgrError {
+  return new WalmgrError(
+    `${path} already exists with different contents; refusing to overwrite ` +
+      `(another cluster archiving to the same place?)`,
+  );
+}
+
+/** The destination exists and is identical: make sure it is durable, report "identical". */
+async function settleIdentical(path: string): Promise<WriteOutcome> {
+  await fsyncFile(path);
+  await fsyncDir(dirname(path));
+  return "identical";
+}
+
+/** An error from link(2) meaning "this filesystem has no hard links". */
+function linkUnsupported(err: unknown): boolean {
+  if (err instanceof Deno.errors.NotSupported || err instanceof Deno.errors.PermissionDenied) {
+    return true;
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "EPERM" || code === "EOPNOTSUPP" || code === "ENOTSUP" || code === "ENOSYS" ||
+    code === "EMLINK";
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsError("stat", path, err);
+  }
+}
+
+/**
+ * Moves the fsynced `temp` to `path`. With "identical-ok" a hard link makes the
+ * claim of the final name atomic against concurrent writers of the same name
+ * (the loser compares); where hard links are unsupported it falls back to a
+ * rename after a fresh existence check (a small race window remains there).
+ */
+async function commitTemp(temp: string, path: string, policy: WritePolicy): Promise<WriteOutcome> {
+  const dir = dirname(path);
+  if (policy === "replace") {
+    try {
+      await Deno.rename(temp, path);
+    } catch (err) {
+      throw fsError("rename temporary file to", path, err);
+    }
+    await fsyncDir(dir);
+    return "stored";
+  }
+  try {
+    await Deno.link(temp, path);
+    await removeQuietly(temp);
+    await fsyncDir(dir);
+    return "stored";
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) {
+      return await settleExisting(temp, path);
+    }
+    if (!linkUnsupported(err)) throw fsError("link temporary file to", path, err);
+  }
+  if (await lstatOrNull(path)) return await settleExisting(temp, path);
+  try {
+    await Deno.rename(temp, path);
+  } catch (err) {
+    throw fsError("rename temporary file to", path, err);
+  }
+  await fsyncDir(dir);
+  return "stored";
+}
+
+/** Someone else stored `path` first: identical is success, different is refused. */
+async function settleExisting(temp: string, path: string): Promise<WriteOutcome> {
+  const st = await lstatOrNull(path);
+  if (st && !st.isFile) throw notRegular(path);
+  let same: boolean;
+  try {
+    same = st !== null && await filesEqual(temp, path);
+  } catch (err) {
+    throw fsError("compare with", path, err);
+  }
+  await removeQuietly(temp);
+  if (!same) throw differentError(path);
+  return await settleIdentical(path);
+}
+
+function notRegular(path: string): WalmgrError {
+  return new WalmgrError(`${path} exists and is not a regular file; remove it or fix the path`);
+}
+
+/**
+ * Atomically and durably writes `source` to `path` (basic_archive's algorithm).
+ *
+ * When `path` exists it is compared byte by byte with the source (chunked; a
+ * stream source is written to the temporary file first): identical means fsync
+ * of file and directory and `"identical"`; different is an error with
+ * "identical-ok" and an atomic replacement with "replace". When absent, the
+ * source goes to a temporary file (O_EXCL, fsync), then to the final name, then
+ * the directory is fsynced. The temporary file is removed on every failure.
+ */
+export async function writeFileDurable(
+  path: string,
+  source: DurableSource,
+  opts: WriteDurableOptions,
+): Promise<WriteOutcome> {
+  const dir = dirname(path);
+  const mode = opts.mode ?? 0o600;
+  const existing = await lstatOrNull(path);
+  if (existing && !existing.isFile) throw notRegular(path);
+
+  if (existing && !(source instanceof ReadableStream)) {
+    let same: boolean;
+    try {
+      same = source instanceof Uint8Array
+        ? await fileEqualsBytes(path, source)
+        : await filesEqual(source.fromFile, path);
+    } catch (err) {
+      if (
+        !(source instanceof Uint8Array) && isNotFound(err) && !(await lstatOrNull(source.fromFile))
+      ) {
+        throw fsError("read", source.fromFile, err);
+      }
+      throw fsError("compare with", path, err);
+    }
+    if (same) return await settleIdentical(path);
+    if (opts.policy === "identical-ok") throw differentError(path);
+  }
+
+  const temp = uniqueTempName(dir, basename(path));
+  let committed = false;
+  try {
+    if (existing && source instanceof ReadableStream) {
+      await writeTemp(temp, source, mode, false);
+      let same: boolean;
+      try {
+        same = await filesEqual(temp, path);
+      } catch (err) {
+        if (!isNotFound(err)) throw fsError("compare with", path, err);
+        same = false; // removed meanwhile: store ours
+      }
+      if (same) return await settleIdentical(path);
+      if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
+      await fsyncFile(temp);
+    } else {
+      await writeTemp(temp, source, mode, true);
+    }
+    const outcome = await commitTemp(temp, path, opts.policy);
+    committed = true;
+    return outcome;
+  } finally {
+    if (!committed) await removeQuietly(temp);
+  }
+}
+
+/** Atomically and durably copies the file `src` to `dst` (see {@link writeFileDurable}). */
+export function copyFileDurable(
+  src: string,
+  dst: string,
+  policy: WritePolicy,
+  mode?: number,
+): Promise<WriteOutcome> {
+  return writeFileDurable(
+    dst,
+    { fromFile: src },
+    mode === undefined ? { policy } : { policy, mode },
+  );
+}
+
+/** Whole content of `path`, or `null` when it does not exist. */
+export async function readFileIfExists(path: string): Promise<Uint8Array | null> {
+  try {
+    return await Deno.readFile(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsError("read", path, err);
+  }
+}
+
+/** True when a process with this pid exists on this host (errs on the side of "alive"). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === Deno.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: unknown } | null)?.code !== "ESRCH";
+  }
+}
+
+/**
+ * Removes temporary files left in `dir` by crashed writers: names made by
+ * {@link uniqueTempName} whose age (from the later of the name's timestamp and
+ * the file's mtime) is at least `maxAgeMs` and whose pid is not alive on this
+ * host. A live writer is never touched: its pid is alive here, and a writer on
+ * another host sharing the directory keeps its file's mtime fresh while it
+ * writes. Returns the names removed; a missing `dir` gives `[]`.
+ */
+export async function cleanupStaleTemps(dir: string, maxAgeMs = 3_600_000): Promise<string[]> {
+  const removed: string[] = [];
+  const now = Date.now();
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile) continue;
+      const parsed = parseTempName(entry.name);
+      if (!parsed) continue;
+      const path = join(dir, entry.name);
+      const st = await lstatOrNull(path);
+      if (!st) continue;
+      const age = now - Math.max(parsed.createdMs, st.mtime?.getTime() ?? 0);
+      if (age < maxAgeMs) continue;
+      if (pidAlive(parsed.pid)) continue;
+      try {
+        await Deno.remove(path);
+        removed.push(entry.name);
+      } catch (err) {
+        if (!isNotFound(err)) throw fsError("remove stale temporary file", path, err);
+      }
+    }
+  } catch (err) {
+    if (isNotFound(err)) return removed;
+    throw fsError("clean up temporary files in", dir, err);
+  }
+  if (removed.length > 0) await fsyncDir(dir);
+  return removed;
+}
+
+/**
+ * Writes `data` at byte `offset` of `path` (created when missing, truncated when
+ * `offset` is 0), then extends the file with a sparse zero tail to `padTo` bytes
+ * when it is shorter (never shrinks it), and fsyncs it (and its directory when
+ * the file was created). Not atomic by design: this is xpartialsync's file.
+ */
+export async function appendAtDurable(
+  path: string,
+  offset: number,
+  data: Uint8Array,
+  padTo: number,
+): Promise<void> {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new WalmgrError(`cannot write ${path}: invalid offset ${offset}`);
+  }
+  const created = !(await lstatOrNull(path));
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { write: true, create: true, truncate: offset === 0, mode: 0o600 });
+  } catch (err) {
+    throw fsError("open", path, err);
+  }
+  try {
+    try {
+      await f.seek(offset, Deno.SeekMode.Start);
+      await writeAll(f, data);
+      const size = (await f.stat()).size;
+      if (size < padTo) await f.truncate(padTo);
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
+    try {
+      await f.sync();
+    } catch (err) {
+      throw fsError("fsync", path, err);
+    }
+  } finally {
+    f.close();
+  }
+  if (created) await fsyncDir(dirname(path));
+}
+
+/** Removes a file or a whole directory tree; a missing path is not an error. */
+export async function removeTree(path: string): Promise<void> {
+  try {
+    await Deno.remove(path, { recursive: true });
+  } catch (err) {
+    if (isNotFound(err)) return;
+    throw fsError("remove", path, err);
+  }
+}
+
+/**
+ * `mkdir -p`: creates `path` and missing parents (with `mode`, default `0o700`
+ * before the umask), fsyncing the parent of every directory it creates.
+ */
+export async function mkdirp(path: string, mode = 0o700): Promise<void> {
+  const missing: string[] = [];
+  let cur = path;
+  for (;;) {
+    const st = await lstatOrNull(cur);
+    if (st) {
+      if (!st.isDirectory) {
+        const target = st.isSymlink ? await Deno.stat(cur).catch(() => null) : null;
+        if (!target?.isDirectory) {
+          throw new WalmgrError(`cannot create directory ${path}: ${cur} is not a directory`);
+        }
+      }
+      break;
+    }
+    missing.push(cur);
+    const parent = dirname(cur);
+    if (parent === cur) break;
+    cur = parent;
+  }
+  for (const dir of missing.reverse()) {
+    try {
+      await Deno.mkdir(dir, { mode });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw fsError("create directory", dir, err);
+    }
+    await fsyncDir(dirname(dir));
+  }
+}
+
+/** True when `name` looks like one of walmgr3's temporary files. */
+export function isTempName(name: string): boolean {
+  return name.startsWith(".") && name.includes(TEMP_MARK) && TEMP_REGEXP.test(name);
+}

@@ -1,0 +1,158 @@
+/**
+ * walmgr3 entry point: argv -> options -> config -> registry -> command -> exit code.
+ *
+ * @module
+ */
+
+import { parseCommandLine } from "./core/cli.ts";
+import { Config, parseSetOptions } from "./core/config.ts";
+import { errorMessage, UsageError, WalmgrError } from "./core/errors.ts";
+import { log } from "./core/log.ts";
+import { VERSION } from "./core/self.ts";
+import { registerBuiltinCommands } from "./commands/mod.ts";
+import { helpText } from "./commands/help.ts";
+import { iniSamples } from "./commands/ini_sample.ts";
+import { createContext } from "./plugins/context.ts";
+import { Registry } from "./plugins/registry.ts";
+import { registerBuiltinTransports } from "./transports/mod.ts";
+import type { CliOptions } from "./core/cli.ts";
+
+/** Builds the registry with every built-in. */
+export function builtinRegistry(): Registry {
+  const registry = new Registry();
+  registerBuiltinCommands(registry);
+  registerBuiltinTransports(registry);
+  return registry;
+}
+
+/** Picks the command and its arguments from the positionals and options. */
+function selectCommand(
+  opts: CliOptions,
+): { ini?: string; command: string; args: string[]; implied?: boolean } {
+  const pos = opts.positionals;
+  if (pos.length >= 1 && (opts.reload || opts.stop || opts.kill)) {
+    // Handled before the command is looked at, as the original did.
+    return { ini: pos[0] as string, command: "daemon-signal", args: [], implied: true };
+  }
+  if (pos.length >= 2) {
+    return { ini: pos[0] as string, command: pos[1] as string, args: pos.slice(2) };
+  }
+  if (opts.initMaster) return { command: "init-master", args: pos, implied: true };
+  if (opts.initSlave) return { command: "init-slave", args: pos, implied: true };
+  if (opts.synchStandby !== undefined) {
+    return { command: "synch-standby-guess", args: [opts.synchStandby], implied: true };
+  }
+  if (pos.length === 0) throw new UsageError("no config file and command given");
+  throw new UsageError(`no command given after ${pos[0]}`);
+}
+
+/** Runs walmgr3 with `argv`; returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let opts: CliOptions;
+  try {
+    opts = parseCommandLine(argv);
+  } catch (err) {
+    return usageFailure(err);
+  }
+  if (opts.quiet) log.setLevel("WARNING");
+  else if (opts.verbose >= 2) log.setLevel("TRACE");
+  else if (opts.verbose === 1) log.setLevel("DEBUG");
+
+  const registry = builtinRegistry();
+  if (opts.help) {
+    log.out(helpText(registry));
+    return 0;
+  }
+  if (opts.version) {
+    log.out(`walmgr3 ${VERSION} (Deno ${Deno.version.deno}), Skytools walmgr3 compatible`);
+    return 0;
+  }
+  if (opts.ini) {
+    log.out(iniSamples());
+    return 0;
+  }
+
+  let selected;
+  try {
+    selected = selectCommand(opts);
+  } catch (err) {
+    return usageFailure(err);
+  }
+  const spec = registry.command(selected.command);
+  if (!spec || (spec.hidden === true && !selected.implied)) {
+    return usageFailure(new UsageError(`unknown command "${selected.command}"`));
+  }
+  if (selected.args.length < spec.minArgs || selected.args.length > spec.maxArgs) {
+    const want = spec.minArgs === spec.maxArgs
+      ? `${spec.minArgs}`
+      : spec.maxArgs === Infinity
+      ? `at least ${spec.minArgs}`
+      : `${spec.minArgs} to ${spec.maxArgs}`;
+    return usageFailure(
+      new UsageError(
+        `${spec.name} takes ${want} argument(s), got ${selected.args.length}` +
+          (spec.usage ? `; usage: ${spec.name} ${spec.usage}` : ""),
+      ),
+    );
+  }
+
+  let close: (() => Promise<void>) | undefined;
+  try {
+    const sets = parseSetOptions(opts.set);
+    let config: Config;
+    if (selected.ini !== undefined) {
+      const loaded = Config.load(selected.ini, sets);
+      config = loaded.config;
+      const logfile = config.getPath("logfile");
+      if (logfile && !opts.notReally) log.openFile(logfile);
+      for (const w of loaded.warnings) log.warning(w);
+      if (config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)) {
+        log.debug("use_skylog is set: skylog is not supported, logging to stderr and logfile");
+      }
+    } else {
+      config = Config.fromValues(Object.fromEntries(sets), "<command line>");
+    }
+    if (spec.needsConfig !== false) {
+      if (spec.role !== "both" && spec.role !== config.role) {
+        throw new WalmgrError(
+          `${spec.name} is a ${spec.role} command, but ${config.file} is a ${config.role} config ` +
+            `(an ini with master_data is a master ini); action not available on current node`,
+        );
+      }
+    }
+    const handle = createContext(registry, config, opts, spec.name);
+    close = handle.close;
+    const code = await spec.run(handle.ctx, selected.args);
+    return code ?? 0;
+  } catch (err) {
+    return runtimeFailure(err, opts);
+  } finally {
+    if (close) await close();
+  }
+}
+
+function usageFailure(err: unknown): number {
+  const msg = errorMessage(err);
+  log.err(`walmgr3: ${msg} (see walmgr3 --help)`);
+  return err instanceof WalmgrError ? err.exitCode : 1;
+}
+
+function runtimeFailure(err: unknown, opts: CliOptions): number {
+  if (err instanceof UsageError) return usageFailure(err);
+  if (err instanceof WalmgrError) {
+    log.error(err.message);
+    if (opts.verbose > 0 && err.cause !== undefined) {
+      log.debug(`cause: ${err.cause instanceof Error ? err.cause.stack ?? err.cause.message : err.cause}`);
+    }
+    return err.exitCode;
+  }
+  // Unexpected: still one line, stack only with -v.
+  log.error(`internal error: ${errorMessage(err)}${opts.verbose > 0 ? "" : " (run with -v for details)"}`);
+  if (opts.verbose > 0 && err instanceof Error && err.stack) log.debug(err.stack);
+  return 1;
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  Deno.exit(code);
+}

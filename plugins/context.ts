@@ -1,0 +1,121 @@
+/**
+ * Builds the {@link CommandContext} a command runs with, and resolves storage
+ * locations to transports (cached per host, closed when the command ends).
+ *
+ * @module
+ */
+
+import type { CliOptions } from "../core/cli.ts";
+import type { Config } from "../core/config.ts";
+import { Effects } from "../core/effects.ts";
+import { ConfigError } from "../core/errors.ts";
+import { log } from "../core/log.ts";
+import { selfArgv } from "../core/self.ts";
+import { hostFor, parseLocation, transportName } from "../transports/location.ts";
+import type { Transport } from "../transports/types.ts";
+import type { CommandContext, Registry, ResolvedLocation } from "./registry.ts";
+
+/** A context plus the clean-up the caller runs when the command ends. */
+export interface ContextHandle {
+  ctx: CommandContext;
+  close(): Promise<void>;
+}
+
+/** Splits a config value into words, honouring single and double quotes. */
+export function splitWords(value: string): string[] {
+  const words: string[] = [];
+  let cur = "";
+  let inWord = false;
+  let quote: string | undefined;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i] as string;
+    if (quote) {
+      if (c === quote) quote = undefined;
+      else if (c === "\\" && quote === '"' && i + 1 < value.length) cur += value[++i];
+      else cur += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === "\\" && i + 1 < value.length) {
+      cur += value[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(cur);
+      cur = "";
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (quote) throw new ConfigError(`unbalanced ${quote} in ${JSON.stringify(value)}`);
+  if (inWord) words.push(cur);
+  return words;
+}
+
+/** Creates the context for running `command`. */
+export function createContext(
+  registry: Registry,
+  config: Config,
+  options: CliOptions,
+  command: string,
+): ContextHandle {
+  const dryRun = options.notReally;
+  const transports = new Map<string, Transport>();
+  const self = selfArgv();
+
+  const location = (key: string): Promise<ResolvedLocation> => {
+    const value = config.require(key).trim();
+    const loc = parseLocation(value);
+    const name = transportName(config.get("transport"), loc);
+    const host = hostFor(name, loc, config.get("slave"), key);
+    const factory = registry.transport(name);
+    if (!factory) {
+      const known = registry.transports().map((t) => t.name).join(", ");
+      throw new ConfigError(`${config.where("transport")}: unknown transport ${name} (known: ${known})`);
+    }
+    const cacheKey = `${name}\u0000${host ?? ""}`;
+    let transport = transports.get(cacheKey);
+    if (!transport) {
+      const remote = config.get("remote_walmgr")?.trim();
+      const slaveConfig = config.get("slave_config")?.trim();
+      transport = factory({
+        ...(host === undefined ? {} : { host }),
+        dryRun,
+        setting: (k) => config.get(k),
+        remoteWalmgr: remote ? splitWords(remote) : [...self],
+        ...(slaveConfig ? { slaveConfig } : {}),
+      });
+      transports.set(cacheKey, transport);
+    }
+    const path = loc.host ? loc.path : config.requirePath(key);
+    return Promise.resolve({ transport, path, display: value });
+  };
+
+  const ctx: CommandContext = {
+    command,
+    options,
+    config,
+    role: config.role,
+    dryRun,
+    log,
+    fx: new Effects(dryRun),
+    registry,
+    hooks: registry.hooks,
+    self,
+    location,
+  };
+  return {
+    ctx,
+    async close() {
+      for (const t of transports.values()) {
+        try {
+          await t.close();
+        } catch (err) {
+          log.debug(`closing transport ${t.name}: ${err instanceof Error ? err.message : err}`);
+        }
+      }
+      transports.clear();
+    },
+  };
+}

@@ -1,0 +1,269 @@
+/**
+ * The `local` transport: the slave's storage is a directory on this host.
+ *
+ * Every primitive goes through the durable helpers of `core/fsutil.ts`. Trees
+ * are copied by the real `rsync -a` (exit code 24, "source files vanished", counts
+ * as success); rsync does not fsync what it writes, so the destination's
+ * filesystem is then flushed with `sync -f <dir>` (coreutils, syncfs(2)): one
+ * call that makes every file and directory rsync wrote durable, cheaper than an
+ * fsync walk of a base backup with thousands of files.
+ *
+ * With `dryRun`, read-only primitives run and every mutating one only logs
+ * `DRY RUN: would ...`.
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import { WalmgrError } from "../core/errors.ts";
+import { appendAtDurable, fsyncDir, mkdirp, removeTree, writeFileDurable } from "../core/fsutil.ts";
+import { log } from "../core/log.ts";
+import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
+import type {
+  ExistingPolicy,
+  FileInfo,
+  PutOutcome,
+  RemoteResult,
+  SyncTreeOptions,
+  Transport,
+  TransportCapability,
+  TransportOptions,
+} from "./types.ts";
+
+function reason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const msg = err.message.split("\n")[0] ?? err.name;
+  const cut = msg.indexOf(" (os error");
+  return cut > 0 ? msg.slice(0, cut) : msg;
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
+}
+
+function toFileInfo(name: string, st: Deno.FileInfo): FileInfo {
+  return {
+    name,
+    size: st.isFile ? st.size : 0,
+    mtimeMs: st.mtime?.getTime() ?? 0,
+    isFile: st.isFile,
+    isDirectory: st.isDirectory,
+    isSymlink: st.isSymlink,
+  };
+}
+
+/** Strips trailing slashes (but keeps `/`). */
+function trimSlash(p: string): string {
+  const t = p.replace(/\/+$/, "");
+  return t === "" ? "/" : t;
+}
+
+/** The rsync argument vector of {@link Transport.syncTree} (exported for tests). */
+export function rsyncTreeArgv(localDir: string, dir: string, opts: SyncTreeOptions): string[] {
+  const argv = ["rsync", "-a"];
+  if (opts.delete) argv.push("--delete");
+  if (opts.copyUnsafeLinks) argv.push("--copy-unsafe-links");
+  for (const p of opts.includes ?? []) argv.push(`--include=${p}`);
+  for (const p of opts.excludes ?? []) argv.push(`--exclude=${p}`);
+  argv.push(rsyncDirArg(localDir), rsyncDirArg(dir));
+  return argv;
+}
+
+/** `dir/` (contents of dir); relative paths get `./` so that a `:` is never read as a host. */
+function rsyncDirArg(p: string): string {
+  const t = trimSlash(p);
+  const q = t.startsWith("/") ? t : `./${t}`;
+  return q.endsWith("/") ? q : `${q}/`;
+}
+
+/** Builds the `local` transport. */
+export function createLocalTransport(opts: TransportOptions): Transport {
+  const dryRun = opts.dryRun;
+  const capabilities: ReadonlySet<TransportCapability> = new Set<TransportCapability>([
+    "appendAt",
+    "syncTree",
+    "readFile",
+    "runWalmgr",
+  ]);
+
+  async function stat(path: string): Promise<FileInfo | null> {
+    try {
+      return toFileInfo(basename(path), await Deno.lstat(path));
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw new WalmgrError(`cannot stat ${path}: ${reason(err)}`, { cause: err });
+    }
+  }
+
+  async function list(dir: string): Promise<FileInfo[] | null> {
+    const out: FileInfo[] = [];
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        try {
+          out.push(toFileInfo(entry.name, await Deno.lstat(`${trimSlash(dir)}/${entry.name}`)));
+        } catch (err) {
+          if (!isNotFound(err)) throw err; // removed meanwhile: skip it
+        }
+      }
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw new WalmgrError(`cannot list directory ${dir}: ${reason(err)}`, { cause: err });
+    }
+    return out;
+  }
+
+  async function readFile(path: string): Promise<Uint8Array> {
+    try {
+      return await Deno.readFile(path);
+    } catch (err) {
+      throw new WalmgrError(`cannot read ${path}: ${reason(err)}`, { cause: err });
+    }
+  }
+
+  function writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would write ${data.length} bytes to ${path}`);
+      return Promise.resolve("stored");
+    }
+    return writeFileDurable(path, data, { policy });
+  }
+
+  function putFile(localPath: string, path: string, policy: ExistingPolicy): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${localPath} to ${path}`);
+      return Promise.resolve("stored");
+    }
+    return writeFileDurable(path, { fromFile: localPath }, { policy });
+  }
+
+  async function getFile(path: string, localPath: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${path} to ${localPath}`);
+      return;
+    }
+    await writeFileDurable(localPath, { fromFile: path }, { policy: "replace" });
+  }
+
+  async function rename(from: string, to: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would rename ${from} to ${to}`);
+      return;
+    }
+    try {
+      await Deno.rename(from, to);
+    } catch (err) {
+      throw new WalmgrError(`cannot rename ${from} to ${to}: ${reason(err)}`, { cause: err });
+    }
+    await fsyncDir(dirname(to));
+    if (dirname(from) !== dirname(to)) await fsyncDir(dirname(from));
+  }
+
+  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${path}`);
+      return;
+    }
+    if (o.recursive) {
+      await removeTree(path);
+    } else {
+      try {
+        await Deno.remove(path);
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw new WalmgrError(`cannot remove ${path}: ${reason(err)}`, { cause: err });
+      }
+    }
+    try {
+      await fsyncDir(dirname(path));
+    } catch {
+      // the parent went away too: nothing left to make durable
+    }
+  }
+
+  async function mkdirpT(path: string): Promise<void> {
+    if (dryRun) {
+      if (!(await stat(path))) log.info(`DRY RUN: would create directory ${path}`);
+      return;
+    }
+    await mkdirp(path);
+  }
+
+  async function appendAt(
+    path: string,
+    offset: number,
+    data: Uint8Array,
+    padTo: number,
+  ): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would write ${data.length} bytes at offset ${offset} of ${path}`);
+      return;
+    }
+    await appendAtDurable(path, offset, data, padTo);
+  }
+
+  async function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
+    const argv = rsyncTreeArgv(localDir, dir, o);
+    if (dryRun) {
+      log.info(`DRY RUN: would run ${displayCommand(argv)}`);
+      return;
+    }
+    await mkdirp(dir);
+    log.debug(`running ${displayCommand(argv)}`);
+    const res = await runCommand(argv, { okCodes: [0, 24] });
+    if (!res.ok) {
+      const detail = lastLine(res);
+      throw new WalmgrError(
+        `rsync of ${localDir} to ${dir} failed (${describeExit(res)})${
+          detail ? `: ${detail}` : ""
+        }`,
+      );
+    }
+    if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
+    const flushed = await runCommand(["sync", "-f", dir]);
+    if (!flushed.ok) {
+      const detail = lastLine(flushed);
+      throw new WalmgrError(
+        `cannot flush ${dir} to disk after rsync (sync -f: ${describeExit(flushed)})` +
+          (detail ? `: ${detail}` : ""),
+      );
+    }
+  }
+
+  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+    if (!opts.slaveConfig) {
+      throw new WalmgrError(
+        "slave_config is not set; set slave_config in the master's ini to the slave's ini path",
+      );
+    }
+    if (opts.remoteWalmgr.length === 0) {
+      throw new WalmgrError("internal error: no walmgr3 command to run on the storage side");
+    }
+    const argv = [...opts.remoteWalmgr, opts.slaveConfig, ...args];
+    if (dryRun) {
+      log.info(`DRY RUN: would run ${displayCommand(argv)}`);
+      return { code: 0, stdout: "", stderr: "" };
+    }
+    log.debug(`running ${displayCommand(argv)}`);
+    const res = await runCommand(argv, o.stdin === undefined ? {} : { stdin: o.stdin });
+    return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+  }
+
+  return {
+    name: "local",
+    capabilities,
+    describe: (path: string) => path,
+    stat,
+    list,
+    readFile,
+    writeFile,
+    putFile,
+    getFile,
+    rename,
+    remove,
+    mkdirp: mkdirpT,
+    appendAt,
+    syncTree,
+    runWalmgr,
+    close: () => Promise.resolve(),
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * The Transport interface: the only way a command touches the slave's storage
+ * (`completed_wals`, `partial_wals`, `full_backup`, `config_backup`).
+ *
+ * Paths given to a transport are paths on the storage side (for `host:path`
+ * locations, the part after the colon). Every write is atomic and durable: a
+ * temporary name in the target directory, fsync, rename, fsync of the directory.
+ * No reader ever sees a partial file under its final name.
+ *
+ * @module
+ */
+
+/** What a transport knows about one file or directory. */
+export interface FileInfo {
+  /** Base name. */
+  name: string;
+  /** Size in bytes (0 for directories). */
+  size: number;
+  /** Modification time, milliseconds since the epoch. */
+  mtimeMs: number;
+  isFile: boolean;
+  isDirectory: boolean;
+  isSymlink: boolean;
+}
+
+/** How {@link Transport.putFile} and {@link Transport.writeFile} treat an existing file. */
+export type ExistingPolicy =
+  /** An identical file is success, a different one is an error (archive semantics). */
+  | "identical-ok"
+  /** Replace whatever is there (atomically). */
+  | "replace";
+
+/** Result of storing a file. */
+export type PutOutcome = "stored" | "identical";
+
+/** Options for {@link Transport.syncTree}. */
+export interface SyncTreeOptions {
+  /** rsync-style exclude patterns, relative to the source root. */
+  excludes?: string[];
+  /** rsync-style include patterns, applied before `excludes`. */
+  includes?: string[];
+  /** Delete files on the destination that are not in the source. */
+  delete?: boolean;
+  /** Copy the target of symlinks that point outside the tree instead of the link. */
+  copyUnsafeLinks?: boolean;
+}
+
+/** Result of a walmgr3 internal command run on the storage side. */
+export interface RemoteResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Primitives a transport may lack; shared fall-backs live in `transports/fallbacks.ts`. */
+export type TransportCapability = "appendAt" | "syncTree" | "runWalmgr" | "readFile";
+
+/** One way of reaching the slave's storage. */
+export interface Transport {
+  /** Registered name: `local`, `rsync`, `ssh`, or a plugin's. */
+  readonly name: string;
+  /** Optional primitives this transport has. */
+  readonly capabilities: ReadonlySet<TransportCapability>;
+
+  /** Describes a path for log lines, e.g. `slave-host:/var/lib/walshipping/logs.complete`. */
+  describe(path: string): string;
+
+  /** Information about `path`, or `null` when it does not exist. Symlinks are not followed. */
+  stat(path: string): Promise<FileInfo | null>;
+  /** Entries of directory `dir` (unsorted), or `null` when it does not exist. */
+  list(dir: string): Promise<FileInfo[] | null>;
+  /** Whole content of a file (throws when missing). */
+  readFile(path: string): Promise<Uint8Array>;
+  /** Atomically and durably writes `data` to `path`. */
+  writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome>;
+  /** Atomically and durably copies the local file `localPath` to `path`. */
+  putFile(localPath: string, path: string, policy: ExistingPolicy): Promise<PutOutcome>;
+  /** Atomically copies `path` to the local file `localPath` (temp name, fsync, rename). */
+  getFile(path: string, localPath: string): Promise<void>;
+  /** Renames within the storage (atomic on one filesystem). */
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file, or a directory tree when `recursive`; missing is not an error. */
+  remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
+  /** `mkdir -p`. */
+  mkdirp(path: string): Promise<void>;
+  /**
+   * Writes `data` at byte `offset` of `path` (creating it, truncating when offset is 0),
+   * then extends the file with zeros to `padTo` bytes when it is shorter. Durable.
+   */
+  appendAt?(path: string, offset: number, data: Uint8Array, padTo: number): Promise<void>;
+  /** Copies the local tree `localDir` into `dir` (rsync semantics: contents of localDir). */
+  syncTree?(localDir: string, dir: string, opts: SyncTreeOptions): Promise<void>;
+  /**
+   * Runs `walmgr3 <slave_config> <args...>` on the storage side (xlock, xrotate, ...).
+   * Exit codes are returned, not thrown.
+   */
+  runWalmgr?(args: string[], opts?: { stdin?: Uint8Array }): Promise<RemoteResult>;
+  /** Releases connections (ssh control masters, helper processes). */
+  close(): Promise<void>;
+}
+
+/** What a transport factory gets to build a transport. */
+export interface TransportOptions {
+  /** Remote host (from `host:path` or `slave`), absent for local storage. */
+  host?: string;
+  /** Show what would be done without doing it. */
+  dryRun: boolean;
+  /** Config lookups (ssh options, remote walmgr3 path, compression...). */
+  setting(key: string): string | undefined;
+  /** How to run walmgr3 itself on the storage side (argv prefix, before the ini). */
+  remoteWalmgr: string[];
+  /** The slave's ini path on the storage side (for `runWalmgr`). */
+  slaveConfig?: string;
+}
+
+/** Builds a transport; registered under a name in the registry. */
+export type TransportFactory = (opts: TransportOptions) => Transport;
