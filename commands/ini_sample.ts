@@ -107,6 +107,8 @@ slave_config_dir     = /etc/postgresql/15/main
 
 # alternative pg_wal directory for the slave, symlinked to pg_wal on restore
 #slave_pg_xlog       = /vol2/pg_wal
+# (slave_pg_wal is accepted as the same setting)
+#slave_pg_wal        =
 
 walmgr_data          = ~/walshipping
 completed_wals       = %(walmgr_data)s/logs.complete

@@ -91,8 +91,8 @@ export async function runCommand(argv: readonly string[], opts: RunOptions = {})
     });
   }
   let timedOut = false;
-  let timer: number | undefined;
-  let killTimer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
   if (opts.timeoutMs !== undefined) {
     timer = setTimeout(() => {
       timedOut = true;

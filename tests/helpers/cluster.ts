@@ -16,9 +16,17 @@
  */
 
 import postgres from "postgres";
-import { runCommand, type RunResult } from "../../core/process.ts";
 import { installedEmbeddedPgs } from "./install_pg.ts";
-import { assertNotRoot, currentUserName, exists, keepTemp, makeTempDir, removeTree } from "./tmp.ts";
+import {
+  assertNotRoot,
+  currentUserName,
+  exists,
+  keepTemp,
+  makeTempDir,
+  removeTree,
+  run,
+  type RunResult,
+} from "./tmp.ts";
 import { waitFor } from "./wait.ts";
 
 /** Debian's PostgreSQL 15 bin dir (server and all client tools). */
@@ -31,7 +39,7 @@ export async function pgMajorOfBinDir(binDir: string): Promise<number> {
   const cached = versionCache.get(binDir);
   if (cached !== undefined) return cached;
   const exe = `${binDir}/postgres`;
-  const res = await runCommand([exe, "-V"], { env: { LC_ALL: "C" } });
+  const res = await run([exe, "-V"], { env: { LC_ALL: "C" } });
   const m = /\(PostgreSQL\) (\d+)/.exec(res.stdout);
   if (!res.ok || !m) {
     throw new Error(`cannot tell the version of ${exe}: ${(res.stdout + res.stderr).trim()}`);
@@ -63,9 +71,7 @@ export async function pgVersions(): Promise<{ major: number; binDir: string }[]>
     const major = await pgMajorOfBinDir(d);
     if (!seen.has(major)) seen.set(major, d);
   }
-  return [...seen].map(([major, binDir]) => ({ major, binDir })).sort((a, b) =>
-    a.major - b.major
-  );
+  return [...seen].map(([major, binDir]) => ({ major, binDir })).sort((a, b) => a.major - b.major);
 }
 
 /** The bin dir of an available server of `major`, or null. */
@@ -248,7 +254,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   try {
     await Deno.mkdir(socketDir, { mode: 0o700 });
     if (ownData) {
-      const res = await runCommand([
+      const res = await run([
         `${binDir}/initdb`,
         "-D",
         dataDir,
@@ -298,7 +304,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   };
 
   const pgCtl = (args: string[]) =>
-    runCommand([`${binDir}/pg_ctl`, "-D", dataDir, ...args], { env, timeoutMs: 180_000 });
+    run([`${binDir}/pg_ctl`, "-D", dataDir, ...args], { env, timeoutMs: 180_000 });
 
   const isRunning = async () => (await pgCtl(["status"])).code === 0;
 
@@ -343,7 +349,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     },
     async psql(query: string, database = "postgres") {
       const exe = await pgTool(binDir, "psql");
-      const res = await runCommand([
+      const res = await run([
         exe,
         "-X",
         "-A",

