@@ -106,7 +106,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       const logfile = config.getPath("logfile");
       if (logfile && !opts.notReally) log.openFile(logfile);
       for (const w of loaded.warnings) log.warning(w);
-      if (config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)) {
+      if (
+        config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)
+      ) {
         log.debug("use_skylog is set: skylog is not supported, logging to stderr and logfile");
       }
     } else {
@@ -142,12 +144,16 @@ function runtimeFailure(err: unknown, opts: CliOptions): number {
   if (err instanceof WalmgrError) {
     log.error(err.message);
     if (opts.verbose > 0 && err.cause !== undefined) {
-      log.debug(`cause: ${err.cause instanceof Error ? err.cause.stack ?? err.cause.message : err.cause}`);
+      log.debug(
+        `cause: ${err.cause instanceof Error ? err.cause.stack ?? err.cause.message : err.cause}`,
+      );
     }
     return err.exitCode;
   }
   // Unexpected: still one line, stack only with -v.
-  log.error(`internal error: ${errorMessage(err)}${opts.verbose > 0 ? "" : " (run with -v for details)"}`);
+  log.error(
+    `internal error: ${errorMessage(err)}${opts.verbose > 0 ? "" : " (run with -v for details)"}`,
+  );
   if (opts.verbose > 0 && err instanceof Error && err.stack) log.debug(err.stack);
   return 1;
 }

@@ -67,7 +67,9 @@ const OPTIONS = {
 } as const;
 
 /** Names of options that take a value, for error messages. */
-const VALUE_OPTIONS = Object.entries(OPTIONS).filter(([, o]) => o.type === "string").map(([k]) => k);
+const VALUE_OPTIONS = Object.entries(OPTIONS).filter(([, o]) => o.type === "string").map(([k]) =>
+  k
+);
 
 function stringOpt(v: unknown): string | undefined {
   return typeof v === "string" ? v : undefined;
@@ -142,7 +144,9 @@ function validate(o: CliOptions): void {
   if (o.initMaster && o.initSlave) {
     throw new UsageError("use either --init-master or --init-slave, not both");
   }
-  if (o.quiet && o.verbose > 0) throw new UsageError("use either -q/--quiet or -v/--verbose, not both");
+  if (o.quiet && o.verbose > 0) {
+    throw new UsageError("use either -q/--quiet or -v/--verbose, not both");
+  }
   if (o.addPassword !== undefined && !o.initSlave) {
     throw new UsageError("--add-password is used with --init-slave (and --primary-conninfo)");
   }

@@ -84,7 +84,9 @@ export function parseSetOptions(sets: readonly string[]): Array<[string, string]
       }
       const key = part.slice(0, eq).trim().toLowerCase();
       if (!/^[a-z_][a-z0-9_]*$/.test(key)) {
-        throw new ConfigError(`--set ${JSON.stringify(part)}: ${JSON.stringify(key)} is not a key name`);
+        throw new ConfigError(
+          `--set ${JSON.stringify(part)}: ${JSON.stringify(key)} is not a key name`,
+        );
       }
       out.push([key, part.slice(eq + 1).trim()]);
     }
@@ -127,7 +129,9 @@ export class Config {
       if (err instanceof Deno.errors.IsADirectory) {
         throw new ConfigError(`Config file is a directory: ${file}`);
       }
-      throw new ConfigError(`Cannot read config file ${file}: ${err instanceof Error ? err.message : err}`);
+      throw new ConfigError(
+        `Cannot read config file ${file}: ${err instanceof Error ? err.message : err}`,
+      );
     }
     const ini = parseIni(text, file);
     const section = ini.get(SECTION);
@@ -144,9 +148,13 @@ export class Config {
       config_dir: dirnameOf(file),
       config_file: file,
     };
-    for (const [k, v] of Object.entries(builtins)) values.set(k, { raw: v, where: `built-in ${k}` });
+    for (const [k, v] of Object.entries(builtins)) {
+      values.set(k, { raw: v, where: `built-in ${k}` });
+    }
     const add = (sec: Map<string, RawValue> | undefined) => {
-      for (const [k, v] of sec ?? []) values.set(k, { raw: v.value, where: `${file}, line ${v.line}, key ${k}` });
+      for (const [k, v] of sec ?? []) {
+        values.set(k, { raw: v.value, where: `${file}, line ${v.line}, key ${k}` });
+      }
     };
     add(ini.get("DEFAULT"));
     add(section);
@@ -194,12 +202,12 @@ export class Config {
     if (cached !== undefined) return cached;
     const src = this.#values.get(key);
     if (!src) return undefined;
-    const value = this.#interpolate(key, src, [key]);
+    const value = this.#interpolate(src, [key]);
     this.#cache.set(key, value);
     return value;
   }
 
-  #interpolate(key: string, src: Source, chain: string[]): string {
+  #interpolate(src: Source, chain: string[]): string {
     if (chain.length > MAX_DEPTH) {
       throw new ConfigError(
         `${src.where}: interpolation cycle or too deep: ${chain.join(" -> ")}`,
@@ -226,7 +234,9 @@ export class Config {
         const m = INTERPOLATION_REGEXP.exec(raw);
         if (!m || m.index !== i) {
           throw new ConfigError(
-            `${src.where}: bad interpolation syntax in ${JSON.stringify(raw)}; use %(name)s, or %% for a literal %`,
+            `${src.where}: bad interpolation syntax in ${
+              JSON.stringify(raw)
+            }; use %(name)s, or %% for a literal %`,
           );
         }
         const ref = (m[1] ?? "").toLowerCase();
@@ -241,15 +251,16 @@ export class Config {
             `${src.where}: interpolation cycle: ${[...chain, ref].join(" -> ")}`,
           );
         }
-        out += this.#interpolate(ref, refSrc, [...chain, ref]);
+        out += this.#interpolate(refSrc, [...chain, ref]);
         i += m[0].length;
         continue;
       }
       throw new ConfigError(
-        `${src.where}: '%' must be followed by '%' or '(' in ${JSON.stringify(raw)}; write %% for a literal %`,
+        `${src.where}: '%' must be followed by '%' or '(' in ${
+          JSON.stringify(raw)
+        }; write %% for a literal %`,
       );
     }
-    void key;
     return out;
   }
 
@@ -277,7 +288,9 @@ export class Config {
     // The original treated numeric values as booleans through int(); keep that.
     if (/^-?\d+$/.test(lower)) return Number(lower) !== 0;
     throw new ConfigError(
-      `${this.where(key)}: ${JSON.stringify(v)} is not a boolean; use 1/yes/true/on or 0/no/false/off`,
+      `${this.where(key)}: ${
+        JSON.stringify(v)
+      } is not a boolean; use 1/yes/true/on or 0/no/false/off`,
     );
   }
 

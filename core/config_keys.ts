@@ -52,20 +52,34 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
 
   // master keys
   master_db: { role: "master", doc: "libpq conninfo of the master database" },
-  master_data: { role: "master", doc: "master data directory; its presence makes the ini a master ini" },
+  master_data: {
+    role: "master",
+    doc: "master data directory; its presence makes the ini a master ini",
+  },
   master_config: { role: "master", doc: "master postgresql.conf that setup/stop edit" },
   master_bin: { role: "master", doc: "directory of the master's PostgreSQL programs (else PATH)" },
-  master_restart_cmd: { role: "master", doc: "shell command to restart the master after setup/stop" },
+  master_restart_cmd: {
+    role: "master",
+    doc: "shell command to restart the master after setup/stop",
+  },
   slave: { role: "master", doc: "slave host name (ssh destination)" },
   slave_config: { role: "master", doc: "path of the slave's ini on the slave host" },
   compression: { role: "both", default: "0", doc: "non-zero adds -z to rsync" },
-  keep_symlinks: { role: "master", default: "1", doc: "recreate symlinked pg_wal/pg_log on the slave" },
+  keep_symlinks: {
+    role: "master",
+    default: "1",
+    doc: "recreate symlinked pg_wal/pg_log on the slave",
+  },
   use_xlog_functions: {
     role: "master",
     default: "0",
     doc: "record-based partial WAL shipping in sync/syncdaemon",
   },
-  hot_standby: { role: "master", default: "0", doc: "accepted; setup always sets wal_level = replica" },
+  hot_standby: {
+    role: "master",
+    default: "0",
+    doc: "accepted; setup always sets wal_level = replica",
+  },
   command_interval: { role: "master", default: "0", doc: "seconds between periodic_command runs" },
   periodic_command: { role: "master", doc: "shell command run every command_interval seconds" },
   backup_fast_checkpoint: {

@@ -793,7 +793,9 @@ export async function resolveConnection(
   if (values.password) {
     result.password = values.password;
     const o = origin.get("password");
-    result.passwordSource = o === "environment" ? "environment" : o === "service"
+    result.passwordSource = o === "environment"
+      ? "environment"
+      : o === "service"
       ? "service"
       : "conninfo";
   } else if (passfile !== undefined) {

@@ -7,7 +7,13 @@
  */
 
 import { log } from "./log.ts";
-import { displayCommand, runCommand, type RunOptions, type RunResult, runShell } from "./process.ts";
+import {
+  displayCommand,
+  runCommand,
+  type RunOptions,
+  type RunResult,
+  runShell,
+} from "./process.ts";
 
 const DRY_RESULT: RunResult = {
   code: 0,
@@ -59,7 +65,10 @@ export class Effects {
     await this.act(`write ${path}`, async () => {
       const { writeFileDurable } = await import("./fsutil.ts");
       const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-      await writeFileDurable(path, bytes, { policy: "replace", ...(mode === undefined ? {} : { mode }) });
+      await writeFileDurable(path, bytes, {
+        policy: "replace",
+        ...(mode === undefined ? {} : { mode }),
+      });
     }, undefined);
   }
 

@@ -67,7 +67,9 @@ export function parseIni(text: string, file: string): IniData {
     }
     if (!section) {
       throw new ConfigError(
-        `${file}, line ${lineNo}: text before the first [section] header: ${JSON.stringify(trimmed)}`,
+        `${file}, line ${lineNo}: text before the first [section] header: ${
+          JSON.stringify(trimmed)
+        }`,
       );
     }
     const opt = OPTION_REGEXP.exec(trimmed);

@@ -85,7 +85,9 @@ export class Logger {
       this.#filePath = undefined;
       this.#write(
         "WARNING",
-        `cannot open logfile ${path}: ${err instanceof Error ? err.message : err}; logging to stderr only`,
+        `cannot open logfile ${path}: ${
+          err instanceof Error ? err.message : err
+        }; logging to stderr only`,
       );
     }
   }

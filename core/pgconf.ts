@@ -40,7 +40,8 @@ function parseActive(line: string, name: string): ParsedLine | null {
       const c = rest[i];
       if (c === "\\" && i + 1 < rest.length) {
         const n = rest[i + 1] as string;
-        value += ({ n: "\n", t: "\t", r: "\r", b: "\b", f: "\f" } as Record<string, string>)[n] ?? n;
+        value += ({ n: "\n", t: "\t", r: "\r", b: "\b", f: "\f" } as Record<string, string>)[n] ??
+          n;
         i += 2;
         continue;
       }
@@ -92,7 +93,10 @@ export function readSetting(text: string, name: string): SettingState {
  * its comment), else a line inserted after the first commented template, else
  * appended.
  */
-export function editSettings(text: string, settings: ReadonlyArray<readonly [string, string]>): string {
+export function editSettings(
+  text: string,
+  settings: ReadonlyArray<readonly [string, string]>,
+): string {
   let lines = text.split("\n");
   const hadFinalNewline = text.endsWith("\n");
   if (hadFinalNewline) lines.pop();
@@ -138,13 +142,18 @@ export function readAutoConf(dataDir: string): Map<string, string> {
 
 /** Include directives in a config text (PostgreSQL reads them after the line). */
 export function includeDirectives(text: string): string[] {
-  return text.split("\n").filter((l) => /^\s*include(_dir|_if_exists)?\s*(=\s*)?'/.test(l)).map((l) =>
-    l.trim()
-  );
+  return text.split("\n").filter((l) => /^\s*include(_dir|_if_exists)?\s*(=\s*)?'/.test(l)).map((
+    l,
+  ) => l.trim());
 }
 
 /** A minimal unified diff of two texts (for dry runs). */
-export function unifiedDiff(oldText: string, newText: string, oldName: string, newName: string): string {
+export function unifiedDiff(
+  oldText: string,
+  newText: string,
+  oldName: string,
+  newName: string,
+): string {
   const a = oldText.split("\n");
   const b = newText.split("\n");
   const n = a.length;
@@ -153,7 +162,9 @@ export function unifiedDiff(oldText: string, newText: string, oldName: string, n
   const lcs: Uint32Array[] = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
   for (let i = n - 1; i >= 0; i--) {
     for (let j = m - 1; j >= 0; j--) {
-      lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+      lcs[i]![j] = a[i] === b[j]
+        ? lcs[i + 1]![j + 1]! + 1
+        : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
     }
   }
   type Op = { t: " " | "-" | "+"; s: string; ai: number; bi: number };
@@ -162,8 +173,9 @@ export function unifiedDiff(oldText: string, newText: string, oldName: string, n
   let j = 0;
   while (i < n || j < m) {
     if (i < n && j < m && a[i] === b[j]) ops.push({ t: " ", s: a[i++]!, ai: i, bi: ++j });
-    else if (j < m && (i >= n || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) ops.push({ t: "+", s: b[j++]!, ai: i, bi: j });
-    else ops.push({ t: "-", s: a[i++]!, ai: i, bi: j });
+    else if (j < m && (i >= n || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) {
+      ops.push({ t: "+", s: b[j++]!, ai: i, bi: j });
+    } else ops.push({ t: "-", s: a[i++]!, ai: i, bi: j });
   }
   const out = [`--- ${oldName}`, `+++ ${newName}`];
   const ctx = 3;

@@ -81,7 +81,10 @@ export function parseControlData(text: string): ControlData | null {
 }
 
 /** Runs `pg_controldata <dataDir>`; throws a clear error when it cannot. */
-export async function controlData(binDir: string | undefined, dataDir: string): Promise<ControlData> {
+export async function controlData(
+  binDir: string | undefined,
+  dataDir: string,
+): Promise<ControlData> {
   const res = await runPgTool(binDir, "pg_controldata", [dataDir]);
   if (!res.ok) {
     throw new WalmgrError(

@@ -56,7 +56,9 @@ async function readAll(stream: ReadableStream<Uint8Array> | null): Promise<Uint8
 
 /** Quotes an argument vector for display (logs and dry-run messages). */
 export function displayCommand(argv: readonly string[]): string {
-  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`))
+  return argv.map((
+    a,
+  ) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`))
     .join(" ");
 }
 
@@ -64,7 +66,10 @@ export function displayCommand(argv: readonly string[]): string {
  * Runs `argv` and waits for it. A missing program becomes a {@link WalmgrError}
  * naming it; a non-zero code is returned in the result (check `ok`).
  */
-export async function runCommand(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+export async function runCommand(
+  argv: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
   const [cmd, ...args] = argv;
   if (!cmd) throw new WalmgrError("internal error: empty command line");
   let child: Deno.ChildProcess;

@@ -40,7 +40,9 @@ export function parseLsn(lsn: string): bigint {
 
 /** Formats an LSN bigint as `X/Y`. */
 export function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${
+    (lsn & 0xffffffffn).toString(16).toUpperCase()
+  }`;
 }
 
 function hex8(n: bigint | number): string {
@@ -60,7 +62,10 @@ export function walFileName(timeline: number, lsn: bigint, segSize: number): str
 }
 
 /** Segment number and timeline of a segment name. */
-export function parseWalFileName(name: string, segSize: number): { timeline: number; segNo: bigint } {
+export function parseWalFileName(
+  name: string,
+  segSize: number,
+): { timeline: number; segNo: bigint } {
   const base = name.slice(0, 24);
   if (!WAL_SEGMENT_REGEXP.test(base)) throw new Error(`not a WAL segment name: ${name}`);
   const timeline = parseInt(base.slice(0, 8), 16);

@@ -72,7 +72,9 @@ export function createContext(
     const factory = registry.transport(name);
     if (!factory) {
       const known = registry.transports().map((t) => t.name).join(", ");
-      throw new ConfigError(`${config.where("transport")}: unknown transport ${name} (known: ${known})`);
+      throw new ConfigError(
+        `${config.where("transport")}: unknown transport ${name} (known: ${known})`,
+      );
     }
     const cacheKey = `${name}\u0000${host ?? ""}`;
     let transport = transports.get(cacheKey);

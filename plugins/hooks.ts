@@ -65,7 +65,12 @@ export class HookBus {
   readonly #handlers = new Map<HookEvent, Entry[]>();
 
   /** Subscribes `handler` to `event` under `name` (unique per event). */
-  on<E extends HookEvent>(event: E, name: string, handler: HookHandler<E>, origin = "built-in"): void {
+  on<E extends HookEvent>(
+    event: E,
+    name: string,
+    handler: HookHandler<E>,
+    origin = "built-in",
+  ): void {
     const list = this.#handlers.get(event) ?? [];
     if (list.some((e) => e.name === name)) {
       throw new Error(`hook ${name} is already registered for ${event}`);
@@ -78,7 +83,9 @@ export class HookBus {
   list(): Array<{ event: HookEvent; name: string; origin: string }> {
     const out: Array<{ event: HookEvent; name: string; origin: string }> = [];
     for (const event of HOOK_EVENTS) {
-      for (const e of this.#handlers.get(event) ?? []) out.push({ event, name: e.name, origin: e.origin });
+      for (const e of this.#handlers.get(event) ?? []) {
+        out.push({ event, name: e.name, origin: e.origin });
+      }
     }
     return out;
   }

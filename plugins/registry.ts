@@ -98,7 +98,9 @@ export class Registry {
   registerTransport(name: string, factory: TransportFactory, origin: Origin = "built-in"): void {
     const existing = this.#transports.get(name);
     if (existing) {
-      throw new Error(`transport ${name} from ${origin} is already registered by ${existing.origin}`);
+      throw new Error(
+        `transport ${name} from ${origin} is already registered by ${existing.origin}`,
+      );
     }
     this.#transports.set(name, { factory, origin });
   }

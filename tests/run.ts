@@ -161,9 +161,29 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
       proj,
     );
     const env: Record<string, string> = {};
-    if (!Deno.env.get("WALMGR3_PG_CACHE") && exists(`${projectRoot}/.deno/pg`)) {
-      await Deno.mkdir(`${proj}/.deno`);
-      await sh('cp -a "$1" "$2"', `${projectRoot}/.deno/pg`, `${proj}/.deno/pg`);
+    const cache = `${projectRoot}/.deno/pg`;
+    if (!Deno.env.get("WALMGR3_PG_CACHE") && exists(cache)) {
+      // share the embedded PostgreSQL cache when the user can use it in place, else copy it
+      const bins = [...Deno.readDirSync(cache)].filter((e) => /^\d+$/.test(e.name)).map((e) =>
+        `${cache}/${e.name}/bin/postgres`
+      );
+      const probe = await run([
+        "runuser",
+        "-u",
+        user.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        'for b in "$@"; do "$b" -V >/dev/null 2>&1 || exit 1; done',
+        "sh",
+        ...bins,
+      ]);
+      if (probe.ok) {
+        env.WALMGR3_PG_CACHE = cache;
+      } else {
+        await Deno.mkdir(`${proj}/.deno`);
+        await sh('cp -a "$1" "$2"', cache, `${proj}/.deno/pg`);
+      }
     }
     await sh('chown -R "$1" "$2"', `${user.uid}:${user.gid}`, stageDir);
     await Deno.chmod(stageDir, 0o755);

@@ -128,8 +128,6 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     await Deno.copyFile(p("id_ed25519.pub"), p("authorized_keys"));
     await Deno.chmod(p("authorized_keys"), 0o600);
     const hostPub = (await Deno.readTextFile(p("ssh_host_ed25519_key.pub"))).trim().split(/\s+/);
-    const port = freePort();
-
     const env: Record<string, string> = {};
     for (const k of ["PATH", "HOME", "DENO_DIR", "TMPDIR", "NO_COLOR", "WALMGR3_TEST_USER"]) {
       const v = Deno.env.get(k);
@@ -137,42 +135,13 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     }
     Object.assign(env, opts.env ?? {});
     const setEnv = Object.entries(env).map(([k, v]) => `${k}=${sshdQuote(v)}`).join(" ");
-
-    const config = [
-      `Port ${port}`,
-      `ListenAddress 127.0.0.1`,
-      `HostKey ${p("ssh_host_ed25519_key")}`,
-      `PidFile ${p("sshd.pid")}`,
-      `AuthorizedKeysFile ${p("authorized_keys")}`,
-      `AllowUsers ${user}`,
-      `StrictModes no`,
-      `UsePAM no`,
-      `PubkeyAuthentication yes`,
-      `PasswordAuthentication no`,
-      `KbdInteractiveAuthentication no`,
-      `PermitRootLogin no`,
-      `X11Forwarding no`,
-      `PrintMotd no`,
-      `PrintLastLog no`,
-      `MaxStartups 100:30:200`,
-      `MaxSessions 100`,
-      `LogLevel VERBOSE`,
-      `Subsystem sftp internal-sftp`,
-      ...(setEnv ? [`SetEnv ${setEnv}`] : []),
-      ...(opts.extraConfig ?? []),
-      "",
-    ].join("\n");
-    await Deno.writeTextFile(p("sshd_config"), config);
-
-    // sshd -t validates the configuration and reports problems readably
-    const test = await run([SSHD_PATH, "-t", "-f", p("sshd_config")]);
-    if (!test.ok) throw new Error(`sshd -t rejected our config: ${test.stderr.trim()}`);
-
-    await Deno.writeTextFile(
-      p("known_hosts"),
-      `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`,
-    );
-    const clientOpts: [string, string][] = [
+    const sshArgs = ["-F", p("ssh_config")];
+    const ssh = (command: string, o: { stdin?: string | Uint8Array; timeoutMs?: number } = {}) =>
+      run(["ssh", ...sshArgs, hostAlias, command], {
+        ...(o.stdin === undefined ? {} : { stdin: o.stdin }),
+        timeoutMs: o.timeoutMs ?? 120_000,
+      });
+    const clientOptions = (port: number): [string, string][] => [
       ["HostName", "127.0.0.1"],
       ["Port", String(port)],
       ["User", user],
@@ -185,55 +154,101 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       ["ConnectTimeout", "10"],
       ["LogLevel", "ERROR"],
     ];
-    await Deno.writeTextFile(
-      p("ssh_config"),
-      `Host ${hostAlias}\n` + clientOpts.map(([k, v]) => `  ${k} ${v}\n`).join(""),
-    );
-    const sshOptions = clientOpts.filter(([k]) => k !== "HostName").flatMap(([k, v]) => [
-      "-o",
-      `${k}=${v}`,
-    ]);
 
-    child = new Deno.Command(SSHD_PATH, {
-      args: ["-D", "-f", p("sshd_config"), "-E", p("sshd.log")],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    let exited: Deno.CommandStatus | null = null;
-    child.status.then((s) => {
-      exited = s;
-    });
+    const writeFiles = async (port: number) => {
+      const config = [
+        `Port ${port}`,
+        `ListenAddress 127.0.0.1`,
+        `HostKey ${p("ssh_host_ed25519_key")}`,
+        `PidFile ${p("sshd.pid")}`,
+        `AuthorizedKeysFile ${p("authorized_keys")}`,
+        `AllowUsers ${user}`,
+        `StrictModes no`,
+        `UsePAM no`,
+        `PubkeyAuthentication yes`,
+        `PasswordAuthentication no`,
+        `KbdInteractiveAuthentication no`,
+        `PermitRootLogin no`,
+        `X11Forwarding no`,
+        `PrintMotd no`,
+        `PrintLastLog no`,
+        `MaxStartups 100:30:200`,
+        `MaxSessions 100`,
+        `LogLevel VERBOSE`,
+        `Subsystem sftp internal-sftp`,
+        ...(setEnv ? [`SetEnv ${setEnv}`] : []),
+        ...(opts.extraConfig ?? []),
+        "",
+      ].join("\n");
+      await Deno.writeTextFile(p("sshd_config"), config);
+      await Deno.writeTextFile(
+        p("known_hosts"),
+        `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`,
+      );
+      await Deno.writeTextFile(
+        p("ssh_config"),
+        `Host ${hostAlias}\n` + clientOptions(port).map(([k, v]) => `  ${k} ${v}\n`).join(""),
+      );
+    };
 
-    const sshArgs = ["-F", p("ssh_config")];
-    const ssh = (command: string, o: { stdin?: string | Uint8Array; timeoutMs?: number } = {}) =>
-      run(["ssh", ...sshArgs, hostAlias, command], {
-        ...(o.stdin === undefined ? {} : { stdin: o.stdin }),
-        timeoutMs: o.timeoutMs ?? 120_000,
-      });
-
-    let last = "";
-    try {
-      await waitFor(async () => {
-        if (exited) throw new Error(`sshd exited (code ${(exited as Deno.CommandStatus).code})`);
-        const r = await ssh("true", { timeoutMs: 15_000 });
-        last = r.stderr.trim();
-        return r.ok;
-      }, {
-        timeoutMs: opts.timeoutMs ?? 20_000,
-        what: `sshd on 127.0.0.1:${port} to accept logins`,
-      });
-    } catch (err) {
-      let log = "";
+    const readLog = async () => {
       try {
-        log = await Deno.readTextFile(p("sshd.log"));
-      } catch { /* none */ }
+        return (await Deno.readTextFile(p("sshd.log"))).trim().split("\n").slice(-30).join("\n");
+      } catch {
+        return "(no sshd log)";
+      }
+    };
+
+    let port = 0;
+    for (let attempt = 1;; attempt++) {
+      port = freePort();
+      await writeFiles(port);
+      if (attempt === 1) {
+        // sshd -t validates the configuration and reports problems readably
+        const test = await run([SSHD_PATH, "-t", "-f", p("sshd_config")]);
+        if (!test.ok) throw new Error(`sshd -t rejected our config: ${test.stderr.trim()}`);
+      }
+      const c = new Deno.Command(SSHD_PATH, {
+        args: ["-D", "-f", p("sshd_config"), "-E", p("sshd.log")],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      child = c;
+      let exited: Deno.CommandStatus | null = null;
+      c.status.then((st) => {
+        exited = st;
+      });
+      let last = "";
+      try {
+        await waitFor(async () => {
+          if (exited) return true;
+          const r = await ssh("true", { timeoutMs: 15_000 });
+          last = r.stderr.trim();
+          return r.ok;
+        }, {
+          timeoutMs: opts.timeoutMs ?? 20_000,
+          what: `sshd on 127.0.0.1:${port} to accept logins`,
+        });
+      } catch (err) {
+        throw new Error(
+          `${err instanceof Error ? err.message : err}\nlast ssh error: ${last}\n` +
+            `--- ${p("sshd.log")} ---\n${await readLog()}`,
+        );
+      }
+      if (!exited) break;
+      child = null;
+      const log = await readLog();
+      // someone took the port between freePort() and sshd's bind: try another
+      if (attempt < 4 && /Address already in use|Cannot bind any address/i.test(log)) continue;
       throw new Error(
-        `${err instanceof Error ? err.message : err}\nlast ssh error: ${last}\n--- sshd log ---\n${
-          log.trim().split("\n").slice(-30).join("\n")
-        }`,
+        `sshd exited at start (code ${(exited as Deno.CommandStatus).code})\n` +
+          `--- ${p("sshd.log")} ---\n${log}`,
       );
     }
+    const sshOptions = clientOptions(port).filter(([k]) => k !== "HostName").flatMap((
+      [k, v],
+    ) => ["-o", `${k}=${v}`]);
 
     const self: Sshd = {
       host: "127.0.0.1",

@@ -113,9 +113,9 @@ Deno.test("fixture: sshd with ssh and rsync", async (t) => {
     assert.equal(r2.stdout.trim(), "ok2", r2.stderr);
   });
 
-  await t.step("the remote side sees our PATH", async () => {
-    const r = await sshd.ssh('printf %s "$PATH"');
-    assert.equal(r.stdout, Deno.env.get("PATH"));
+  await t.step("the remote side sees our PATH and HOME", async () => {
+    const r = await sshd.ssh('printf "%s\\n%s" "$PATH" "$HOME"');
+    assert.equal(r.stdout, `${Deno.env.get("PATH")}\n${Deno.env.get("HOME")}`);
   });
 
   await t.step("a wrong host key is refused", async () => {
