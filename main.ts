@@ -7,6 +7,7 @@
 import { parseCommandLine } from "./core/cli.ts";
 import { Config, parseSetOptions } from "./core/config.ts";
 import { errorMessage, UsageError, WalmgrError } from "./core/errors.ts";
+import { daemonOptionProblem } from "./core/daemon.ts";
 import { log } from "./core/log.ts";
 import { VERSION } from "./core/self.ts";
 import { registerBuiltinCommands } from "./commands/mod.ts";
@@ -113,6 +114,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
     } else {
       config = Config.fromValues(Object.fromEntries(sets), "<command line>");
+    }
+    if (opts.daemon && spec.name !== "daemon-signal") {
+      const problem = daemonOptionProblem(spec.name, config.getPath("pidfile"));
+      if (problem) throw new WalmgrError(problem);
     }
     if (spec.needsConfig !== false) {
       if (spec.role !== "both" && spec.role !== config.role) {

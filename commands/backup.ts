@@ -1,10 +1,809 @@
 /**
- * Commands of this family (filled in by its issue).
+ * `backup` (master and slave): a base backup into the slave's `full_backup`,
+ * with the backup lock, rotation and WAL purge.
+ *
+ * On the master (the original's 4.7, with its bugs fixed):
+ *
+ * 1. `xlock <pid> <host>` on the slave (through the transport). A lock held by a
+ *    process of this host that no longer runs is taken over (conditional
+ *    `xrelease`, then `xlock`); a live one, or one from another host, is refused.
+ * 2. `xrotate prepare` on the slave: readies `<full_backup>.new` (see
+ *    `commands/rotate.ts`), so the last complete backup stays until the new one
+ *    is complete.
+ * 3. The non-exclusive backup API in one session on `master_db`:
+ *    `pg_backup_start(label, fast)` (15+) or `pg_start_backup(label, fast, false)`
+ *    (13-14).
+ * 4. `master_data` is copied with `syncTree` (rsync) leaving out what the
+ *    PostgreSQL manual says to leave out ({@link DATA_EXCLUDES}), keeping
+ *    `postgresql.auto.conf` and the configuration files; each tablespace goes to
+ *    `tmpspc/<oid>`; `pg_wal` and the log directory become empty directories (or,
+ *    with `keep_symlinks` and a remote slave, symlinks to the same path there);
+ *    `global/pg_control` is copied last.
+ * 5. `pg_backup_stop(true)` / `pg_stop_backup(false, true)`: waits until the
+ *    last WAL the backup needs is archived, returns `backup_label` and
+ *    `tablespace_map`, which are written into the copy (never into the live data
+ *    directory). The map points at `<full_backup>/tmpspc/<oid>`.
+ * 6. The configuration files of `master_config`'s directory go to
+ *    `config_backup`.
+ * 7. `xrotate finish` (the copy becomes `data.master`, older ones shift, the
+ *    oldest beyond `keep_backups` are removed) and `xpurgewals` on the slave.
+ * 8. Always: the backup session is ended (an explicit stop when it is still
+ *    open) and the lock released. A failure logs "Full backup failed: <reason>"
+ *    and exits 1.
+ *
+ * On the slave (from its running standby, to spare the master): the same with a
+ * local lock, rotation and purge, the session on the standby itself (found
+ * through `<slave_data>/postmaster.pid`), `wait_for_archive` off (a standby
+ * archives only with `archive_mode = always`), and `standby.signal` left out.
+ * The label then says `BACKUP FROM: standby`; PostgreSQL ends recovery of such a
+ * backup at the `minRecoveryPoint` of the copied `pg_control`, which is why
+ * `pg_control` is copied last.
  *
  * @module
  */
 
-import type { CommandSpec } from "../plugins/registry.ts";
+import { relocateTablespaceMap } from "../core/backup_label.ts";
+import {
+  describeHolder,
+  EXIT_LOCK_HELD,
+  judgeHolder,
+  type LockHolder,
+  parseLockContent,
+} from "../core/backup_lock.ts";
+import {
+  relayRemoteLog,
+  remoteReason,
+  splitPath,
+  trimSlash,
+  WORK_DIR_SUFFIX,
+  workDirOf,
+} from "../core/backups.ts";
+import { hostName } from "../core/config.ts";
+import type { Db } from "../core/db.ts";
+import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { HookVeto } from "../plugins/hooks.ts";
+import { registerBuiltinHooks } from "../plugins/builtin_hooks.ts";
+import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import type { RemoteResult, Transport } from "../transports/types.ts";
+import { releaseLocalLock, takeLocalLock } from "./backup_lock.ts";
+import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
+
+/**
+ * rsync exclude patterns for the main copy of a data directory. Leading `/`
+ * anchors a pattern at the top of the data directory. Besides what the manual
+ * (and pg_basebackup) leaves out, the directories handled separately (`pg_wal`,
+ * log directories, tablespaces, `pg_control`) are excluded here, and `/tmpspc`
+ * protects the tablespace copies in the destination from `--delete`.
+ */
+export const DATA_EXCLUDES: readonly string[] = [
+  // contents not needed (or harmful) in a backup: the manual's list
+  "/pg_replslot/*",
+  "/pg_dynshmem/*",
+  "/pg_notify/*",
+  "/pg_serial/*",
+  "/pg_snapshots/*",
+  "/pg_stat_tmp/*",
+  "/pg_subtrans/*",
+  "pgsql_tmp*",
+  "pg_internal.init*",
+  "/postmaster.pid",
+  "/postmaster.opts",
+  "/backup_label",
+  "/tablespace_map",
+  // left by the restore this server was started from (9.2-h kept them)
+  "/backup_label.old",
+  "/tablespace_map.old",
+  "/backup_manifest",
+  "/postgresql.auto.conf.tmp",
+  "/current_logfiles.tmp",
+  // restore decides how the copy starts (and recovery.conf stops PostgreSQL 12+)
+  "/standby.signal",
+  "/recovery.signal",
+  "/recovery.conf",
+  // walmgr3's own state files, sockets and their lock files
+  "/.walshipping.*",
+  ".s.PGSQL.*",
+  // handled separately
+  "/pg_wal",
+  "/pg_xlog",
+  "/pg_log",
+  "/log",
+  "/pg_tblspc/*",
+  "/tmpspc",
+  "/global/pg_control",
+];
+
+/** Patterns left out of tablespace copies. */
+const TABLESPACE_EXCLUDES: readonly string[] = ["pgsql_tmp*", "pg_internal.init*"];
+
+/** Directories copied as empty directories (or kept as symlinks), not with their contents. */
+const SPECIAL_DIRS: ReadonlyArray<{ name: string; sub?: string; quietIfMissing?: boolean }> = [
+  { name: "pg_wal", sub: "archive_status" },
+  { name: "pg_log" },
+  { name: "log", quietIfMissing: true },
+];
+
+/** SQL of the non-exclusive backup API for a server version. */
+export interface BackupApi {
+  /** `$1` label, `$2` fast checkpoint; returns the start LSN as `lsn`. */
+  start: string;
+  /** `$1` wait_for_archive; returns `lsn`, `labelfile`, `spcmapfile`. */
+  stop: string;
+}
+
+/** The backup API of `server_version_num` (13 and later). */
+export function backupApi(versionNum: number): BackupApi {
+  if (versionNum >= 150000) {
+    return {
+      start: "select pg_backup_start($1::text, $2::boolean)::text as lsn",
+      stop: "select lsn::text as lsn, labelfile, spcmapfile from pg_backup_stop($1::boolean)",
+    };
+  }
+  if (versionNum >= 130000) {
+    return {
+      start: "select pg_start_backup($1::text, $2::boolean, false)::text as lsn",
+      stop:
+        "select lsn::text as lsn, labelfile, spcmapfile from pg_stop_backup(false, $1::boolean)",
+    };
+  }
+  throw new WalmgrError(
+    `PostgreSQL ${Math.floor(versionNum / 10000)} is not supported for backups: walmgr3 needs ` +
+      `PostgreSQL 13 or later`,
+  );
+}
+
+/** A statement with its parameters inlined, for "Execute SQL:" log lines. */
+export function displaySql(sql: string, params: readonly unknown[]): string {
+  return sql.replace(/\$(\d+)(::\w+)?/g, (_m, n: string) => {
+    const v = params[Number(n) - 1];
+    if (typeof v === "string") return `'${v.replaceAll("'", "''")}'`;
+    return String(v);
+  }).replace(/::text as lsn$/, "").replace(
+    /^select lsn::text as lsn, labelfile, spcmapfile from /,
+    "select * from ",
+  );
+}
+
+/** What `pg_backup_stop` returned. */
+interface StopResult {
+  lsn: string;
+  labelfile: string;
+  spcmapfile: string;
+}
+
+/** One backup session (one connection, start and stop in it). */
+class BackupSession {
+  readonly #ctx: CommandContext;
+  readonly #db: Db;
+  readonly #api: BackupApi;
+  readonly #where: string;
+  #started = false;
+  #stopped = false;
+
+  constructor(ctx: CommandContext, db: Db, api: BackupApi, where: string) {
+    this.#ctx = ctx;
+    this.#db = db;
+    this.#api = api;
+    this.#where = where;
+  }
+
+  get open(): boolean {
+    return this.#started && !this.#stopped;
+  }
+
+  async start(label: string, fast: boolean): Promise<string> {
+    const params = [label, fast];
+    if (!this.#ctx.dryRun) {
+      this.#ctx.log.info(`Execute SQL: ${displaySql(this.#api.start, params)}; [${this.#where}]`);
+    }
+    const lsn = await this.#ctx.fx.act(
+      `start the backup (${displaySql(this.#api.start, params)})`,
+      async () => {
+        this.#started = true; // set first: a failure after the server started it still stops
+        const rows = await this.#db.query<{ lsn: string }>(this.#api.start, params);
+        return rows[0]?.lsn ?? "";
+      },
+      "",
+    );
+    return lsn;
+  }
+
+  async stop(waitForArchive: boolean): Promise<StopResult> {
+    const params = [waitForArchive];
+    if (!this.#ctx.dryRun) {
+      this.#ctx.log.info(`Execute SQL: ${displaySql(this.#api.stop, params)}; [${this.#where}]`);
+    }
+    return await this.#ctx.fx.act(
+      `stop the backup (${displaySql(this.#api.stop, params)})`,
+      async () => {
+        const rows = await this.#db.query<StopResult>(this.#api.stop, params);
+        this.#stopped = true;
+        const r = rows[0];
+        if (!r || typeof r.labelfile !== "string") {
+          throw new WalmgrError("the backup stop function returned no backup_label");
+        }
+        return { lsn: r.lsn, labelfile: r.labelfile, spcmapfile: r.spcmapfile ?? "" };
+      },
+      { lsn: "", labelfile: "", spcmapfile: "" },
+    );
+  }
+
+  /** Ends a backup still in progress (errors are only logged: closing aborts it anyway). */
+  async abort(): Promise<void> {
+    if (!this.open) return;
+    try {
+      await this.#db.query(this.#api.stop, [false]);
+      this.#ctx.log.info("Backup mode ended on the server");
+    } catch (err) {
+      this.#ctx.log.warning(
+        `could not stop the backup (${errorMessage(err)}); closing the session aborts it`,
+      );
+    }
+    this.#stopped = true;
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.#db.close();
+    } catch (err) {
+      this.#ctx.log.debug(`closing the backup session: ${errorMessage(err)}`);
+    }
+  }
+}
+
+/** Realpath, or the path itself when it cannot be resolved. */
+function realPathOr(p: string): string {
+  try {
+    return Deno.realPathSync(p);
+  } catch {
+    return trimSlash(p);
+  }
+}
+
+/** Checks that the server of the session runs on `dataDir` and is (or is not) in recovery. */
+async function checkServer(
+  ctx: CommandContext,
+  db: Db,
+  dataDir: string,
+  key: string,
+  standby: boolean,
+): Promise<void> {
+  const [row] = await db.query<{ rec: boolean }>("select pg_is_in_recovery() as rec");
+  const inRecovery = row?.rec === true;
+  if (!standby && inRecovery) {
+    throw new WalmgrError(
+      `master_db connects to a server in recovery (a standby); point master_db at the master`,
+    );
+  }
+  if (standby && !inRecovery) {
+    throw new WalmgrError(
+      `the server on ${dataDir} is not in recovery (it was booted); run backup on the master ` +
+        `instead`,
+    );
+  }
+  let serverDir: string | undefined;
+  try {
+    const [d] = await db.query<{ d: string }>("select current_setting('data_directory') as d");
+    serverDir = d?.d;
+  } catch (err) {
+    ctx.log.debug(`cannot read data_directory (${errorMessage(err)}); not checking ${key}`);
+  }
+  if (serverDir && realPathOr(serverDir) !== realPathOr(dataDir)) {
+    throw new WalmgrError(
+      `${key} = ${dataDir} but the server runs on ${serverDir}; fix ${key} in ${ctx.config.file}`,
+    );
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Where and how a backup copies. */
+interface CopyPlan {
+  /** Local data directory to copy. */
+  dataDir: string;
+  /** Transport of `full_backup`. */
+  t: Transport;
+  /** Work directory (storage side). */
+  work: string;
+  /** Keep symlinked pg_wal/log directories as symlinks. */
+  keepSymlinks: boolean;
+  /** Tablespace oids copied to `tmpspc` (filled in by the copy). */
+  tmpspcOids: Set<string>;
+}
+
+function requireSyncTree(t: Transport): NonNullable<Transport["syncTree"]> {
+  if (!t.syncTree) {
+    throw new WalmgrError(
+      `transport ${t.name} cannot copy directory trees; use the local, rsync or ssh transport`,
+    );
+  }
+  return t.syncTree.bind(t);
+}
+
+/** Resolves a symlink's target against the link's own directory (fix of 9.2-f). */
+async function linkTarget(linkPath: string): Promise<string> {
+  const target = await Deno.readLink(linkPath);
+  if (target.startsWith("/")) return trimSlash(target);
+  const dir = splitPath(linkPath).parent;
+  const parts: string[] = [];
+  for (const p of `${dir}/${target}`.split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") parts.pop();
+    else parts.push(p);
+  }
+  return `/${parts.join("/")}`;
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** Copies a data directory into the work directory (steps 4 of the module doc). */
+async function copyDataDir(ctx: CommandContext, plan: CopyPlan): Promise<void> {
+  const { dataDir, t, work } = plan;
+  const sync = requireSyncTree(t);
+  ctx.log.info(`Copying ${dataDir} to ${t.describe(work)}`);
+  await sync(dataDir, work, { excludes: [...DATA_EXCLUDES], delete: true, copyUnsafeLinks: true });
+  await copyTablespaces(ctx, plan);
+  await copySpecialDirs(ctx, plan);
+  // pg_control last: a backup from a standby ends at the minRecoveryPoint it records.
+  await sync(dataDir, work, { includes: ["/global/", "/global/pg_control"], excludes: ["*"] });
+}
+
+async function copyTablespaces(ctx: CommandContext, plan: CopyPlan): Promise<void> {
+  const { dataDir, t, work } = plan;
+  const sync = requireSyncTree(t);
+  const tblspc = `${dataDir}/pg_tblspc`;
+  if (!(await lstatOrNull(tblspc))) return;
+  ctx.log.info("Checking tablespaces");
+  const linked = new Set<string>();
+  const inPlace = new Set<string>();
+  for await (const e of Deno.readDir(tblspc)) {
+    if (e.name.startsWith(".")) continue;
+    const path = `${tblspc}/${e.name}`;
+    const st = await Deno.lstat(path);
+    if (st.isSymlink) {
+      const target = await linkTarget(path);
+      ctx.log.info(`Got tablespace ${e.name}: ${target}`);
+      const tst = await Deno.stat(target).catch(() => null);
+      if (!tst?.isDirectory) {
+        throw new WalmgrError(
+          `tablespace link ${path} points to ${target}, which is not a directory (broken link); ` +
+            `repair the tablespace`,
+        );
+      }
+      linked.add(e.name);
+      await sync(target, `${work}/tmpspc/${e.name}`, {
+        excludes: [...TABLESPACE_EXCLUDES],
+        delete: true,
+      });
+    } else if (st.isDirectory) {
+      ctx.log.info(`Got in-place tablespace ${e.name}`);
+      inPlace.add(e.name);
+      await sync(path, `${work}/pg_tblspc/${e.name}`, {
+        excludes: [...TABLESPACE_EXCLUDES],
+        delete: true,
+      });
+    } else {
+      ctx.log.warning(`Suspicious pg_tblspc entry: ${path}`);
+    }
+  }
+  // Tablespaces dropped since the copy in the work directory was made.
+  for (const [dir, keep] of [[`${work}/tmpspc`, linked], [`${work}/pg_tblspc`, inPlace]] as const) {
+    for (const e of (await t.list(dir)) ?? []) {
+      if (!keep.has(e.name)) await t.remove(`${dir}/${e.name}`, { recursive: true });
+    }
+  }
+  if (linked.size === 0) await t.remove(`${work}/tmpspc`, { recursive: true });
+  for (const oid of linked) plan.tmpspcOids.add(oid);
+}
+
+async function copySpecialDirs(ctx: CommandContext, plan: CopyPlan): Promise<void> {
+  const { dataDir, t, work } = plan;
+  const sync = requireSyncTree(t);
+  for (const old of ["pg_xlog", ...SPECIAL_DIRS.map((s) => s.name)]) {
+    await t.remove(`${work}/${old}`, { recursive: true });
+  }
+  if (ctx.dryRun) {
+    ctx.log.info(
+      "DRY RUN: would create pg_wal/archive_status and empty log directories in the copy",
+    );
+    return;
+  }
+  const stage = await Deno.makeTempDir({ prefix: "walmgr3-backup-" });
+  try {
+    for (const { name, sub, quietIfMissing } of SPECIAL_DIRS) {
+      const src = `${dataDir}/${name}`;
+      const st = await lstatOrNull(src);
+      if (!st) {
+        if (quietIfMissing) ctx.log.debug(`${name} does not exist, skipping`);
+        else ctx.log.info(`${name} does not exist, skipping`);
+        continue;
+      }
+      let asDir = true;
+      if (st.isSymlink && plan.keepSymlinks) {
+        const target = await linkTarget(src);
+        try {
+          await t.mkdirp(sub ? `${target}/${sub}` : target);
+          await Deno.symlink(target, `${stage}/${name}`);
+          ctx.log.info(`Keeping symlink ${name} -> ${target} (created ${target} on the slave)`);
+          asDir = false;
+        } catch (err) {
+          ctx.log.warning(
+            `Unable to create symlinked ${name} on target, copying (${errorMessage(err)})`,
+          );
+        }
+      } else if (!st.isSymlink && !st.isDirectory) {
+        ctx.log.warning(`${src} is not a directory, skipping`);
+        continue;
+      }
+      if (asDir) {
+        await Deno.mkdir(sub ? `${stage}/${name}/${sub}` : `${stage}/${name}`, {
+          recursive: true,
+          mode: 0o700,
+        });
+      }
+    }
+    await sync(stage, work, {});
+  } finally {
+    await Deno.remove(stage, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Writes the label and the tablespace map returned by the stop function into the copy. */
+async function writeLabelFiles(
+  ctx: CommandContext,
+  plan: CopyPlan,
+  stop: StopResult,
+  finalDir: string,
+): Promise<void> {
+  if (ctx.dryRun) {
+    ctx.log.info(`DRY RUN: would write backup_label (and tablespace_map) into ${plan.work}`);
+    return;
+  }
+  if (stop.spcmapfile.trim() !== "") {
+    const map = relocateTablespaceMap(stop.spcmapfile, finalDir, plan.tmpspcOids);
+    await plan.t.writeFile(`${plan.work}/tablespace_map`, encoder.encode(map), "replace");
+  } else {
+    await plan.t.remove(`${plan.work}/tablespace_map`);
+  }
+  // backup_label last: only with it is the directory a backup.
+  await plan.t.writeFile(`${plan.work}/backup_label`, encoder.encode(stop.labelfile), "replace");
+}
+
+/** The lock protocol, local or remote. */
+interface LockOps {
+  /** Tries to take the lock; returns the holder's line when it is held. */
+  take(): Promise<{ taken: true } | { taken: false; holderLine: string }>;
+  /** Releases a stale lock held by `holder` (conditional); true when released. */
+  releaseStale(holder: LockHolder): Promise<boolean>;
+  /** Releases our own lock. */
+  release(): Promise<void>;
+  /** Command an operator runs to clear a lock by hand. */
+  manualRelease: string;
+}
+
+/** Takes the backup lock, taking over a stale one held by a dead process of this host. */
+async function acquireLock(ctx: CommandContext, ops: LockOps, ownHost: string): Promise<void> {
+  const first = await ops.take();
+  if (first.taken) return;
+  const holder = parseLockContent(first.holderLine);
+  const verdict = judgeHolder(holder, ownHost);
+  if (verdict === "alive") {
+    throw new WalmgrError(
+      `Backup lock already taken: ${describeHolder(holder)} is running a backup; wait for it ` +
+        `to finish`,
+    );
+  }
+  if (verdict !== "stale") {
+    throw new WalmgrError(
+      `Backup lock is held by ${describeHolder(holder)}, which cannot be checked from ` +
+        `${ownHost}; if no backup is running, run "${ops.manualRelease}" and retry`,
+    );
+  }
+  ctx.log.warning(`Taking over the stale backup lock of ${describeHolder(holder)} (not running)`);
+  if (!(await ops.releaseStale(holder))) {
+    throw new WalmgrError(
+      "Backup lock changed hands while taking over the stale lock; retry later",
+    );
+  }
+  const second = await ops.take();
+  if (!second.taken) {
+    throw new WalmgrError(
+      `Backup lock was taken by ${
+        describeHolder(parseLockContent(second.holderLine))
+      } meanwhile; wait for that backup to finish`,
+    );
+  }
+}
+
+/** Runs walmgr3 on the slave through `t`, relaying its log lines. */
+async function remote(t: Transport, args: string[], what: string): Promise<RemoteResult> {
+  if (!t.runWalmgr) {
+    throw new WalmgrError(
+      `transport ${t.name} cannot run walmgr3 on the slave (needed for ${what}); use the ` +
+        `local, rsync or ssh transport`,
+    );
+  }
+  const res = await t.runWalmgr(args);
+  relayRemoteLog(res.stderr);
+  return res;
+}
+
+async function remoteOk(t: Transport, args: string[], what: string): Promise<RemoteResult> {
+  const res = await remote(t, args, what);
+  if (res.code !== 0) {
+    const why = remoteReason(res.stderr, res.stdout);
+    throw new WalmgrError(
+      `${what} on the slave failed (walmgr3 ${args.join(" ")}: exit code ${res.code})${
+        why ? `: ${why}` : ""
+      }`,
+    );
+  }
+  return res;
+}
+
+/** Everything that differs between a master and a slave backup. */
+interface BackupRole {
+  label: string;
+  dataDir: string;
+  dataKey: string;
+  standby: boolean;
+  waitForArchive: boolean;
+  t: Transport;
+  base: string;
+  lock: LockOps;
+  openDb(): Promise<{ db: Db; where: string }>;
+  prepare(): Promise<string>;
+  finish(): Promise<void>;
+  purge(): Promise<void>;
+  /** Configuration file backup (master only). */
+  configBackup?(): Promise<void>;
+  keepSymlinks: boolean;
+}
+
+/** Runs a backup; returns the exit code. */
+async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number> {
+  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
+  try {
+    await ctx.hooks.emit("before-backup", { label: role.label });
+  } catch (err) {
+    const why = err instanceof HookVeto ? err.message : errorMessage(err);
+    throw new WalmgrError(`backup not started: ${why}`);
+  }
+  const ownHost = hostName();
+  let locked = false;
+  let session: BackupSession | undefined;
+  let ok = false;
+  let failure: unknown;
+
+  const cleanup = async () => {
+    if (session) {
+      await session.abort();
+      await session.close();
+      session = undefined;
+    }
+    if (locked) {
+      locked = false;
+      try {
+        await role.lock.release();
+      } catch (err) {
+        ctx.log.warning(
+          `could not release the backup lock (${
+            errorMessage(err)
+          }); run "${role.lock.manualRelease}"`,
+        );
+      }
+    }
+  };
+  const onSignal = (sig: Deno.Signal) => () => {
+    ctx.log.error(`Full backup failed: interrupted by ${sig}`);
+    cleanup().finally(() => Deno.exit(1));
+  };
+  const handlers: Array<[Deno.Signal, () => void]> = [
+    ["SIGINT", onSignal("SIGINT")],
+    ["SIGTERM", onSignal("SIGTERM")],
+  ];
+  for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+
+  try {
+    await acquireLock(ctx, role.lock, ownHost);
+    locked = true;
+    const { db, where } = await role.openDb();
+    const s = new BackupSession(ctx, db, backupApi(await db.serverVersionNum()), where);
+    session = s;
+    await checkServer(ctx, db, role.dataDir, role.dataKey, role.standby);
+
+    const work = await role.prepare();
+    const finalDir = work.endsWith(WORK_DIR_SUFFIX)
+      ? work.slice(0, -WORK_DIR_SUFFIX.length)
+      : role.base;
+    const fast = ctx.config.getBool("backup_fast_checkpoint", true);
+    const startLsn = await s.start(role.label, fast);
+    if (startLsn) ctx.log.debug(`backup started at ${startLsn}`);
+
+    const plan: CopyPlan = {
+      dataDir: role.dataDir,
+      t: role.t,
+      work,
+      keepSymlinks: role.keepSymlinks,
+      tmpspcOids: new Set(),
+    };
+    await copyDataDir(ctx, plan);
+    const stop = await s.stop(role.waitForArchive);
+    session = undefined;
+    await s.close();
+    if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
+    await writeLabelFiles(ctx, plan, stop, finalDir);
+    if (role.configBackup) await role.configBackup();
+    await role.finish();
+    await role.purge();
+    ok = true;
+  } catch (err) {
+    failure = err;
+  } finally {
+    await cleanup();
+    for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+  }
+  try {
+    await ctx.hooks.emit("after-backup", { label: role.label, ok });
+  } catch (err) {
+    ctx.log.warning(`after-backup hook failed: ${errorMessage(err)}`);
+  }
+  if (!ok) {
+    ctx.log.error(`Full backup failed: ${errorMessage(failure)}`);
+    return 1;
+  }
+  ctx.log.info(`Full backup successful${ctx.dryRun ? " (dry run: nothing was changed)" : ""}`);
+  return 0;
+}
+
+async function masterRole(ctx: CommandContext): Promise<BackupRole> {
+  const cfg = ctx.config;
+  const dataDir = trimSlash(cfg.requirePath("master_data"));
+  const conninfo = cfg.require("master_db");
+  const loc = await ctx.location("full_backup");
+  const t = loc.transport;
+  const base = trimSlash(loc.path);
+  const me = [String(Deno.pid), hostName().replace(/\s+/g, "_")];
+  const slaveConfig = cfg.getString("slave_config").trim() || "<slave ini>";
+  const lock: LockOps = {
+    async take() {
+      const res = await remote(t, ["xlock", ...me], "taking the backup lock");
+      if (res.code === 0) return { taken: true };
+      if (res.code === EXIT_LOCK_HELD) return { taken: false, holderLine: res.stdout.trim() };
+      const why = remoteReason(res.stderr, res.stdout);
+      throw new WalmgrError(
+        `cannot take the backup lock on the slave (exit code ${res.code})${why ? `: ${why}` : ""}`,
+      );
+    },
+    async releaseStale(holder) {
+      const res = await remote(
+        t,
+        ["xrelease", String(holder.pid), holder.host ?? ""],
+        "releasing a stale backup lock",
+      );
+      return res.code === 0;
+    },
+    async release() {
+      await remoteOk(t, ["xrelease", ...me], "releasing the backup lock");
+    },
+    manualRelease: `walmgr3 ${slaveConfig} xrelease`,
+  };
+  return {
+    label: "FullBackup",
+    dataDir,
+    dataKey: "master_data",
+    standby: false,
+    waitForArchive: true,
+    t,
+    base,
+    lock,
+    keepSymlinks: cfg.getBool("keep_symlinks", true) && t.name !== "local",
+    async openDb() {
+      const { openDb } = await import("../core/db.ts");
+      const { redactConninfo } = await import("../core/conninfo.ts");
+      return { db: await openDb(conninfo), where: redactConninfo(conninfo) };
+    },
+    async prepare() {
+      const res = await remoteOk(t, ["xrotate", "prepare"], "rotating backups");
+      const lines = res.stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+      const slaveWork = lines[lines.length - 1];
+      const ours = workDirOf(base);
+      if (!slaveWork) return ours; // dry run
+      if (base.startsWith("/") && trimSlash(slaveWork) !== ours) {
+        throw new WalmgrError(
+          `full_backup differs: ${loc.display} here, but the slave's ini (${slaveConfig}) uses ` +
+            `${slaveWork.replace(/\.new$/, "")}; make them name the same directory`,
+        );
+      }
+      return trimSlash(slaveWork);
+    },
+    async finish() {
+      await remoteOk(t, ["xrotate", "finish"], "installing the backup");
+    },
+    async purge() {
+      await remoteOk(t, ["xpurgewals"], "purging old WAL");
+    },
+    async configBackup() {
+      if (!cfg.getString("config_backup").trim()) return;
+      const masterConfig = cfg.getPath("master_config");
+      if (!masterConfig) {
+        ctx.log.warning(
+          "config_backup is set but master_config is not: configuration files not backed up",
+        );
+        return;
+      }
+      const dir = splitPath(masterConfig).parent;
+      ctx.log.info(`Backup conf files from ${dir}`);
+      const cl = await ctx.location("config_backup");
+      await requireSyncTree(cl.transport)(dir, cl.path, { includes: ["*.conf"], excludes: ["*"] });
+    },
+  };
+}
+
+async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
+  const cfg = ctx.config;
+  const dataDir = trimSlash(cfg.requirePath("slave_data"));
+  const loc = await ctx.location("full_backup");
+  const me = { pid: Deno.pid, host: hostName() };
+  return {
+    label: "SlaveBackup",
+    dataDir,
+    dataKey: "slave_data",
+    standby: true,
+    waitForArchive: false,
+    t: loc.transport,
+    base: trimSlash(loc.path),
+    keepSymlinks: false,
+    lock: {
+      take: () => takeLocalLock(ctx, me.pid, me.host),
+      async releaseStale(holder) {
+        if (holder.pid === null) return false;
+        return (await releaseLocalLock(ctx, { pid: holder.pid, host: holder.host ?? "" })) === 0;
+      },
+      async release() {
+        await releaseLocalLock(ctx, me);
+      },
+      manualRelease: `walmgr3 ${cfg.file} xrelease`,
+    },
+    async openDb() {
+      const { openSlaveDb } = await import("../core/slave_db.ts");
+      const res = await openSlaveDb(dataDir);
+      if (res.db === null) {
+        throw new WalmgrError(
+          `cannot connect to the standby on ${dataDir}: ${res.reason}; backup on the slave needs ` +
+            `its server running in recovery`,
+        );
+      }
+      const { redactConninfo } = await import("../core/conninfo.ts");
+      return { db: res.db, where: redactConninfo(res.conninfo) };
+    },
+    prepare: () => rotatePrepare(ctx),
+    finish: () => rotateFinish(ctx),
+    async purge() {
+      await purgeWals(ctx);
+    },
+  };
+}
 
 /** Commands this module registers. */
-export const backupCommands: CommandSpec[] = [];
+export const backupCommands: CommandSpec[] = [
+  {
+    name: "backup",
+    group: "common",
+    role: "both",
+    minArgs: 0,
+    maxArgs: 0,
+    summary: "make a base backup into full_backup (on the slave: from its running standby)",
+    async run(ctx) {
+      const role = ctx.role === "master" ? await masterRole(ctx) : await slaveRole(ctx);
+      return await runBackup(ctx, role);
+    },
+  },
+];

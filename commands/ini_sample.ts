@@ -60,6 +60,10 @@ config_backup        = %(slave)s:%(walmgr_data)s/config.backup
 #ssh_known_hosts     = ~/.ssh/known_hosts
 #ssh_strict_host_key_checking = yes
 #ssh_options         = -F /etc/walmgr3/ssh_config
+# one ssh connection is shared by all rsync/ssh calls and kept this many
+# seconds after its last use (0 = leave connection sharing to ~/.ssh/config)
+#ssh_control_persist = 60
+#ssh_control_dir     = ~/.ssh/walmgr3-cm
 # walmgr3 on the slave host (default: the same path as on this host)
 #remote_walmgr       = /usr/local/bin/walmgr3
 

@@ -1,10 +1,66 @@
 /**
- * Commands of this family (filled in by its issue).
+ * `listbackups` (master and slave): the base backups in `full_backup`, newest
+ * first, as the original's table, or with `--json` as a JSON array of
+ * `{name, label, startTime, firstWal, startLsn, startTimeline, backupFrom,
+ * sizeBytes, path}`.
+ *
+ * On the master the slave's walmgr3 lists them (through the transport) and its
+ * output is printed here (the original threw it away, bug 9.2-b). A transport
+ * that cannot run walmgr3 on the other side is listed directly (without sizes).
  *
  * @module
  */
 
-import type { CommandSpec } from "../plugins/registry.ts";
+import {
+  backupsJson,
+  formatBackupTable,
+  listBackups,
+  relayRemoteLog,
+  remoteReason,
+} from "../core/backups.ts";
+import { WalmgrError } from "../core/errors.ts";
+import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+
+async function printLocal(ctx: CommandContext, withSize: boolean): Promise<void> {
+  const loc = await ctx.location("full_backup");
+  const backups = await listBackups(loc.transport, loc.path, { withSize });
+  if (ctx.options.json) ctx.log.out(JSON.stringify(backupsJson(backups), null, 2));
+  else ctx.log.out(formatBackupTable(backups));
+}
+
+async function listFromMaster(ctx: CommandContext): Promise<number> {
+  const loc = await ctx.location("full_backup");
+  const t = loc.transport;
+  if (!t.runWalmgr || ctx.dryRun) {
+    // (a dry-run transport does not run walmgr3 on the other side; listing only reads)
+    await printLocal(ctx, false);
+    return 0;
+  }
+  const res = await t.runWalmgr(["listbackups", ...(ctx.options.json ? ["--json"] : [])]);
+  relayRemoteLog(res.stderr);
+  if (res.code !== 0) {
+    const why = remoteReason(res.stderr, res.stdout);
+    throw new WalmgrError(
+      `listbackups on the slave failed (exit code ${res.code})${why ? `: ${why}` : ""}`,
+    );
+  }
+  if (res.stdout !== "") ctx.log.out(res.stdout);
+  return 0;
+}
 
 /** Commands this module registers. */
-export const listbackupsCommands: CommandSpec[] = [];
+export const listbackupsCommands: CommandSpec[] = [
+  {
+    name: "listbackups",
+    group: "common",
+    role: "both",
+    minArgs: 0,
+    maxArgs: 0,
+    summary: "list the base backups on the slave (--json for a JSON array)",
+    async run(ctx) {
+      if (ctx.role === "master") return await listFromMaster(ctx);
+      await printLocal(ctx, true);
+      return 0;
+    },
+  },
+];

@@ -20,6 +20,8 @@ import { listbackupsCommands } from "./listbackups.ts";
 import { restoreCommands } from "./restore.ts";
 import { xrestoreCommands } from "./xrestore.ts";
 import { recoveryControlCommands } from "./recovery_control.ts";
+import { initCommands } from "./init.ts";
+import { cleanupCommands } from "./cleanup.ts";
 
 /** Every built-in command spec, in help order. */
 export function builtinCommands(): CommandSpec[] {
@@ -37,6 +39,8 @@ export function builtinCommands(): CommandSpec[] {
     ...backupLockCommands,
     ...rotateCommands,
     ...xstorageCommands,
+    ...initCommands,
+    ...cleanupCommands,
     daemonSignalCommand,
   ];
 }

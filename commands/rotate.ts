@@ -1,10 +1,299 @@
 /**
- * Commands of this family (filled in by its issue).
+ * `xrotate [prepare|finish]` and `xpurgewals` (slave, internal): backup rotation
+ * and WAL retention on the slave, called by `backup` (through the transport on
+ * the master, directly on the slave).
+ *
+ * A complete backup exists at every moment (the original removed every old
+ * backup before copying with `keep_backups` 0 or 1, bug 9.2-k):
+ *
+ * 1. `xrotate prepare` (also plain `xrotate`): makes the work directory
+ *    `<full_backup>.new` ready and prints its path. An unfinished one from a failed
+ *    backup is reused. Otherwise, when at least 2 backups exist and at least
+ *    `keep_backups`, the oldest one (which the new backup would expire anyway) is
+ *    recycled: the `archive_command` hook runs on it, then it is renamed to the
+ *    work directory so that rsync only transfers what changed. With fewer
+ *    backups the work directory starts empty. Its `backup_label` and
+ *    `tablespace_map` are removed: it is never mistaken for a backup.
+ * 2. `backup` copies into the work directory and writes `backup_label` last.
+ * 3. `xrotate finish`: renames the backups one step older (`data.master` ->
+ *    `data.master.0`, `.0` -> `.1`, ...), the work directory to `data.master`, and
+ *    removes the oldest backups beyond `keep_backups` (at least 1), each after the
+ *    `archive_command` hook (a failing hook stops the rotation and keeps the
+ *    directory).
+ *
+ * `xpurgewals` then removes from `completed_wals` and `partial_wals` the WAL no
+ * kept backup needs (see {@link purgeWals}).
  *
  * @module
  */
 
-import type { CommandSpec } from "../plugins/registry.ts";
+import {
+  type BackupSlot,
+  firstUsefulWal,
+  listBackups,
+  scanSlots,
+  splitPath,
+  trimSlash,
+  walFilesBefore,
+  workDirOf,
+} from "../core/backups.ts";
+import { errorMessage, UsageError, WalmgrError } from "../core/errors.ts";
+import { HookVeto } from "../plugins/hooks.ts";
+import { registerBuiltinHooks, registerRotationHook } from "../plugins/builtin_hooks.ts";
+import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import type { Transport } from "../transports/types.ts";
+
+/** `keep_backups`, at least 1 (0, the default, keeps one backup as the original did). */
+export function keepBackups(ctx: CommandContext): number {
+  return Math.max(1, ctx.config.getInt("keep_backups", 0));
+}
+
+function ensureHooks(ctx: CommandContext): void {
+  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
+  registerRotationHook(ctx.hooks, ctx.config, ctx.fx);
+}
+
+/** Runs the `before-rotate` hooks on `dir`; a veto becomes an operator error. */
+async function beforeRemove(ctx: CommandContext, dir: string): Promise<void> {
+  try {
+    await ctx.hooks.emit("before-rotate", { backupDir: dir });
+  } catch (err) {
+    const why = err instanceof HookVeto ? err.message.replace(/^.*?vetoed by hook /, "hook ") : (
+      errorMessage(err)
+    );
+    throw new WalmgrError(
+      `Rotation stopped, ${dir} was kept: ${why}; fix archive_command (or the hook) and run ` +
+        `the backup again`,
+    );
+  }
+}
+
+async function afterRemove(ctx: CommandContext, dir: string): Promise<void> {
+  try {
+    await ctx.hooks.emit("after-rotate", { backupDir: dir });
+  } catch (err) {
+    ctx.log.warning(`after-rotate hook failed for ${dir}: ${errorMessage(err)}`);
+  }
+}
+
+async function fullBackupOnSlave(ctx: CommandContext): Promise<{ t: Transport; base: string }> {
+  const loc = await ctx.location("full_backup");
+  return { t: loc.transport, base: trimSlash(loc.path) };
+}
+
+function slotPath(base: string, index: number): string {
+  return index < 0 ? base : `${base}.${index}`;
+}
+
+/**
+ * `xrotate prepare`: readies `<full_backup>.new` for the next backup (see the
+ * module documentation) and returns its path.
+ */
+export async function rotatePrepare(ctx: CommandContext): Promise<string> {
+  ensureHooks(ctx);
+  const { t, base } = await fullBackupOnSlave(ctx);
+  const work = workDirOf(base);
+  const keep = keepBackups(ctx);
+  await t.mkdirp(splitPath(base).parent);
+  const slots = await scanSlots(t, base);
+  const baseSlot = slots.find((s) => s.index === -1);
+  if (baseSlot?.kind === "used") {
+    throw new WalmgrError(
+      `${base} holds backup_label.old, not backup_label: a server was started on it; move it ` +
+        `away before the next backup`,
+    );
+  }
+  const workStat = await t.stat(work);
+  if (workStat && !workStat.isDirectory) {
+    throw new WalmgrError(`${work} exists and is not a directory; remove it`);
+  }
+  if (workStat) {
+    ctx.log.info(`Reusing unfinished backup directory ${work}`);
+    if (baseSlot?.kind === "partial") {
+      ctx.log.warning(`Removing ${base}: it holds no backup_label (an unfinished copy)`);
+      await t.remove(base, { recursive: true });
+    }
+  } else if (baseSlot?.kind === "partial") {
+    ctx.log.info(`Reusing unfinished backup directory ${base} as ${work}`);
+    await t.rename(base, work);
+  } else {
+    const backups = slots.filter((s) => s.kind === "backup");
+    const oldest = backups[backups.length - 1];
+    if (oldest && backups.length >= 2 && backups.length >= keep) {
+      ctx.log.info(`Recycling expired backup directory ${oldest.path} as ${work}`);
+      await beforeRemove(ctx, oldest.path);
+      await t.rename(oldest.path, work);
+      await afterRemove(ctx, oldest.path);
+    } else {
+      ctx.log.debug("Nothing to rotate");
+    }
+  }
+  // Whatever is in the work directory is not a backup until backup_label is written.
+  await t.remove(`${work}/backup_label`);
+  await t.remove(`${work}/tablespace_map`);
+  return work;
+}
+
+/**
+ * `xrotate finish`: installs the completed work directory as `<full_backup>`,
+ * shifting the older backups, then expires the backups beyond `keep_backups`.
+ */
+export async function rotateFinish(ctx: CommandContext): Promise<void> {
+  ensureHooks(ctx);
+  const { t, base } = await fullBackupOnSlave(ctx);
+  const work = workDirOf(base);
+  const keep = keepBackups(ctx);
+  if (!ctx.dryRun) {
+    const ws = await t.stat(work);
+    if (!ws?.isDirectory) {
+      throw new WalmgrError(`no backup to install: ${work} does not exist; run backup`);
+    }
+    if (!(await t.stat(`${work}/backup_label`))?.isFile) {
+      throw new WalmgrError(
+        `${work} has no backup_label: that backup did not complete; run backup again`,
+      );
+    }
+  }
+  let slots = await scanSlots(t, base);
+  const baseSlot = slots.find((s) => s.index === -1);
+  if (baseSlot?.kind === "used") {
+    throw new WalmgrError(
+      `${base} holds backup_label.old, not backup_label: a server was started on it; move it ` +
+        `away, then run "xrotate finish" to install ${work}`,
+    );
+  }
+  if (baseSlot?.kind === "partial") {
+    ctx.log.warning(`Removing ${base}: it holds no backup_label (an unfinished copy)`);
+    await t.remove(base, { recursive: true });
+    slots = slots.filter((s) => s !== baseSlot);
+  }
+  const backups = slots.filter((s) => s.kind === "backup");
+  if (baseSlot?.kind === "backup") {
+    // Shift every backup one step older, oldest first; nothing else may be in the way.
+    const byIndex = new Map<number, BackupSlot>(slots.map((s) => [s.index, s]));
+    for (const b of backups) {
+      const blocker = byIndex.get(b.index + 1);
+      if (blocker && blocker.kind !== "backup") {
+        throw new WalmgrError(
+          `cannot rotate ${b.path}: ${blocker.path} holds no backup_label and is in the way; ` +
+            `remove or rename it, then run "xrotate finish"`,
+        );
+      }
+    }
+    for (const b of [...backups].reverse()) {
+      const to = slotPath(base, b.index + 1);
+      ctx.log.debug(`Renaming ${b.path} to ${to}`);
+      await t.rename(b.path, to);
+    }
+  }
+  ctx.log.info(`New backup is ${base}`);
+  await t.rename(work, base);
+
+  // The backups now, newest first: the new one, then the older ones under their new names.
+  const shift = baseSlot?.kind === "backup" ? 1 : 0;
+  const kept = [base, ...backups.map((b) => slotPath(base, b.index + shift))];
+  while (kept.length > keep) {
+    const oldest = kept.pop() as string;
+    await beforeRemove(ctx, oldest);
+    ctx.log.info(`Removing expired backup directory: ${oldest}`);
+    await t.remove(oldest, { recursive: true });
+    await afterRemove(ctx, oldest);
+  }
+}
+
+/**
+ * `xpurgewals`: removes from `completed_wals` and `partial_wals` every WAL
+ * segment, `.partial` and `.backup` file that lies before the first WAL any kept
+ * backup needs (the lowest `START WAL LOCATION` among them), on any timeline:
+ * positions in the WAL stream are compared, not names. `.history` files and
+ * anything that is not a WAL file are kept. Files that vanish meanwhile
+ * (pg_archivecleanup, a concurrent purge) are fine. Returns the number removed.
+ */
+export async function purgeWals(ctx: CommandContext): Promise<number> {
+  const { t, base } = await fullBackupOnSlave(ctx);
+  const backups = await listBackups(t, base);
+  if (backups.length === 0) {
+    ctx.log.debug("No WAL-s to clean up.");
+    return 0;
+  }
+  const first = firstUsefulWal(backups);
+  if (!first) {
+    const oldest = backups[backups.length - 1] as { path: string };
+    throw new WalmgrError(
+      `WAL name not found at ${oldest.path}/backup_label (no START WAL LOCATION line); ` +
+        `nothing purged`,
+    );
+  }
+  ctx.log.info(`First useful WAL file is: ${first.file}`);
+  let removed = 0;
+  for (const key of ["completed_wals", "partial_wals"]) {
+    if (!ctx.config.getString(key).trim()) {
+      ctx.log.debug(`${key} is not set, nothing to purge there`);
+      continue;
+    }
+    const loc = await ctx.location(key);
+    const dir = trimSlash(loc.path);
+    const entries = await loc.transport.list(dir);
+    if (entries === null) {
+      ctx.log.warning(`${key} directory ${loc.display} does not exist, nothing to purge there`);
+      continue;
+    }
+    const names = entries.filter((e) => e.isFile).map((e) => e.name).sort();
+    const doomed = walFilesBefore(names, first.file);
+    let here = 0;
+    for (const name of doomed) {
+      try {
+        await loc.transport.remove(`${dir}/${name}`);
+        here++;
+        ctx.log.debug(`Removed ${name} from ${loc.display}`);
+      } catch (err) {
+        ctx.log.warning(`cannot remove ${dir}/${name}: ${errorMessage(err)}`);
+      }
+    }
+    if (here > 0) {
+      ctx.log.info(`Removed ${here} WAL files older than ${first.file} from ${loc.display}`);
+    }
+    removed += here;
+  }
+  return removed;
+}
 
 /** Commands this module registers. */
-export const rotateCommands: CommandSpec[] = [];
+export const rotateCommands: CommandSpec[] = [
+  {
+    name: "xrotate",
+    group: "internal",
+    role: "slave",
+    usage: "[prepare|finish]",
+    minArgs: 0,
+    maxArgs: 1,
+    summary: "rotate backups: make room for the next backup (prepare), or install it (finish)",
+    async run(ctx, args) {
+      const phase = args[0] ?? "prepare";
+      if (phase === "prepare") {
+        const work = await rotatePrepare(ctx);
+        ctx.log.out(work);
+        return 0;
+      }
+      if (phase === "finish") {
+        await rotateFinish(ctx);
+        return 0;
+      }
+      throw new UsageError(
+        `xrotate: unknown phase ${JSON.stringify(phase)}; use prepare or finish`,
+      );
+    },
+  },
+  {
+    name: "xpurgewals",
+    group: "internal",
+    role: "slave",
+    minArgs: 0,
+    maxArgs: 0,
+    summary: "remove WAL files no kept backup needs",
+    async run(ctx) {
+      await purgeWals(ctx);
+      return 0;
+    },
+  },
+];

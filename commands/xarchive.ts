@@ -1,10 +1,106 @@
 /**
- * Commands of this family (filled in by its issue).
+ * `xarchive <srcpath> <srcname>` (master): the `archive_command`. PostgreSQL runs
+ * it in the data directory with `%p` (relative path) and `%f` (file name).
+ *
+ * Exit 0 only when the file is durably stored in `completed_wals` (an existing
+ * file with identical bytes counts; different bytes are never overwritten).
+ * Every failure exits 1, never above 125: PostgreSQL restarts its archiver on
+ * such codes instead of retrying the file.
+ *
+ * Start-up is kept lean: nothing here loads the SQL driver.
  *
  * @module
  */
 
-import type { CommandSpec } from "../plugins/registry.ts";
+import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { walFileKind } from "../core/wal.ts";
+import { registerBuiltinHooks } from "../plugins/builtin_hooks.ts";
+import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+
+/** File in `master_data` holding the name of the last archived segment (read by `sync`). */
+export const LAST_ARCHIVED_FILE = ".walshipping.last";
+
+function joinPath(dir: string, name: string): string {
+  return `${dir.replace(/\/+$/, "") || "/"}/${name}`.replace(/^\/\//, "/");
+}
+
+async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<void> {
+  const started = performance.now();
+  const kind = walFileKind(name);
+  if (kind === null) {
+    throw new WalmgrError(
+      `xarchive: ${JSON.stringify(name)} is not a WAL file name (expected a segment, ` +
+        `.history, .backup or .partial name); archive_command must pass %p %f`,
+    );
+  }
+  const cwd = Deno.cwd();
+  const src = srcpath.startsWith("/") ? srcpath : joinPath(cwd, srcpath);
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(src);
+  } catch (err) {
+    throw new WalmgrError(
+      err instanceof Deno.errors.NotFound
+        ? `xarchive: ${srcpath} not found (working directory ${cwd}); archive_command must pass %p %f`
+        : `xarchive: cannot stat ${srcpath}: ${errorMessage(err)}`,
+    );
+  }
+  if (!st.isFile) throw new WalmgrError(`xarchive: ${srcpath} is not a regular file`);
+
+  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
+  await ctx.hooks.emit("before-archive", { path: src, name });
+
+  const loc = await ctx.location("completed_wals");
+  const dest = joinPath(loc.path, name);
+  const outcome = await loc.transport.putFile(src, dest, "identical-ok");
+  const where = loc.transport.describe(dest);
+  if (outcome === "identical") {
+    ctx.log.info(`${name} was already archived with identical contents in ${where}`);
+  }
+
+  if (kind === "segment") {
+    const masterData = ctx.config.requirePath("master_data");
+    try {
+      await ctx.fx.writeFile(joinPath(masterData, LAST_ARCHIVED_FILE), `${name}\n`);
+    } catch (err) {
+      // The file is archived; the marker only saves sync some copying.
+      ctx.log.warning(
+        `cannot record ${name} in ${masterData}/${LAST_ARCHIVED_FILE}: ${errorMessage(err)}`,
+      );
+    }
+  }
+
+  try {
+    await ctx.hooks.emit("after-archive", { path: src, name, outcome });
+  } catch (err) {
+    ctx.log.warning(`after-archive hook failed for ${name}: ${errorMessage(err)}`);
+  }
+  const duration = ((performance.now() - started) / 1000).toFixed(3);
+  ctx.log.info(
+    `${outcome === "stored" ? "archived" : "confirmed"} ${name} in ${where} ` +
+      `{count: 1, duration: ${duration}}`,
+  );
+}
 
 /** Commands this module registers. */
-export const xarchiveCommands: CommandSpec[] = [];
+export const xarchiveCommands: CommandSpec[] = [
+  {
+    name: "xarchive",
+    group: "internal",
+    role: "master",
+    usage: "<srcpath> <srcname>",
+    minArgs: 2,
+    maxArgs: 2,
+    summary: "archive_command: store one WAL file in completed_wals (%p %f)",
+    async run(ctx, args) {
+      try {
+        await archive(ctx, args[0] as string, args[1] as string);
+        return 0;
+      } catch (err) {
+        // One line, exit 1 whatever failed (ssh/rsync codes such as 255 included).
+        ctx.log.error(errorMessage(err));
+        return 1;
+      }
+    },
+  },
+];

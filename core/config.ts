@@ -149,7 +149,8 @@ export class Config {
       config_file: file,
     };
     for (const [k, v] of Object.entries(builtins)) {
-      values.set(k, { raw: v, where: `built-in ${k}` });
+      // Built-in values are literal: a `%` in the ini's path is not interpolation.
+      values.set(k, { raw: v.replaceAll("%", "%%"), where: `built-in ${k}` });
     }
     const add = (sec: Map<string, RawValue> | undefined) => {
       for (const [k, v] of sec ?? []) {

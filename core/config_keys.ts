@@ -103,6 +103,15 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     role: "both",
     doc: "yes, accept-new or no; default: your ssh configuration",
   },
+  ssh_control_persist: {
+    role: "both",
+    default: "60",
+    doc: "seconds a shared ssh connection stays open after its last use (0 = no sharing)",
+  },
+  ssh_control_dir: {
+    role: "both",
+    doc: "private directory for ssh control sockets; default $XDG_RUNTIME_DIR, ~/.ssh or /tmp",
+  },
   remote_walmgr: {
     role: "master",
     doc: "path of walmgr3 on the slave host; default: the same path as here",

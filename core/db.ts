@@ -52,6 +52,12 @@ export interface OpenDbOptions {
   env?: Readonly<Record<string, string>>;
   /** Home directory for `~/.pgpass` (default: `HOME`). */
   home?: string;
+  /**
+   * What to tell the operator to check when the connection fails (the config key
+   * the string came from).
+   * @default "master_db"
+   */
+  source?: string;
 }
 
 /** The part of postgres.js this module uses. */
@@ -85,6 +91,10 @@ const CONNECTION_ERROR_CODES = new Set([
   "ENETUNREACH",
   "ENOTFOUND",
   "EAI_AGAIN",
+  // server-side: administrator or crash shutdown, server starting or stopping
+  "57P01",
+  "57P02",
+  "57P03",
 ]);
 
 function driverMessage(err: unknown): string {
@@ -113,9 +123,13 @@ function isConnectionError(err: unknown): boolean {
   return code !== undefined && CONNECTION_ERROR_CODES.has(code);
 }
 
-function connectError(c: ResolvedConnection, err: unknown): WalmgrError {
+function connectError(c: ResolvedConnection, err: unknown, source: string): WalmgrError {
   let msg = driverMessage(err);
   const code = errorCode(err);
+  const mode = c.sslmode ?? "prefer";
+  if (!c.isSocket && ["require", "verify-ca", "verify-full"].includes(mode) && /TLS/.test(msg)) {
+    msg += ` (sslmode=${mode}: does the server accept SSL connections, ssl = on?)`;
+  }
   if (code === "28P01" || code === "28000") {
     if (c.passwordSource === "passfile") msg += ` (password retrieved from file "${c.passfile}")`;
     else if (c.password === undefined && /password/i.test(msg)) {
@@ -127,7 +141,7 @@ function connectError(c: ResolvedConnection, err: unknown): WalmgrError {
   return new WalmgrError(
     `cannot connect to PostgreSQL (${
       connectionSummary(c)
-    }): ${msg}; check master_db and that the server is running`,
+    }): ${msg}; check ${source} and that the server is running`,
     { cause: err },
   );
 }
@@ -162,7 +176,7 @@ function fileExists(path: string): boolean {
  * `sslrootcert` is given, which libpq turns into `verify-ca`); `verify-ca` checks
  * the chain; `verify-full` also the host name. Unix sockets never use TLS.
  */
-function sslOption(c: ResolvedConnection, home: string | undefined): unknown {
+async function sslOption(c: ResolvedConnection, home: string | undefined): Promise<unknown> {
   if (c.isSocket) return false;
   const p = c.params;
   let mode = c.sslmode ?? "prefer";
@@ -193,8 +207,19 @@ function sslOption(c: ResolvedConnection, home: string | undefined): unknown {
     }
     tls.ca = readFileOrThrow(rootFile, "SSL root certificate");
   }
-  if (mode === "verify-ca") tls.checkServerIdentity = () => undefined;
-  else tls.servername = c.host;
+  if (mode === "verify-ca") {
+    tls.checkServerIdentity = () => undefined;
+  } else {
+    // verify-full: the certificate must name the host we were asked for (an IP
+    // address is checked against the certificate's IP entries).
+    const hostName = c.host;
+    const nodeTls = await import("node:tls");
+    tls.checkServerIdentity = (_servername: string, cert: unknown) =>
+      nodeTls.checkServerIdentity(
+        hostName,
+        cert as Parameters<typeof nodeTls.checkServerIdentity>[1],
+      );
+  }
   return tls;
 }
 
@@ -267,7 +292,7 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
     database: c.database,
     user: c.user,
     pass: c.password ?? "",
-    ssl: sslOption(c, home),
+    ssl: await sslOption(c, home),
     max: 1,
     prepare: false,
     idle_timeout: null,
@@ -280,6 +305,14 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
     onnotice: (n: { severity?: string; message?: string }) => {
       log.debug(`PostgreSQL ${n.severity ?? "NOTICE"}: ${n.message ?? ""}`);
     },
+  };
+  // postgres.js silently opens a new session when the old one dies; a Db must not
+  // (a backup started in the lost session would be gone), so remember the loss.
+  let opened = false;
+  let closed = false;
+  let lost = false;
+  options.onclose = () => {
+    if (opened && !closed) lost = true;
   };
   if (c.socketPath !== undefined) options.path = c.socketPath;
   if (tsa && tsa !== "any") options.target_session_attrs = tsa;
@@ -300,22 +333,29 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
     version = Number((rows[0] as { v?: unknown } | undefined)?.v);
   } catch (err) {
     await sql.end({ timeout: 0 }).catch(() => {});
-    throw connectError(c, err);
+    throw connectError(c, err, opts.source ?? "master_db");
   }
+  opened = true;
   log.debug(`connected to PostgreSQL ${version} (${connectionSummary(c)})`);
 
-  let closed = false;
   return {
     connection: c,
     async query<T = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
       if (closed) {
         throw new WalmgrError(`SQL failed (${sqlHead(text)}): the session is already closed`);
       }
+      if (lost) {
+        throw new WalmgrError(
+          `lost the connection to PostgreSQL (${connectionSummary(c)}) before running ` +
+            `${sqlHead(text)}: the server closed the session`,
+        );
+      }
       try {
         const rows = await sql.unsafe(text, params);
         return Array.from(rows) as T[];
       } catch (err) {
-        if (isConnectionError(err)) {
+        if (isConnectionError(err) || lost) {
+          lost = true;
           throw new WalmgrError(
             `lost the connection to PostgreSQL (${connectionSummary(c)}) while running ` +
               `${sqlHead(text)}: ${driverMessage(err)}`,

@@ -7,7 +7,8 @@
  * @module
  */
 
-import { WalmgrError } from "./errors.ts";
+import { errorMessage, WalmgrError } from "./errors.ts";
+import { fsyncDir, uniqueTempName } from "./fsutil.ts";
 
 /** Quotes a value for postgresql.conf: single quotes doubled, backslashes doubled. */
 export function quoteConfValue(value: string): string {
@@ -90,16 +91,16 @@ export function readSetting(text: string, name: string): SettingState {
 
 /**
  * Returns `text` with each setting changed: every active line replaced (keeping
- * its comment), else a line inserted after the first commented template, else
- * appended.
+ * its indentation and trailing comment), else a line inserted after the first
+ * commented template (`#name = ...`), else appended. The result ends with a
+ * newline.
  */
 export function editSettings(
   text: string,
   settings: ReadonlyArray<readonly [string, string]>,
 ): string {
-  let lines = text.split("\n");
-  const hadFinalNewline = text.endsWith("\n");
-  if (hadFinalNewline) lines.pop();
+  let lines = text === "" ? [] : text.split("\n");
+  if (text.endsWith("\n")) lines.pop();
   for (const [name, value] of settings) {
     const newLine = (indent: string, comment: string) =>
       `${indent}${name} = ${quoteConfValue(value)}${comment ? `\t\t${comment}` : ""}`;
@@ -142,20 +143,146 @@ export function readAutoConf(dataDir: string): Map<string, string> {
 
 /** Include directives in a config text (PostgreSQL reads them after the line). */
 export function includeDirectives(text: string): string[] {
-  return text.split("\n").filter((l) => /^\s*include(_dir|_if_exists)?\s*(=\s*)?'/.test(l)).map((
-    l,
-  ) => l.trim());
+  return parseIncludes(text).map((d) => d.line);
 }
 
-/** A minimal unified diff of two texts (for dry runs). */
+/** One include directive of a config text. */
+export interface IncludeDirective {
+  kind: "include" | "include_if_exists" | "include_dir";
+  /** The file or directory named, unquoted (relative to the including file's directory). */
+  target: string;
+  /** 0-based line index. */
+  index: number;
+  /** The line, trimmed. */
+  line: string;
+}
+
+const INCLUDE_REGEXP = /^\s*(include_if_exists|include_dir|include)(?:\s*=\s*|\s+)/i;
+
+/** Include directives of a config text, in order. */
+export function parseIncludes(text: string): IncludeDirective[] {
+  const out: IncludeDirective[] = [];
+  text.split("\n").forEach((line, index) => {
+    const m = INCLUDE_REGEXP.exec(line);
+    if (!m) return;
+    const kind = (m[1] ?? "").toLowerCase() as IncludeDirective["kind"];
+    const p = parseActive(line, kind);
+    if (!p || p.value === "") return;
+    out.push({ kind, target: p.value, index, line: line.trim() });
+  });
+  return out;
+}
+
+function dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
+}
+
+/** Files an include directive reads, in PostgreSQL's order (missing ones are left out). */
+export function includeFiles(directive: IncludeDirective, includingFile: string): string[] {
+  const target = directive.target.startsWith("/")
+    ? directive.target
+    : `${dirOf(includingFile)}/${directive.target}`;
+  if (directive.kind !== "include_dir") {
+    try {
+      return Deno.statSync(target).isFile ? [target] : [];
+    } catch {
+      return [];
+    }
+  }
+  const names: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(target)) {
+      if (!e.name.startsWith(".") && e.name.endsWith(".conf") && !e.isDirectory) names.push(e.name);
+    }
+  } catch {
+    return [];
+  }
+  // PostgreSQL sorts with strcmp (byte order).
+  names.sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  return names.map((n) => `${target.replace(/\/+$/, "")}/${n}`);
+}
+
+/** A setting found in an included file. */
+export interface IncludedSetting {
+  name: string;
+  value: string;
+  /** The file that sets it. */
+  file: string;
+  /** The directive of the main file that pulls that file in. */
+  directive: string;
+}
+
+/**
+ * Settings among `names` that files included by `text` (the content of
+ * `confPath`) set *after* the last active line of that setting in `text`, and so
+ * override it (PostgreSQL keeps the last value it reads). Nested includes are
+ * followed (up to 10 levels); unreadable files are skipped.
+ */
+export function overridingIncludes(
+  text: string,
+  confPath: string,
+  names: readonly string[],
+): IncludedSetting[] {
+  const out: IncludedSetting[] = [];
+  const lines = text.split("\n");
+  const lastActive = new Map<string, number>();
+  for (const name of names) {
+    let last = -1;
+    lines.forEach((l, i) => {
+      if (parseActive(l, name)) last = i;
+    });
+    lastActive.set(name, last);
+  }
+  const visit = (fileText: string, file: string, depth: number, top: string | undefined) => {
+    for (const d of parseIncludes(fileText)) {
+      const directive = top ?? d.line;
+      for (const f of includeFiles(d, file)) {
+        let inner: string;
+        try {
+          inner = Deno.readTextFileSync(f);
+        } catch {
+          continue;
+        }
+        for (const name of names) {
+          if (top === undefined && d.index < (lastActive.get(name) ?? -1)) continue;
+          const st = readSetting(inner, name);
+          if (st.value !== undefined) out.push({ name, value: st.value, file: f, directive });
+        }
+        if (depth < 10) visit(inner, f, depth + 1, directive);
+      }
+    }
+  };
+  visit(text, confPath, 0, undefined);
+  return out;
+}
+
+/** Splits a text into lines for diffing; `final` tells whether it ended with a newline. */
+function diffLines(text: string): { lines: string[]; final: boolean } {
+  if (text === "") return { lines: [], final: true };
+  const lines = text.split("\n");
+  const final = text.endsWith("\n");
+  if (final) lines.pop();
+  return { lines, final };
+}
+
+/**
+ * A unified diff of two texts (for dry runs), in `diff -u` format: 3 lines of
+ * context, removals before additions, `\ No newline at end of file` where due.
+ * Returns "" when the texts are equal.
+ */
 export function unifiedDiff(
   oldText: string,
   newText: string,
   oldName: string,
   newName: string,
 ): string {
-  const a = oldText.split("\n");
-  const b = newText.split("\n");
+  if (oldText === newText) return "";
+  const A = diffLines(oldText);
+  const B = diffLines(newText);
+  // A last line without newline differs from the same line with one.
+  const a = A.lines.map((l, i) => (i === A.lines.length - 1 && !A.final ? `${l}\u0000` : l));
+  const b = B.lines.map((l, i) => (i === B.lines.length - 1 && !B.final ? `${l}\u0000` : l));
   const n = a.length;
   const m = b.length;
   // LCS table (config files are small).
@@ -167,15 +294,23 @@ export function unifiedDiff(
         : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
     }
   }
+  // ai/bi: 0-based index of the next line of a/b before this op.
   type Op = { t: " " | "-" | "+"; s: string; ai: number; bi: number };
   const ops: Op[] = [];
   let i = 0;
   let j = 0;
   while (i < n || j < m) {
-    if (i < n && j < m && a[i] === b[j]) ops.push({ t: " ", s: a[i++]!, ai: i, bi: ++j });
-    else if (j < m && (i >= n || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) {
-      ops.push({ t: "+", s: b[j++]!, ai: i, bi: j });
-    } else ops.push({ t: "-", s: a[i++]!, ai: i, bi: j });
+    if (i < n && j < m && a[i] === b[j]) {
+      ops.push({ t: " ", s: a[i]!, ai: i, bi: j });
+      i++;
+      j++;
+    } else if (i < n && (j >= m || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) {
+      ops.push({ t: "-", s: a[i]!, ai: i, bi: j });
+      i++;
+    } else {
+      ops.push({ t: "+", s: b[j]!, ai: i, bi: j });
+      j++;
+    }
   }
   const out = [`--- ${oldName}`, `+++ ${newName}`];
   const ctx = 3;
@@ -185,7 +320,7 @@ export function unifiedDiff(
       k++;
       continue;
     }
-    let start = Math.max(0, k - ctx);
+    const start = Math.max(0, k - ctx);
     let end = k;
     while (end < ops.length) {
       if (ops[end]!.t !== " ") {
@@ -201,56 +336,71 @@ export function unifiedDiff(
       end += run;
     }
     const hunk = ops.slice(start, end);
-    const aStart = hunk.find((o) => o.t !== "+")?.ai ?? 0;
-    const bStart = hunk.find((o) => o.t !== "-")?.bi ?? 0;
+    const first = hunk[0]!;
     const aLen = hunk.filter((o) => o.t !== "+").length;
     const bLen = hunk.filter((o) => o.t !== "-").length;
-    out.push(`@@ -${aStart},${aLen} +${bStart},${bLen} @@`);
-    for (const o of hunk) out.push(`${o.t}${o.s}`);
+    // diff -u: an empty range is numbered by the line before it.
+    const range = (startIdx: number, len: number) =>
+      len === 0 ? `${startIdx},0` : len === 1 ? `${startIdx + 1}` : `${startIdx + 1},${len}`;
+    out.push(`@@ -${range(first.ai, aLen)} +${range(first.bi, bLen)} @@`);
+    for (const o of hunk) {
+      if (o.s.endsWith("\u0000")) {
+        out.push(`${o.t}${o.s.slice(0, -1)}`, "\\ No newline at end of file");
+      } else {
+        out.push(`${o.t}${o.s}`);
+      }
+    }
     k = end;
-    start = end;
   }
   return out.join("\n") + "\n";
 }
 
 /**
- * Writes a config file: atomically through a temp file when its directory is
- * writable, else in place (some layouts make /etc/postgresql read-only to
- * postgres, but the file itself writable). Mode and owner are kept.
+ * Writes a config file: atomically through a temp file (fsync, rename, fsync of
+ * the directory) when its directory is writable, else in place (some layouts
+ * make /etc/postgresql read-only to postgres, but the file itself writable).
+ * A symlinked file is written at its target; mode and (when run as root) owner
+ * are kept.
  */
 export async function writeConfFile(path: string, text: string): Promise<void> {
+  let target = path;
   let mode = 0o600;
+  let owner: { uid: number; gid: number } | undefined;
   try {
-    mode = (await Deno.stat(path)).mode ?? mode;
+    target = await Deno.realPath(path);
+    const st = await Deno.stat(target);
+    mode = st.mode ?? mode;
+    if (st.uid !== null && st.gid !== null) owner = { uid: st.uid, gid: st.gid };
   } catch {
     // new file
   }
-  const dir = path.replace(/\/[^/]*$/, "") || "/";
-  const tmp = `${dir}/.${path.replace(/^.*\//, "")}.walmgr3-tmp.${Deno.pid}.${Date.now()}`;
+  const data = new TextEncoder().encode(text);
+  const tmp = uniqueTempName(dirOf(target), target.replace(/^.*\//, ""));
   try {
     const f = await Deno.open(tmp, { write: true, createNew: true, mode: mode & 0o777 });
     try {
-      await f.write(new TextEncoder().encode(text));
-      await f.syncData();
+      let off = 0;
+      while (off < data.length) off += await f.write(data.subarray(off));
+      await f.sync();
     } finally {
       f.close();
     }
     await Deno.chmod(tmp, mode & 0o7777);
-    await Deno.rename(tmp, path);
+    if (owner && Deno.uid() === 0 && owner.uid !== 0) await Deno.chown(tmp, owner.uid, owner.gid);
+    await Deno.rename(tmp, target);
+    await fsyncDir(dirOf(target));
     return;
   } catch (err) {
     try {
       await Deno.remove(tmp);
     } catch { /* not created */ }
     if (!(err instanceof Deno.errors.PermissionDenied)) {
-      throw new WalmgrError(`cannot write ${path}: ${err instanceof Error ? err.message : err}`);
+      throw new WalmgrError(`cannot write ${target}: ${errorMessage(err)}`);
     }
   }
   try {
-    await Deno.writeTextFile(path, text);
+    await Deno.writeFile(target, data);
   } catch (err) {
-    throw new WalmgrError(
-      `cannot write ${path}: ${err instanceof Error ? err.message : err} (run as the file's owner)`,
-    );
+    throw new WalmgrError(`cannot write ${target}: ${errorMessage(err)} (run as the file's owner)`);
   }
 }

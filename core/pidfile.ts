@@ -4,19 +4,23 @@
  * @module
  */
 
+import process from "node:process";
 import { WalmgrError } from "./errors.ts";
 
 /**
- * True when a process with `pid` exists on this host, whoever owns it (Linux
- * `/proc`; no signal is sent).
+ * True when a process with `pid` exists on this host, whoever owns it
+ * (`kill(pid, 0)`: no signal is sent; EPERM means it exists). Not `/proc`: under
+ * the permission flags of bin/walmgr3 (no --allow-all) Deno refuses to read
+ * `/proc/<pid>` and every pid would look dead.
  */
 export function isPidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === Deno.pid) return true;
   try {
-    Deno.statSync(`/proc/${pid}`);
+    process.kill(pid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    return (err as { code?: unknown } | null)?.code !== "ESRCH";
   }
 }
 

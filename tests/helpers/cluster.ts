@@ -419,12 +419,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
           what: `${name} to stop`,
         });
       } finally {
-        if (!keepTemp()) {
-          await removeTree(baseDir);
-          if (!ownData) {
-            // adopted data dirs belong to the caller
-          }
-        }
+        // an adopted data dir (opts.dataDir) lies outside baseDir and belongs to the caller
+        if (!keepTemp()) await removeTree(baseDir);
       }
     },
     [Symbol.asyncDispose]() {

@@ -1,0 +1,267 @@
+/**
+ * The how-to scenario (seeds/000: "Setting up backup and streaming replication
+ * with walmgr3"), modernised only where PostgreSQL 13+ requires it, run through
+ * bin/walmgr3 against real PostgreSQL servers. Used by the e2e test and by
+ * `deno task demo`.
+ *
+ * @module
+ */
+
+import { type Cluster, pgTool, startCluster } from "../helpers/cluster.ts";
+import type { Sshd } from "../helpers/sshd.ts";
+import { projectRoot, run, type RunResult } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+/** The walmgr3 launcher. */
+export const WALMGR3 = `${projectRoot}/bin/walmgr3`;
+
+/** How the master reaches the slave's storage in this run. */
+export type Variant = "local" | "rsync" | "ssh";
+
+/** Options of one run. */
+export interface HowtoOptions {
+  binDir: string;
+  variant: Variant;
+  /** Needed for rsync/ssh. */
+  sshd?: Sshd;
+  /** Base directory (stands for /tmp in the how-to). */
+  base: string;
+  /** Prints a step title. */
+  step(title: string): void;
+}
+
+/** Runs walmgr3; throws with its output when it fails (unless `allowFail`). */
+export async function walmgr(
+  args: string[],
+  opts: { allowFail?: boolean; cwd?: string; env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const res = await run([WALMGR3, ...args], {
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+    timeoutMs: 300_000,
+  });
+  if (!res.ok && !opts.allowFail) {
+    throw new Error(
+      `walmgr3 ${args.join(" ")} failed (${res.code}):\n${res.stdout}\n${res.stderr}`,
+    );
+  }
+  return res;
+}
+
+/** Something that answers psql queries. */
+export interface Queryable {
+  psql(query: string, database?: string): Promise<string>;
+}
+
+/** What a finished run leaves for further checks (caller disposes). */
+export interface HowtoResult extends AsyncDisposable {
+  master: Cluster;
+  slave: Queryable;
+  slaveData: string;
+  masterIni: string;
+  slaveIni: string;
+  slavePort: number;
+  walmgrData: string;
+  backupOutput: string;
+  restoreOutput: string;
+}
+
+/** Runs the how-to from "create database server" to "The replication is done now!". */
+export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
+  const testMaster = `${o.base}/test_master`;
+  const testSlave = `${o.base}/test_slave`;
+  const walmgrData = `${o.base}/test_slave_walmanager/backup/`;
+  await Deno.mkdir(testSlave, { recursive: true });
+
+  o.step("create database server (initdb, port, socket dir, logging)");
+  const master = await startCluster({
+    binDir: o.binDir,
+    name: "test_master",
+    conf: { log_connections: "on", log_disconnections: "on" },
+  });
+  try {
+    o.step("create database pgbdb and generate data with pgbench -i -s 1 -F 80");
+    await master.sql("create database pgbdb");
+    const pgbench = await pgTool(o.binDir, "pgbench");
+    const pb = await run([
+      pgbench,
+      "-i",
+      "-s",
+      "1",
+      "-F",
+      "80",
+      "pgbdb",
+      "-h",
+      master.socketDir,
+      "-p",
+      String(master.port),
+    ]);
+    if (!pb.ok) throw new Error(`pgbench -i failed: ${pb.stderr}`);
+
+    o.step("write the master configuration file wal-master.ini");
+    const remote = o.variant !== "local";
+    const slaveHost = remote ? o.sshd!.hostAlias : "127.0.0.1";
+    const loc = (p: string) => (remote ? `%(slave)s:${p}` : p);
+    const masterIni = `${testMaster}-wal-master.ini`;
+    const slaveIni = `${testSlave}/wal-slave.ini`;
+    const masterLines = [
+      "[walmgr]",
+      "job_name             = wal-master",
+      `logfile              = ${o.base}/%(job_name)s.log`,
+      `pidfile              = ${o.base}/%(job_name)s.pid`,
+      "use_skylog           = 0",
+      "",
+      `master_db            = port=${master.port} host=${master.socketDir} dbname=template1`,
+      `master_data          = ${master.dataDir}`,
+      `master_config        = ${master.dataDir}/postgresql.conf`,
+      `master_bin           = ${o.binDir}/`,
+      "",
+      `slave = ${slaveHost}`,
+      `slave_config = ${slaveIni}`,
+      "",
+      `walmgr_data          = ${walmgrData}`,
+      "",
+      `completed_wals       = ${loc("%(walmgr_data)s/logs.complete")}`,
+      `partial_wals         = ${loc("%(walmgr_data)s/logs.partial")}`,
+      `full_backup          = ${loc("%(walmgr_data)s/data.master")}`,
+      `config_backup        = ${loc("%(walmgr_data)s/config.backup")}`,
+      "",
+      "loop_delay           = 10.0",
+      "use_xlog_functions   = 0",
+      "compression          = 0",
+      "keep_symlinks        = 1",
+      "hot_standby          = 1",
+      ...(remote
+        ? [
+          `transport            = ${o.variant}`,
+          `ssh_options          = -F ${o.sshd!.sshConfigFile}`,
+        ]
+        : []),
+      "",
+    ];
+    await Deno.writeTextFile(masterIni, masterLines.join("\n"));
+
+    o.step("write the slave configuration file wal-slave.ini");
+    const slaveData = `${testSlave}/data`;
+    const pgCtl = `${o.binDir}/pg_ctl`;
+    const slaveLines = [
+      "[walmgr]",
+      "job_name             = wal-standby",
+      `logfile              = ${o.base}/test_slave_walmanager/%(job_name)s.log`,
+      "use_skylog           = 0",
+      "",
+      `slave_data           = ${slaveData}`,
+      `slave_bin            = ${o.binDir}/`,
+      `slave_stop_cmd       = ${pgCtl} -D ${slaveData} stop`,
+      `slave_start_cmd      = ${pgCtl} -D ${slaveData} -l ${slaveData}/postgresql.log start`,
+      `slave_config_dir     = ${slaveData}`,
+      "",
+      `walmgr_data          = ${walmgrData}`,
+      "completed_wals       = %(walmgr_data)s/logs.complete",
+      "partial_wals         = %(walmgr_data)s/logs.partial",
+      "full_backup          = %(walmgr_data)s/data.master",
+      "config_backup        = %(walmgr_data)s/config.backup",
+      "",
+      "backup_datadir       = no",
+      "keep_backups         = 0",
+      "# archive_command =",
+      "",
+      `primary_conninfo     = host=127.0.0.1 port=${master.port} host=${master.socketDir}`,
+      "",
+    ];
+    await Deno.writeTextFile(slaveIni, slaveLines.join("\n"));
+
+    o.step("walmgr3 wal-master.ini setup");
+    await walmgr([masterIni, "setup"]);
+
+    o.step("enable replication in pg_hba.conf, max_wal_senders = 3, restart the master");
+    const hba = await Deno.readTextFile(`${master.dataDir}/pg_hba.conf`);
+    await Deno.writeTextFile(
+      `${master.dataDir}/pg_hba.conf`,
+      `local replication ${master.user} trust\n${hba}`,
+    );
+    await master.setConf({ max_wal_senders: "3" });
+    await master.restart();
+
+    o.step("walmgr3 wal-master.ini backup");
+    const backup = await walmgr([masterIni, "backup"]);
+    const backupOutput = backup.stdout + backup.stderr;
+
+    o.step("edit config.backup/postgresql.conf: hot_standby = on, port = <slave port>");
+    const slavePort = master.port + 1 + Math.floor(Math.random() * 50);
+    const confPath = `${walmgrData}/config.backup/postgresql.conf`;
+    let conf = await Deno.readTextFile(confPath);
+    conf = conf.replace(/^\s*port\s*=.*$/gm, "").replace(/^\s*hot_standby\s*=.*$/gm, "");
+    conf += `\nhot_standby = on\nport = ${slavePort}\n`;
+    await Deno.writeTextFile(confPath, conf);
+
+    o.step("walmgr3 wal-slave.ini restore");
+    const restore = await walmgr([slaveIni, "restore"]);
+    const restoreOutput = restore.stdout + restore.stderr;
+    const psqlBin = await pgTool(o.binDir, "psql");
+    const slave: Queryable = {
+      async psql(query: string, database = "postgres") {
+        const res = await run([
+          psqlBin,
+          "-X",
+          "-A",
+          "-t",
+          "-q",
+          "-h",
+          master.socketDir,
+          "-p",
+          String(slavePort),
+          "-d",
+          database,
+          "-c",
+          query,
+        ]);
+        if (!res.ok) throw new Error(`psql on the standby failed: ${res.stderr.trim()}`);
+        return res.stdout;
+      },
+    };
+    return {
+      master,
+      slave,
+      slaveData,
+      masterIni,
+      slaveIni,
+      slavePort,
+      walmgrData,
+      backupOutput,
+      restoreOutput,
+      async [Symbol.asyncDispose]() {
+        await run([pgCtl, "-D", slaveData, "-m", "immediate", "stop"]);
+        await master.dispose();
+      },
+    };
+  } catch (err) {
+    await master.dispose();
+    throw err;
+  }
+}
+
+/** Waits until the standby accepts queries and returns `select` results from pgbdb. */
+export async function tellers(c: Queryable): Promise<string> {
+  return (await c.psql(
+    "select tid, bid, tbalance, filler from pgbench_tellers order by tid",
+    "pgbdb",
+  )).trim();
+}
+
+/** The how-to's verification: same rows, then an update on the master shows on the slave. */
+export async function verifyReplication(r: HowtoResult, step: (t: string) => void): Promise<void> {
+  step("check the initial replicated state on the slave");
+  await waitFor(async () => (await tellers(r.slave)) === (await tellers(r.master)), {
+    timeoutMs: 60_000,
+    what: "standby rows equal to the master's",
+  });
+  step("update pgbench_tellers set filler = random() on the master");
+  await r.master.psql("update pgbench_tellers set filler = random()", "pgbdb");
+  const after = await tellers(r.master);
+  step("check that it is the same on the slave");
+  await waitFor(async () => (await tellers(r.slave)) === after, {
+    timeoutMs: 60_000,
+    what: "the update to reach the standby",
+  });
+}

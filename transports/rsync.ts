@@ -1,0 +1,482 @@
+/**
+ * The `rsync` transport: the slave's storage is reached with the real `rsync -a`
+ * over ssh, and small POSIX shell snippets run over the same shared ssh
+ * connection (see `ssh_connection.ts`). The slave needs rsync, a POSIX `sh` and
+ * GNU coreutils/findutils (`sync FILE`, `cmp`, `find -printf`, `mv -T`, `dd`,
+ * `truncate`); it needs no walmgr3 for storage (only for {@link Transport.runWalmgr}).
+ *
+ * One round trip per primitive:
+ *
+ * - putFile: `rsync -a [-z] -e "ssh ..." --rsync-path="sh -c '<commit>' ..." <file>
+ *   host:<dir>/.<name>.walmgr3-tmp.<...>`. rsync writes the temporary name (its own
+ *   temp + rename), then the commit snippet on the slave, in the same ssh
+ *   session, fsyncs it, links it to the final name (`ln`, which fails when the
+ *   name exists: concurrent writers cannot overwrite each other), compares with
+ *   `cmp` when the name exists (identical = success, different = refused and
+ *   untouched), removes the temporary name and fsyncs the directory. The rsync
+ *   client waits for that snippet; its exit code ({@link REMOTE_EXIT}) comes back
+ *   through ssh and rsync. "replace" renames (`mv`) instead of linking.
+ * - writeFile: the same commit after `cat > <temp>` from ssh's stdin, with a byte
+ *   count check (a dropped connection gives cat an early EOF).
+ * - stat/list: `find -printf`; readFile/getFile: `cat` streamed into a local
+ *   temporary file (fsync, rename); rename: `mv -T` + fsync of both directories;
+ *   remove: `rm` + fsync of the directory; mkdirp: `mkdir -p` (0700) + fsync of
+ *   the parents it created; appendAt: `dd` at the offset + `truncate -s >pad` +
+ *   fsync.
+ * - syncTree: `rsync -a [--delete] [--copy-unsafe-links] --include... --exclude...`
+ *   whose remote side creates the directory first and runs `sync -f` on it after
+ *   the copy (rsync does not fsync what it writes).
+ * - runWalmgr: `ssh host '<remote_walmgr> <slave_config> <args>'`.
+ *
+ * rsync exit code 24 (source files vanished) counts as success for trees. Exit
+ * 255 (ssh could not connect) becomes "cannot reach slave ...".
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import { WalmgrError } from "../core/errors.ts";
+import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
+import { log } from "../core/log.ts";
+import { describeExit, displayCommand, lastLine } from "../core/process.ts";
+import type { RunResult } from "../core/process.ts";
+import { shellQuote } from "../core/self.ts";
+import {
+  REMOTE_EXIT,
+  remoteWord,
+  runRemoteWalmgr,
+  safePath,
+  SshConnection,
+  sshErrorLine,
+  sshSettings,
+} from "./ssh_connection.ts";
+import type {
+  ExistingPolicy,
+  FileInfo,
+  PutOutcome,
+  RemoteResult,
+  SyncTreeOptions,
+  Transport,
+  TransportCapability,
+  TransportOptions,
+} from "./types.ts";
+
+/**
+ * Shell snippet that moves the fsynced-to-be temporary file `$t` to `$f` in
+ * directory `$d` under policy `$p` (see the module doc). Exits with REMOTE_EXIT.
+ */
+const COMMIT = [
+  `sync -- "$t" || { rm -f -- "$t"; exit 1; }`,
+  `if [ "$p" = replace ]; then` +
+  ` if [ -f "$f" ] && [ ! -h "$f" ] && cmp -s -- "$t" "$f"; then` +
+  ` rm -f -- "$t"; sync -- "$f" "$d" || exit 1; exit ${REMOTE_EXIT.IDENTICAL}; fi;` +
+  ` mv -f -T -- "$t" "$f" || { rm -f -- "$t"; exit 1; }; sync -- "$d" || exit 1; exit 0; fi`,
+  `if ln -- "$t" "$f" 2>/dev/null; then rm -f -- "$t"; sync -- "$d" || exit 1; exit 0; fi`,
+  // no hard links on this filesystem: rename after a fresh existence check
+  `if [ ! -e "$f" ] && [ ! -h "$f" ]; then` +
+  ` mv -f -T -- "$t" "$f" || { rm -f -- "$t"; exit 1; }; sync -- "$d" || exit 1; exit 0; fi`,
+  `if [ -f "$f" ] && [ ! -h "$f" ]; then` +
+  ` if cmp -s -- "$t" "$f"; then rm -f -- "$t"; sync -- "$f" "$d" || exit 1;` +
+  ` exit ${REMOTE_EXIT.IDENTICAL}; fi; rm -f -- "$t"; exit ${REMOTE_EXIT.DIFFERENT}; fi`,
+  `rm -f -- "$t"; echo "$f exists and is not a regular file; remove it or fix the path" >&2; exit 1`,
+].join("; ");
+
+/** `rsync "$@"` (the server side of a push), then {@link COMMIT}. */
+const PUT_RSYNC = `t=$1 f=$2 d=$3 p=$4; shift 4; rsync "$@" || exit $?; ${COMMIT}`;
+
+/** Bytes from stdin to `$t` (byte count `$n` checked), then {@link COMMIT}. */
+const PUT_CAT = `t=$1 f=$2 d=$3 p=$4 n=$5; (umask 077; set -C; cat > "$t") || ` +
+  `{ rm -f -- "$t"; exit 1; }; s=$(wc -c < "$t") || s=-1; if [ "$s" -ne "$n" ]; then ` +
+  `rm -f -- "$t"; echo "incomplete transfer to $t: got $s of $n bytes" >&2; exit 1; fi; ${COMMIT}`;
+
+const EXISTS_OR_66 = `if [ ! -e "$p" ] && [ ! -h "$p" ]; then exit ${REMOTE_EXIT.NOT_FOUND}; fi`;
+
+const STAT = `p=$1; ${EXISTS_OR_66}; exec find "$p" -maxdepth 0 -printf '%y %s %T@\\n'`;
+
+const LIST = `d=$1; if [ ! -d "$d" ]; then exit ${REMOTE_EXIT.NOT_FOUND}; fi; ` +
+  `exec find -H "$d" -mindepth 1 -maxdepth 1 -printf '%y %s %T@ %f\\0'`;
+
+const CAT = `p=$1; ${EXISTS_OR_66}; exec cat -- "$p"`;
+
+const RENAME = `a=$1 b=$2 da=$3 db=$4; if [ ! -e "$a" ] && [ ! -h "$a" ]; then ` +
+  `exit ${REMOTE_EXIT.NOT_FOUND}; fi; mv -f -T -- "$a" "$b" || exit 1; sync -- "$db" "$da"`;
+
+const REMOVE = `p=$1 d=$2 r=$3; if [ ! -e "$p" ] && [ ! -h "$p" ]; then exit 0; fi; ` +
+  `if [ "$r" = 1 ]; then rm -rf -- "$p" || exit 1; elif [ -d "$p" ] && [ ! -h "$p" ]; then ` +
+  `rmdir -- "$p" || exit 1; else rm -f -- "$p" || exit 1; fi; sync -- "$d" 2>/dev/null; exit 0`;
+
+const MKDIRP = `p=$1 q=$1; set --; while [ ! -d "$q" ]; do set -- "$q" "$@"; ` +
+  `n=$(dirname -- "$q"); [ "$n" = "$q" ] && break; q=$n; done; [ $# -eq 0 ] && exit 0; ` +
+  `(umask 077; mkdir -p -- "$p") || exit 1; sync -- "$q" "$@"`;
+
+const APPEND = `p=$1 o=$2 n=$3 z=$4 d=$5; t=$(mktemp) || exit 1; (cat > "$t") || ` +
+  `{ rm -f -- "$t"; exit 1; }; s=$(wc -c < "$t") || s=-1; if [ "$s" -ne "$n" ]; then ` +
+  `rm -f -- "$t"; echo "incomplete transfer: got $s of $n bytes" >&2; exit 1; fi; ` +
+  `c=0; if [ ! -e "$p" ]; then c=1; fi; umask 077; if [ "$o" -eq 0 ]; then ` +
+  `dd if="$t" of="$p" bs=1048576 status=none || { rm -f -- "$t"; exit 1; }; else ` +
+  `dd if="$t" of="$p" bs=1048576 seek="$o" oflag=seek_bytes conv=notrunc status=none || ` +
+  `{ rm -f -- "$t"; exit 1; }; fi; rm -f -- "$t"; truncate -s ">$z" -- "$p" || exit 1; ` +
+  `sync -- "$p" || exit 1; if [ $c = 1 ]; then sync -- "$d" || exit 1; fi`;
+
+/** Remote side of a tree copy: create the directory, rsync, flush its filesystem. */
+const TREE = `d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
+  `if [ $r -ne 0 ] && [ $r -ne 24 ]; then exit $r; fi; sync -f -- "$d" || exit 1; exit $r`;
+
+/** `sh -c '<script>' sh <args>` for the remote shell (args already remote words). */
+function shScript(script: string, words: string[]): string {
+  return ["sh", "-c", shellQuote(script), "sh", ...words].join(" ");
+}
+
+/** Strips trailing slashes (keeps `/`). */
+function trimSlash(p: string): string {
+  const t = p.replace(/\/+$/, "");
+  return t === "" ? "/" : t;
+}
+
+/** A local path for rsync: absolute, or `./` so that a `:` is never read as a host. */
+function rsyncLocalArg(p: string): string {
+  return p.startsWith("/") ? p : `./${p}`;
+}
+
+/** `host:path` for rsync (IPv6 addresses keep their brackets). */
+function rsyncRemote(host: string, path: string): string {
+  return `${host}:${safePath(path)}`;
+}
+
+function parseFindLine(line: string, name: string): FileInfo | null {
+  const m = /^(\S) (\d+) (\d+(?:\.\d+)?) ?/.exec(line);
+  if (!m) return null;
+  const type = m[1];
+  return {
+    name,
+    size: type === "f" ? Number(m[2]) : 0,
+    mtimeMs: Math.round(Number(m[3]) * 1000),
+    isFile: type === "f",
+    isDirectory: type === "d",
+    isSymlink: type === "l",
+  };
+}
+
+/** The argument vector of a tree copy (exported for tests). */
+export function rsyncTreeRemoteArgv(
+  conn: SshConnection,
+  localDir: string,
+  dir: string,
+  o: SyncTreeOptions,
+): string[] {
+  const argv = ["rsync", "-a"];
+  if (conn.settings.compression) argv.push("-z");
+  argv.push("-e", conn.rsh(), `--rsync-path=${shScript(TREE, [remoteWord(trimSlash(dir))])}`);
+  if (o.delete) argv.push("--delete");
+  if (o.copyUnsafeLinks) argv.push("--copy-unsafe-links");
+  for (const p of o.includes ?? []) argv.push(`--include=${p}`);
+  for (const p of o.excludes ?? []) argv.push(`--exclude=${p}`);
+  argv.push(`${rsyncLocalArg(trimSlash(localDir))}/`, `${rsyncRemote(conn.host, trimSlash(dir))}/`);
+  return argv;
+}
+
+/**
+ * Copies the local tree `localDir` into `dir` on the slave with rsync over the
+ * shared connection, then flushes the slave's filesystem (`sync -f`). Shared by
+ * the `rsync` and `ssh` transports.
+ */
+export async function syncTreeOverSsh(
+  conn: SshConnection,
+  dryRun: boolean,
+  localDir: string,
+  dir: string,
+  o: SyncTreeOptions,
+): Promise<void> {
+  if (dryRun) {
+    log.info(`DRY RUN: would copy ${localDir} to ${conn.host}:${dir} with rsync`);
+    return;
+  }
+  const res = await conn.run(() => {
+    const argv = rsyncTreeRemoteArgv(conn, localDir, dir, o);
+    log.debug(`running ${displayCommand(argv)}`);
+    return argv;
+  }, { okCodes: [0, 24] });
+  if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
+  if (!res.ok) {
+    const detail = sshErrorLine(res);
+    throw new WalmgrError(
+      `rsync of ${localDir} to ${conn.host}:${dir} failed (${describeExit(res)})${
+        detail ? `: ${detail}` : ""
+      }`,
+    );
+  }
+  if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
+}
+
+/** Builds the `rsync` transport. */
+export function createRsyncTransport(opts: TransportOptions): Transport {
+  const dryRun = opts.dryRun;
+  const conn = new SshConnection(sshSettings(opts, "rsync"));
+  const host = conn.host;
+  const capabilities: ReadonlySet<TransportCapability> = new Set<TransportCapability>([
+    "appendAt",
+    "syncTree",
+    "readFile",
+    "runWalmgr",
+  ]);
+  const describe = (path: string) => `${host}:${path}`;
+
+  /** Runs a snippet with path arguments; connection failures throw. */
+  function sh(
+    script: string,
+    words: string[],
+    stdin?: Uint8Array,
+  ): Promise<RunResult> {
+    return conn.exec(shScript(script, words), stdin === undefined ? {} : { stdin });
+  }
+
+  function failure(what: string, res: RunResult): WalmgrError {
+    const detail = lastLine(res);
+    return new WalmgrError(
+      `cannot ${what} on ${host}: ${detail || describeExit(res)}`,
+    );
+  }
+
+  function different(path: string): WalmgrError {
+    return new WalmgrError(
+      `${describe(path)} already exists with different contents; refusing to overwrite ` +
+        `(another cluster archiving to the same place?)`,
+    );
+  }
+
+  /** Paths of a new remote temporary file for `path`, as remote words. */
+  function commitWords(path: string, policy: ExistingPolicy): { temp: string; words: string[] } {
+    const p = safePath(path);
+    const dir = dirname(p);
+    const temp = uniqueTempName(dir, basename(p));
+    return { temp, words: [remoteWord(temp), remoteWord(p), remoteWord(dir), policy] };
+  }
+
+  function outcome(path: string, res: RunResult, what: string): PutOutcome {
+    if (res.code === REMOTE_EXIT.OK) return "stored";
+    if (res.code === REMOTE_EXIT.IDENTICAL) return "identical";
+    if (res.code === REMOTE_EXIT.DIFFERENT) throw different(path);
+    const detail = sshErrorLine(res);
+    throw new WalmgrError(
+      `cannot ${what} ${describe(path)}: ${detail || describeExit(res)}`,
+    );
+  }
+
+  async function stat(path: string): Promise<FileInfo | null> {
+    const p = safePath(path);
+    const res = await sh(STAT, [remoteWord(p)]);
+    if (res.code === REMOTE_EXIT.NOT_FOUND) return null;
+    if (!res.ok) throw failure(`stat ${path}`, res);
+    const info = parseFindLine(res.stdout.trim(), basename(trimSlash(path)));
+    if (!info) throw new WalmgrError(`cannot stat ${describe(path)}: unexpected find output`);
+    return info;
+  }
+
+  async function list(dir: string): Promise<FileInfo[] | null> {
+    const res = await sh(LIST, [remoteWord(safePath(dir))]);
+    if (res.code === REMOTE_EXIT.NOT_FOUND) return null;
+    if (!res.ok) throw failure(`list directory ${dir}`, res);
+    const out: FileInfo[] = [];
+    for (const rec of res.stdout.split("\0")) {
+      if (rec === "") continue;
+      const m = /^(\S \d+ \d+(?:\.\d+)?) (.*)$/s.exec(rec);
+      const info = m ? parseFindLine(m[1] as string, m[2] as string) : null;
+      if (info) out.push(info);
+    }
+    return out;
+  }
+
+  /** Streams the remote file into the new local file `out` (no fsync). */
+  async function fetchTo(path: string, out: string): Promise<void> {
+    const res = await conn.execToFile(shScript(CAT, [remoteWord(safePath(path))]), out);
+    if (res.code === REMOTE_EXIT.NOT_FOUND) {
+      throw new WalmgrError(`cannot read ${describe(path)}: no such file`);
+    }
+    if (!res.ok) throw failure(`read ${path}`, res);
+  }
+
+  async function readFile(path: string): Promise<Uint8Array> {
+    const tmp = await Deno.makeTempDir({ prefix: "walmgr3-read-" });
+    try {
+      await fetchTo(path, `${tmp}/data`);
+      return await Deno.readFile(`${tmp}/data`);
+    } finally {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async function writeFile(
+    path: string,
+    data: Uint8Array,
+    policy: ExistingPolicy,
+  ): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
+      return "stored";
+    }
+    const { words } = commitWords(path, policy);
+    const res = await sh(PUT_CAT, [...words, String(data.length)], data);
+    return outcome(path, res, "write");
+  }
+
+  async function putFile(
+    localPath: string,
+    path: string,
+    policy: ExistingPolicy,
+  ): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${localPath} to ${describe(path)}`);
+      return "stored";
+    }
+    let st: Deno.FileInfo;
+    try {
+      st = await Deno.stat(localPath);
+    } catch (err) {
+      throw new WalmgrError(
+        `cannot read ${localPath}: ${
+          err instanceof Error ? err.message.split(" (os error")[0] : err
+        }`,
+        { cause: err },
+      );
+    }
+    if (!st.isFile) throw new WalmgrError(`cannot copy ${localPath}: not a regular file`);
+    const { temp, words } = commitWords(path, policy);
+    const res = await conn.run(() => [
+      "rsync",
+      "-a",
+      ...(conn.settings.compression ? ["-z"] : []),
+      "-e",
+      conn.rsh(),
+      `--rsync-path=${shScript(PUT_RSYNC, words)}`,
+      rsyncLocalArg(localPath),
+      rsyncRemote(host, temp),
+    ]);
+    if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
+    return outcome(path, res, "copy " + localPath + " to");
+  }
+
+  async function getFile(path: string, localPath: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
+      return;
+    }
+    const temp = uniqueTempName(dirname(localPath), basename(localPath));
+    let done = false;
+    try {
+      await fetchTo(path, temp);
+      await fsyncFile(temp);
+      try {
+        await Deno.rename(temp, localPath);
+      } catch (err) {
+        throw new WalmgrError(
+          `cannot rename ${temp} to ${localPath}: ${err instanceof Error ? err.message : err}`,
+        );
+      }
+      done = true;
+      await fsyncDir(dirname(localPath));
+    } finally {
+      if (!done) await Deno.remove(temp).catch(() => {});
+    }
+  }
+
+  async function rename(from: string, to: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
+      return;
+    }
+    const a = safePath(from);
+    const b = safePath(to);
+    const res = await sh(RENAME, [a, b, dirname(a), dirname(b)].map(remoteWord));
+    if (res.code === REMOTE_EXIT.NOT_FOUND) {
+      throw new WalmgrError(`cannot rename ${describe(from)}: no such file or directory`);
+    }
+    if (!res.ok) throw failure(`rename ${from} to ${to}`, res);
+  }
+
+  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
+      return;
+    }
+    const p = safePath(trimSlash(path));
+    const res = await sh(REMOVE, [remoteWord(p), remoteWord(dirname(p)), o.recursive ? "1" : "0"]);
+    if (!res.ok) throw failure(`remove ${path}`, res);
+  }
+
+  async function mkdirp(path: string): Promise<void> {
+    if (dryRun) {
+      if (!(await stat(path))) log.info(`DRY RUN: would create directory ${describe(path)}`);
+      return;
+    }
+    const res = await sh(MKDIRP, [remoteWord(safePath(trimSlash(path)))]);
+    if (!res.ok) throw failure(`create directory ${path}`, res);
+  }
+
+  async function appendAt(
+    path: string,
+    offset: number,
+    data: Uint8Array,
+    padTo: number,
+  ): Promise<void> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(padTo)) {
+      throw new WalmgrError(`cannot write ${describe(path)}: invalid offset ${offset}`);
+    }
+    if (dryRun) {
+      log.info(
+        `DRY RUN: would write ${data.length} bytes at offset ${offset} of ${describe(path)}`,
+      );
+      return;
+    }
+    const p = safePath(path);
+    const res = await sh(
+      APPEND,
+      [
+        remoteWord(p),
+        String(offset),
+        String(data.length),
+        String(Math.max(padTo, 0)),
+        remoteWord(dirname(p)),
+      ],
+      data,
+    );
+    if (!res.ok) throw failure(`write ${path}`, res);
+  }
+
+  function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
+    return syncTreeOverSsh(conn, dryRun, localDir, dir, o);
+  }
+
+  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+    if (dryRun) {
+      log.info(`DRY RUN: would run walmgr3 ${args.map(shellQuote).join(" ")} on ${host}`);
+      return { code: 0, stdout: "", stderr: "" };
+    }
+    const res = await runRemoteWalmgr(
+      conn,
+      opts,
+      args,
+      o.stdin === undefined ? {} : { stdin: o.stdin },
+    );
+    return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+  }
+
+  return {
+    name: "rsync",
+    capabilities,
+    describe,
+    stat,
+    list,
+    readFile,
+    writeFile,
+    putFile,
+    getFile,
+    rename,
+    remove,
+    mkdirp,
+    appendAt,
+    syncTree,
+    runWalmgr,
+    // the shared ssh connection stays for the next process (ControlPersist)
+    close: () => Promise.resolve(),
+  };
+}

@@ -1,0 +1,627 @@
+/**
+ * What the `rsync` and `ssh` transports share: the ssh argument vector built from
+ * the config, one shared OpenSSH connection per slave, quoting for the remote
+ * shell, and the exit code conventions between both sides.
+ *
+ * ## ssh options
+ *
+ * `ssh -o BatchMode=yes [-p ssh_port] [-i ssh_identity -o IdentitiesOnly=yes]
+ * [-o UserKnownHostsFile=ssh_known_hosts] [-o StrictHostKeyChecking=...]
+ * <ssh_options...> -o ControlMaster=auto -o ControlPersist=<n> -o ControlPath=<dir>/%C`.
+ * ssh takes the first value it sees for an option, so `BatchMode=yes` (never a
+ * password or host key prompt inside archive_command) cannot be undone, the
+ * dedicated keys beat `ssh_options`, and `ssh_options` beats the connection
+ * sharing defaults. Everything not set here comes from the user's `~/.ssh/config`
+ * (or the `-F` file in `ssh_options`). Host keys are checked as ssh is configured
+ * to; only `ssh_strict_host_key_checking = no` turns the check off.
+ *
+ * ## Connection sharing
+ *
+ * An ssh handshake costs ~250 ms, and archive_command runs once per segment in
+ * a new process. The first ssh becomes a ControlMaster that OpenSSH puts in the
+ * background and keeps for `ssh_control_persist` seconds (default 60) after its
+ * last use; every later ssh and rsync (`-e "ssh ..."`) of this and of later
+ * processes runs over it (~10 ms). The socket lives in a private (0700) directory:
+ * `ssh_control_dir`, else `$XDG_RUNTIME_DIR/walmgr3-ssh`, `~/.ssh/walmgr3-cm`
+ * (when `~/.ssh` exists), `/tmp/walmgr3-ssh-<uid>`, the first that is short
+ * enough for a unix socket path and is ours. A stale socket (master gone) is
+ * removed by ssh, which then connects directly and becomes the new master;
+ * `ssh_control_persist = 0` leaves connection sharing to the user's ssh config.
+ *
+ * ## Exit codes between both sides
+ *
+ * ssh and rsync exit 255 when the connection fails: that becomes one
+ * {@link WalmgrError} ("cannot reach slave ..."), never a raw code (PostgreSQL
+ * restarts its archiver on codes above 125). The remote side (shell snippets of
+ * the rsync transport, `walmgr3 xstorage` of the ssh transport) answers with
+ * {@link REMOTE_EXIT}: 0 done, 1 failed (message on stderr), 65 a different file
+ * exists, 66 not found, 67 an identical file exists (where stdout is not free).
+ *
+ * @module
+ */
+
+import { ConfigError, WalmgrError } from "../core/errors.ts";
+import { log } from "../core/log.ts";
+import { displayCommand, lastLine, runCommand } from "../core/process.ts";
+import type { RunOptions, RunResult } from "../core/process.ts";
+import { shellQuote } from "../core/self.ts";
+import type { TransportOptions } from "./types.ts";
+
+/** Exit codes of the storage side (chosen outside rsync's 0-35, the shell's 126+ and ssh's 255). */
+export const REMOTE_EXIT = {
+  OK: 0,
+  FAILED: 1,
+  /** A different file already exists under the final name (nothing was changed). */
+  DIFFERENT: 65,
+  /** The path does not exist. */
+  NOT_FOUND: 66,
+  /** An identical file already exists (only where stdout cannot carry the outcome). */
+  IDENTICAL: 67,
+} as const;
+
+/** Bytes for a child's stdin, or a function opening a fresh stream (so that a retry can read it again). */
+export type StdinSource = Uint8Array | (() => Promise<ReadableStream<Uint8Array>>);
+
+/** Options of {@link SshConnection.run}: those of `runCommand`, with a re-openable stdin. */
+export type SshRunOptions = Omit<RunOptions, "stdin"> & { stdin?: StdinSource };
+
+/** ssh's complaints about the shared connection itself (before any remote command ran). */
+const MUX_FAILURE =
+  /^.*(?:unix_listener: |mux_client_|muxclient: |ControlPath too long|control socket).*$/m;
+
+/** Exit code of ssh (and of rsync through it) when the connection fails. */
+export const SSH_CONNECTION_FAILED = 255;
+
+/** Default `ssh_control_persist`: seconds a shared connection outlives its last use. */
+export const DEFAULT_CONTROL_PERSIST = 60;
+
+/**
+ * Portable limit of a unix socket path (Linux allows 107 bytes, BSD and macOS 103).
+ * ssh binds `<ControlPath>.<16 random chars>` first, and `%C` is 40 hex digits.
+ */
+const SOCKET_PATH_MAX = 103;
+const CONTROL_NAME = "%C";
+const CONTROL_NAME_LEN = 40;
+const SSH_TEMP_SUFFIX_LEN = 17;
+
+/** The longest control directory that still fits {@link SOCKET_PATH_MAX}. */
+export const CONTROL_DIR_MAX = SOCKET_PATH_MAX - 1 - CONTROL_NAME_LEN - SSH_TEMP_SUFFIX_LEN;
+
+/** ssh settings of one transport, from the config. */
+export interface SshSettings {
+  /** Destination as configured (`host`, `user@host`, `[v6addr]`). */
+  host: string;
+  port?: number;
+  identity?: string;
+  knownHosts?: string;
+  /** `yes`, `no`, `accept-new` or `off`; unset = ssh's own configuration. */
+  strictHostKeyChecking?: string;
+  /** `ssh_options`, split like a shell would. */
+  extra: string[];
+  /** Seconds a shared connection persists; 0 = walmgr3 does not share connections. */
+  controlPersist: number;
+  /** `ssh_control_dir`, when configured. */
+  controlDir?: string;
+  /** `compression` is non-zero: rsync gets `-z`. */
+  compression: boolean;
+}
+
+/**
+ * Splits a config value into words like a POSIX shell would (single and double
+ * quotes, backslash escapes), without expanding anything.
+ */
+export function splitShellWords(value: string): string[] {
+  const words: string[] = [];
+  let cur = "";
+  let inWord = false;
+  let quote: string | undefined;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i] as string;
+    if (quote) {
+      if (c === quote) quote = undefined;
+      else if (c === "\\" && quote === '"' && /["\\$`]/.test(value[i + 1] ?? "")) cur += value[++i];
+      else cur += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === "\\" && i + 1 < value.length) {
+      cur += value[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(cur);
+      cur = "";
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (quote) throw new ConfigError(`ssh_options: unbalanced ${quote} in ${JSON.stringify(value)}`);
+  if (inWord) words.push(cur);
+  return words;
+}
+
+function trimmed(opts: TransportOptions, key: string): string | undefined {
+  const v = opts.setting(key)?.trim();
+  return v ? v : undefined;
+}
+
+function isTrue(v: string | undefined): boolean {
+  if (v === undefined) return false;
+  const l = v.toLowerCase();
+  if (["0", "no", "false", "off", ""].includes(l)) return false;
+  const n = Number(l);
+  return Number.isNaN(n) ? ["1", "yes", "true", "on"].includes(l) : n > 0;
+}
+
+/** Reads and checks the ssh settings of a transport. */
+export function sshSettings(opts: TransportOptions, transport: string): SshSettings {
+  const host = opts.host?.trim();
+  if (!host) {
+    throw new ConfigError(
+      `transport ${transport} needs a remote host: write the location as host:path or set slave`,
+    );
+  }
+  if (host.startsWith("-") || /[\s'"`$\\;&|<>]/.test(host)) {
+    throw new ConfigError(`invalid ssh host name ${JSON.stringify(host)}`);
+  }
+  const s: SshSettings = {
+    host,
+    extra: [],
+    controlPersist: DEFAULT_CONTROL_PERSIST,
+    compression: isTrue(trimmed(opts, "compression")),
+  };
+  const port = trimmed(opts, "ssh_port");
+  if (port !== undefined) {
+    const n = Number(port);
+    if (!/^\d+$/.test(port) || n < 1 || n > 65535) {
+      throw new ConfigError(
+        `ssh_port must be a port number (1-65535), got ${JSON.stringify(port)}`,
+      );
+    }
+    s.port = n;
+  }
+  const identity = trimmed(opts, "ssh_identity");
+  if (identity) s.identity = identity;
+  const knownHosts = trimmed(opts, "ssh_known_hosts");
+  if (knownHosts) s.knownHosts = knownHosts;
+  const strict = trimmed(opts, "ssh_strict_host_key_checking")?.toLowerCase();
+  if (strict !== undefined) {
+    if (!["yes", "no", "accept-new", "off"].includes(strict)) {
+      throw new ConfigError(
+        `ssh_strict_host_key_checking must be yes, accept-new or no, got ${JSON.stringify(strict)}`,
+      );
+    }
+    s.strictHostKeyChecking = strict;
+  }
+  const extra = trimmed(opts, "ssh_options");
+  if (extra) s.extra = splitShellWords(extra);
+  const persist = trimmed(opts, "ssh_control_persist");
+  if (persist !== undefined) {
+    if (!/^\d+$/.test(persist)) {
+      throw new ConfigError(
+        `ssh_control_persist must be a number of seconds (0 = off), got ${JSON.stringify(persist)}`,
+      );
+    }
+    s.controlPersist = Number(persist);
+  }
+  const controlDir = trimmed(opts, "ssh_control_dir");
+  if (controlDir) s.controlDir = controlDir;
+  return s;
+}
+
+/** A `-o Key=value` value: ssh splits unquoted values at whitespace. */
+function optionValue(v: string): string {
+  return /\s/.test(v) ? `"${v}"` : v;
+}
+
+/**
+ * Every ssh argument before the destination. `controlPath` is the socket path
+ * (with `%C`); without it walmgr3 adds no connection sharing options.
+ */
+export function sshOptionArgs(s: SshSettings, controlPath?: string): string[] {
+  const args = ["-o", "BatchMode=yes"];
+  if (s.port !== undefined) args.push("-p", String(s.port));
+  if (s.identity) args.push("-i", s.identity, "-o", "IdentitiesOnly=yes");
+  if (s.knownHosts) args.push("-o", `UserKnownHostsFile=${optionValue(s.knownHosts)}`);
+  if (s.strictHostKeyChecking) args.push("-o", `StrictHostKeyChecking=${s.strictHostKeyChecking}`);
+  args.push(...s.extra);
+  if (controlPath && s.controlPersist > 0) {
+    args.push(
+      "-o",
+      "ControlMaster=auto",
+      "-o",
+      `ControlPersist=${s.controlPersist}`,
+      "-o",
+      `ControlPath=${optionValue(controlPath)}`,
+    );
+  }
+  return args;
+}
+
+/** The destination as ssh wants it: `[v6addr]` loses its brackets. */
+export function sshDestination(host: string): string {
+  return host.replace(/^((?:[^@]*@)?)\[([^\]]*)\]$/, "$1$2");
+}
+
+/** Quotes one word for rsync's own `-e` splitter (single or double quotes). */
+export function rshWord(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  if (!word.includes("'")) return `'${word}'`;
+  if (!/["\\]/.test(word)) return `"${word}"`;
+  throw new ConfigError(`cannot pass ${JSON.stringify(word)} to rsync -e (quote characters)`);
+}
+
+/**
+ * One word for the remote shell: `~` and `~/x` expand to `$HOME`, `~user/x` is
+ * left to the shell, anything else is quoted literally.
+ */
+export function remoteWord(word: string): string {
+  if (word === "~") return '"$HOME"';
+  if (word.startsWith("~/")) {
+    const rest = word.slice(2);
+    return rest ? `"$HOME"/${shellQuote(rest)}` : '"$HOME"/';
+  }
+  const m = /^(~[A-Za-z0-9._-]+)(?:\/(.*))?$/.exec(word);
+  if (m) return m[2] ? `${m[1]}/${shellQuote(m[2])}` : `${m[1]}/`;
+  return shellQuote(word);
+}
+
+/** A storage path made safe for argument positions: a leading `-` gets `./`. */
+export function safePath(path: string): string {
+  return path.startsWith("-") ? `./${path}` : path;
+}
+
+function isSafeOwnDir(dir: string, uid: number | null): boolean {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.lstatSync(dir);
+  } catch {
+    return false;
+  }
+  if (!st.isDirectory || st.isSymlink) return false;
+  if (uid !== null && st.uid !== uid) return false;
+  if (((st.mode ?? 0) & 0o077) !== 0) {
+    try {
+      Deno.chmodSync(dir, 0o700);
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function ensurePrivateDir(dir: string, uid: number | null): boolean {
+  try {
+    Deno.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) return false;
+  }
+  return isSafeOwnDir(dir, uid);
+}
+
+/** Where a control socket directory may go, best first (pure: for tests). */
+export function controlDirCandidates(env: {
+  configured?: string;
+  xdgRuntimeDir?: string;
+  home?: string;
+  homeHasSsh?: boolean;
+  uid: number | null;
+}): string[] {
+  if (env.configured) return [env.configured.replace(/\/+$/, "") || "/"];
+  const out: string[] = [];
+  if (env.xdgRuntimeDir?.startsWith("/")) {
+    out.push(`${env.xdgRuntimeDir.replace(/\/+$/, "")}/walmgr3-ssh`);
+  }
+  if (env.home?.startsWith("/") && env.homeHasSsh) {
+    out.push(`${env.home.replace(/\/+$/, "")}/.ssh/walmgr3-cm`);
+  }
+  out.push(`/tmp/walmgr3-ssh-${env.uid ?? "user"}`);
+  return out.filter((d) => d.length <= CONTROL_DIR_MAX);
+}
+
+function expandTilde(p: string): string {
+  const home = Deno.env.get("HOME");
+  if (!home) return p;
+  if (p === "~") return home;
+  if (p.startsWith("~/")) return `${home.replace(/\/+$/, "")}/${p.slice(2)}`;
+  return p;
+}
+
+/**
+ * The private directory for control sockets (created 0700), or `null` when no
+ * candidate is usable (connections are then not shared: slower, still correct).
+ */
+export function controlDir(configured?: string): string | null {
+  let uid: number | null = null;
+  try {
+    uid = Deno.uid();
+  } catch { /* no --allow-sys: skip the owner check */ }
+  const home = Deno.env.get("HOME");
+  let homeHasSsh = false;
+  if (home) {
+    try {
+      homeHasSsh = Deno.statSync(`${home.replace(/\/+$/, "")}/.ssh`).isDirectory;
+    } catch { /* none */ }
+  }
+  const env: Parameters<typeof controlDirCandidates>[0] = { uid, homeHasSsh };
+  if (configured) env.configured = expandTilde(configured);
+  const xdg = Deno.env.get("XDG_RUNTIME_DIR");
+  if (xdg) env.xdgRuntimeDir = xdg;
+  if (home) env.home = home;
+  const candidates = controlDirCandidates(env);
+  if (configured && candidates.length === 0) {
+    throw new ConfigError(
+      `ssh_control_dir ${configured} is too long for a unix socket path ` +
+        `(at most ${CONTROL_DIR_MAX} characters)`,
+    );
+  }
+  let chosen: string | null = null;
+  for (const dir of candidates) {
+    if (ensurePrivateDir(dir, uid)) {
+      chosen = dir;
+      break;
+    }
+    log.debug(`ssh control directory ${dir} is not usable (not a private directory of ours)`);
+  }
+  if (configured && chosen === null) {
+    throw new ConfigError(
+      `ssh_control_dir ${configured} cannot be used: it must be a directory owned by this user, ` +
+        `mode 0700 (or creatable)`,
+    );
+  }
+  if (chosen === null) {
+    log.debug("no private directory for ssh control sockets: not sharing connections");
+  }
+  return chosen;
+}
+
+/** The most useful line of a failed ssh/rsync run: ssh's complaint, not rsync's summary. */
+export function sshErrorLine(res: RunResult): string {
+  const lines = res.stderr.replaceAll("\r", "").split("\n").map((l) => l.trim()).filter((l) =>
+    l !== "" && !l.startsWith("Warning: Permanently added") &&
+    !/^rsync(: connection unexpectedly closed| error:)/.test(l)
+  );
+  return lines[lines.length - 1] ?? lastLine(res);
+}
+
+/** Strips the log prefix (`2024-01-01 12:00:00,000 123 ERROR `) of a remote walmgr3 line. */
+export function remoteMessage(res: RunResult): string {
+  const lines = res.stderr.replaceAll("\r", "").split("\n").map((l) => l.trim()).filter((l) =>
+    l !== ""
+  );
+  const errors = lines.filter((l) => / (ERROR|FATAL) /.test(l));
+  const line = errors[errors.length - 1] ?? lines[lines.length - 1] ?? "";
+  return line.replace(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ [A-Z]+ /, "").replace(
+    /^walmgr3: /,
+    "",
+  );
+}
+
+/** One shared ssh connection to the slave. */
+export class SshConnection {
+  readonly settings: SshSettings;
+  readonly destination: string;
+  #controlPath: string | undefined | null = null;
+
+  constructor(settings: SshSettings) {
+    this.settings = settings;
+    this.destination = sshDestination(settings.host);
+  }
+
+  /** The configured host, for messages. */
+  get host(): string {
+    return this.settings.host;
+  }
+
+  /** Control socket path pattern (`<dir>/%C`), or undefined when not sharing. */
+  controlPath(): string | undefined {
+    if (this.#controlPath === null) {
+      if (this.settings.controlPersist <= 0) {
+        this.#controlPath = undefined;
+      } else {
+        const dir = controlDir(this.settings.controlDir);
+        this.#controlPath = dir ? `${dir}/${CONTROL_NAME}` : undefined;
+      }
+    }
+    return this.#controlPath;
+  }
+
+  /** ssh options (everything before the destination). */
+  optionArgs(): string[] {
+    return sshOptionArgs(this.settings, this.controlPath());
+  }
+
+  /** `ssh <options> -T <host> <command>`. */
+  argv(remoteCommand: string): string[] {
+    return ["ssh", ...this.optionArgs(), "-T", this.destination, remoteCommand];
+  }
+
+  /** The `-e` value for rsync: the same ssh, quoted for rsync's splitter. */
+  rsh(): string {
+    return ["ssh", ...this.optionArgs()].map(rshWord).join(" ");
+  }
+
+  /** What an operator types to test access (the options they configured, not ours). */
+  checkCommand(): string {
+    const s = this.settings;
+    const words = ["ssh"];
+    if (s.port !== undefined) words.push("-p", String(s.port));
+    if (s.identity) words.push("-i", s.identity);
+    words.push(...s.extra, this.destination, "true");
+    return displayCommand(words);
+  }
+
+  /** The one-line error for a connection that failed. */
+  unreachable(res: RunResult): WalmgrError {
+    const detail = sshErrorLine(res) ||
+      `ssh ${res.timedOut ? "timed out" : `exit code ${res.code}`}`;
+    let hint = `check ssh access as this user (${this.checkCommand()}) and the ssh_* settings`;
+    if (/host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(detail)) {
+      hint = `add the slave's host key to known_hosts (or set ssh_known_hosts); ${hint}`;
+    }
+    return new WalmgrError(`cannot reach slave ${this.host} over ssh: ${detail}; ${hint}`);
+  }
+
+  /**
+   * True when `res` of ssh or rsync is a failed connection: exit 255, a timeout,
+   * or rsync's "connection unexpectedly closed (0 bytes received so far)" (code
+   * 12, which rsync reports instead of 255 when it sees the pipe close first).
+   */
+  isConnectionFailure(res: RunResult): boolean {
+    return res.code === SSH_CONNECTION_FAILED || res.timedOut ||
+      (res.code === 12 && /\(0 bytes received so far\)/.test(res.stderr));
+  }
+
+  /** The error for a failed ssh or rsync run that {@link isConnectionFailure} matched. */
+  connectionError(res: RunResult): WalmgrError {
+    const rsyncMissing =
+      /^(.*rsync: (?:command )?not found.*|.*rsync: No such file or directory.*)$/m
+        .exec(res.stderr);
+    if (rsyncMissing) {
+      return new WalmgrError(
+        `rsync is not installed on slave ${this.host} (${rsyncMissing[1]?.trim()}); ` +
+          `install rsync there or set transport = ssh`,
+      );
+    }
+    return this.unreachable(res);
+  }
+
+  /**
+   * Runs the argument vector `build()` makes. When ssh fails because of the
+   * shared connection itself (control directory gone or unwritable, master
+   * refusing a session), connection sharing is turned off for this connection
+   * and the command runs once more over a direct connection: such failures
+   * happen before the remote command starts, so the retry is safe.
+   */
+  async run(
+    build: () => string[],
+    opts: SshRunOptions = {},
+  ): Promise<RunResult> {
+    const attempt = async () => {
+      const argv = build();
+      log.trace(`running ${displayCommand(argv)}`);
+      const { stdin, ...rest } = opts;
+      const source = typeof stdin === "function" ? await stdin() : stdin;
+      return await runCommand(argv, source === undefined ? rest : { ...rest, stdin: source });
+    };
+    const res = await attempt();
+    if (this.isConnectionFailure(res) && this.controlPath() && MUX_FAILURE.test(res.stderr)) {
+      const line = MUX_FAILURE.exec(res.stderr)?.[0]?.trim() ?? "";
+      log.warning(`ssh connection sharing failed (${line}); connecting to ${this.host} directly`);
+      this.#controlPath = undefined;
+      return await attempt();
+    }
+    return res;
+  }
+
+  /**
+   * Runs `remoteCommand` on the slave (a string for its shell). Connection
+   * failures throw; any other exit code is returned.
+   */
+  async exec(
+    remoteCommand: string,
+    opts: SshRunOptions = {},
+  ): Promise<RunResult> {
+    const res = await this.run(() => this.argv(remoteCommand), opts);
+    if (this.isConnectionFailure(res)) throw this.connectionError(res);
+    return res;
+  }
+
+  /**
+   * Runs `remoteCommand` with its stdout going to the new local file `outPath`
+   * (binary-safe; the file is created exclusively). Connection failures throw.
+   */
+  async execToFile(remoteCommand: string, outPath: string): Promise<RunResult> {
+    // core/process.ts captures stdout as text: let a shell redirect it to the file
+    const res = await this.run(() => [
+      "/bin/sh",
+      "-c",
+      'o=$1; shift; set -C; exec "$@" > "$o"',
+      "sh",
+      outPath,
+      ...this.argv(remoteCommand),
+    ]);
+    if (this.isConnectionFailure(res)) throw this.connectionError(res);
+    return res;
+  }
+
+  /** `ssh -O check`: true when a shared connection is up. */
+  async masterRunning(): Promise<boolean> {
+    const cp = this.controlPath();
+    if (!cp) return false;
+    const res = await runCommand(["ssh", ...this.optionArgs(), "-O", "check", this.destination]);
+    return res.ok;
+  }
+
+  /**
+   * `ssh -O exit`: ends the shared connection (tests, and an operator who wants it
+   * gone). {@link Transport.close} does not call it: the next segment reuses it.
+   */
+  async stopMaster(): Promise<void> {
+    if (!this.controlPath()) return;
+    await runCommand(["ssh", ...this.optionArgs(), "-O", "exit", this.destination]);
+  }
+}
+
+/** Ends every shared connection whose socket is in `dir` (tests). */
+export async function stopControlMasters(dir: string): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  await Promise.all(
+    entries.map((e) =>
+      runCommand([
+        "ssh",
+        "-o",
+        `ControlPath=${optionValue(`${dir}/${e.name}`)}`,
+        "-O",
+        "exit",
+        "walmgr3-control",
+      ])
+    ),
+  );
+}
+
+/**
+ * The remote shell command that runs `<remoteWalmgr> <slaveConfig> <args...>`
+ * (the program and ini may start with `~`, expanded on the slave).
+ */
+export function remoteWalmgrCommand(opts: TransportOptions, args: readonly string[]): string {
+  if (!opts.slaveConfig) {
+    throw new ConfigError(
+      "slave_config is not set; set slave_config in the master's ini to the slave's ini path",
+    );
+  }
+  if (opts.remoteWalmgr.length === 0) {
+    throw new WalmgrError("internal error: no walmgr3 command to run on the storage side");
+  }
+  return [
+    ...opts.remoteWalmgr.map(remoteWord),
+    remoteWord(opts.slaveConfig),
+    ...args.map(shellQuote),
+  ].join(" ");
+}
+
+/**
+ * Runs walmgr3 on the slave. Connection failures and a missing walmgr3 throw;
+ * any other exit code is returned.
+ */
+export async function runRemoteWalmgr(
+  conn: SshConnection,
+  opts: TransportOptions,
+  args: readonly string[],
+  runOpts: SshRunOptions = {},
+): Promise<RunResult> {
+  const res = await conn.exec(remoteWalmgrCommand(opts, args), runOpts);
+  if (res.code === 127 || res.code === 126) {
+    throw new WalmgrError(
+      `cannot run walmgr3 on ${conn.host} (${opts.remoteWalmgr.join(" ")}): ${lastLine(res)}; ` +
+        `install it there at the same path or set remote_walmgr`,
+    );
+  }
+  return res;
+}
