@@ -7,7 +7,6 @@
 import { parseCommandLine } from "./core/cli.ts";
 import { Config, parseSetOptions } from "./core/config.ts";
 import { errorMessage, UsageError, WalmgrError } from "./core/errors.ts";
-import { daemonOptionProblem } from "./core/daemon.ts";
 import { log } from "./core/log.ts";
 import { VERSION } from "./core/self.ts";
 import { registerBuiltinCommands } from "./commands/mod.ts";
@@ -18,10 +17,13 @@ import { Registry } from "./plugins/registry.ts";
 import { registerBuiltinTransports } from "./transports/mod.ts";
 import type { CliOptions } from "./core/cli.ts";
 
-/** Builds the registry with every built-in. */
-export function builtinRegistry(): Registry {
+/**
+ * Builds the registry with the built-ins: every command, or only the family of
+ * `command` when it is one PostgreSQL runs once per WAL file.
+ */
+export async function builtinRegistry(command?: string): Promise<Registry> {
   const registry = new Registry();
-  registerBuiltinCommands(registry);
+  await registerBuiltinCommands(registry, command);
   registerBuiltinTransports(registry);
   return registry;
 }
@@ -59,9 +61,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   else if (opts.verbose >= 2) log.setLevel("TRACE");
   else if (opts.verbose === 1) log.setLevel("DEBUG");
 
-  const registry = builtinRegistry();
   if (opts.help) {
-    log.out(helpText(registry));
+    log.out(helpText(await builtinRegistry()));
     return 0;
   }
   if (opts.version) {
@@ -79,6 +80,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     return usageFailure(err);
   }
+  const registry = await builtinRegistry(selected.command);
   const spec = registry.command(selected.command);
   if (!spec || (spec.hidden === true && !selected.implied)) {
     return usageFailure(new UsageError(`unknown command "${selected.command}"`));
@@ -116,6 +118,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       config = Config.fromValues(Object.fromEntries(sets), "<command line>");
     }
     if (opts.daemon && spec.name !== "daemon-signal") {
+      const { daemonOptionProblem } = await import("./core/daemon.ts");
       const problem = daemonOptionProblem(spec.name, config.getPath("pidfile"));
       if (problem) throw new WalmgrError(problem);
     }

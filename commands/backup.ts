@@ -42,7 +42,7 @@
  * @module
  */
 
-import { relocateTablespaceMap } from "../core/backup_label.ts";
+import { parseBackupLabel, relocateTablespaceMap } from "../core/backup_label.ts";
 import {
   describeHolder,
   EXIT_LOCK_HELD,
@@ -61,6 +61,7 @@ import {
 import { hostName } from "../core/config.ts";
 import type { Db } from "../core/db.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { parseLsn, walFileName } from "../core/wal.ts";
 import { HookVeto } from "../plugins/hooks.ts";
 import { registerBuiltinHooks } from "../plugins/builtin_hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
@@ -567,6 +568,56 @@ interface BackupRole {
   keepSymlinks: boolean;
 }
 
+/** The server's WAL segment size in bytes (0 when it cannot be read). */
+async function walSegmentSize(ctx: CommandContext, db: Db): Promise<number> {
+  try {
+    const [r] = await db.query<{ s: string }>(
+      "select setting as s from pg_settings where name = 'wal_segment_size'",
+    );
+    const n = Number(r?.s);
+    return Number.isInteger(n) && n > 0 ? n : 0;
+  } catch (err) {
+    ctx.log.debug(`cannot read wal_segment_size: ${errorMessage(err)}`);
+    return 0;
+  }
+}
+
+/**
+ * Warns when the first or the last WAL file the new backup needs is not in
+ * `completed_wals` (archiving off or behind; a standby's backup needs the
+ * master to archive up to the standby's replay position).
+ */
+async function checkWalArchived(
+  ctx: CommandContext,
+  stop: StopResult,
+  segSize: number,
+): Promise<void> {
+  if (ctx.dryRun || !ctx.config.getString("completed_wals").trim()) return;
+  const label = parseBackupLabel(stop.labelfile);
+  const needed = new Set<string>();
+  if (label.startWalFile) needed.add(label.startWalFile);
+  if (segSize > 0 && label.startTimeline && /^[0-9A-F]+\/[0-9A-F]+$/i.test(stop.lsn)) {
+    // the byte before the stop LSN: a stop exactly at a segment start needs the previous one
+    const end = parseLsn(stop.lsn);
+    needed.add(walFileName(label.startTimeline, end > 0n ? end - 1n : 0n, segSize));
+  }
+  try {
+    const loc = await ctx.location("completed_wals");
+    const missing: string[] = [];
+    for (const f of needed) {
+      if (!(await loc.transport.stat(`${loc.path.replace(/\/+$/, "")}/${f}`))) missing.push(f);
+    }
+    if (missing.length > 0) {
+      ctx.log.warning(
+        `WAL the backup needs is not in ${loc.display} yet (${missing.join(", ")}); the backup ` +
+          `is restorable once it has been archived there`,
+      );
+    }
+  } catch (err) {
+    ctx.log.debug(`cannot check the archive for the backup's WAL: ${errorMessage(err)}`);
+  }
+}
+
 /** Runs a backup; returns the exit code. */
 async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number> {
   registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
@@ -583,10 +634,11 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
   let failure: unknown;
 
   const cleanup = async () => {
-    if (session) {
-      await session.abort();
-      await session.close();
-      session = undefined;
+    const open = session;
+    session = undefined;
+    if (open) {
+      await open.abort();
+      await open.close();
     }
     if (locked) {
       locked = false;
@@ -615,9 +667,17 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     await acquireLock(ctx, role.lock, ownHost);
     locked = true;
     const { db, where } = await role.openDb();
-    const s = new BackupSession(ctx, db, backupApi(await db.serverVersionNum()), where);
+    let api: BackupApi;
+    try {
+      api = backupApi(await db.serverVersionNum());
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
+    const s = new BackupSession(ctx, db, api, where);
     session = s;
     await checkServer(ctx, db, role.dataDir, role.dataKey, role.standby);
+    const segSize = await walSegmentSize(ctx, db);
 
     const work = await role.prepare();
     const finalDir = work.endsWith(WORK_DIR_SUFFIX)
@@ -640,6 +700,7 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     await s.close();
     if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
     await writeLabelFiles(ctx, plan, stop, finalDir);
+    await checkWalArchived(ctx, stop, segSize);
     if (role.configBackup) await role.configBackup();
     await role.finish();
     await role.purge();

@@ -7,45 +7,57 @@
 
 import type { CommandSpec, Registry } from "../plugins/registry.ts";
 import { daemonSignalCommand } from "./daemon_signal.ts";
-import { setupCommands } from "./setup.ts";
-import { synchStandbyCommands } from "./synch_standby.ts";
-import { periodicCommands } from "./periodic.ts";
-import { xarchiveCommands } from "./xarchive.ts";
-import { syncCommands } from "./sync.ts";
-import { xstorageCommands } from "./xstorage.ts";
-import { backupCommands } from "./backup.ts";
-import { backupLockCommands } from "./backup_lock.ts";
-import { rotateCommands } from "./rotate.ts";
-import { listbackupsCommands } from "./listbackups.ts";
-import { restoreCommands } from "./restore.ts";
-import { xrestoreCommands } from "./xrestore.ts";
-import { recoveryControlCommands } from "./recovery_control.ts";
-import { initCommands } from "./init.ts";
-import { cleanupCommands } from "./cleanup.ts";
+
+/** Loads one family module of commands. */
+type Family = () => Promise<CommandSpec[]>;
+
+/**
+ * Command families in help order. Modules are imported when needed; the
+ * string-literal `import()`s are still embedded by `deno compile`.
+ */
+const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
+  ["setup", async () => (await import("./setup.ts")).setupCommands],
+  ["sync", async () => (await import("./sync.ts")).syncCommands],
+  ["periodic", async () => (await import("./periodic.ts")).periodicCommands],
+  ["synch_standby", async () => (await import("./synch_standby.ts")).synchStandbyCommands],
+  ["recovery_control", async () => (await import("./recovery_control.ts")).recoveryControlCommands],
+  ["backup", async () => (await import("./backup.ts")).backupCommands],
+  ["listbackups", async () => (await import("./listbackups.ts")).listbackupsCommands],
+  ["restore", async () => (await import("./restore.ts")).restoreCommands],
+  ["xarchive", async () => (await import("./xarchive.ts")).xarchiveCommands],
+  ["xrestore", async () => (await import("./xrestore.ts")).xrestoreCommands],
+  ["backup_lock", async () => (await import("./backup_lock.ts")).backupLockCommands],
+  ["rotate", async () => (await import("./rotate.ts")).rotateCommands],
+  ["xstorage", async () => (await import("./xstorage.ts")).xstorageCommands],
+  ["init", async () => (await import("./init.ts")).initCommands],
+  ["cleanup", async () => (await import("./cleanup.ts")).cleanupCommands],
+];
+
+/**
+ * Commands run once per WAL file (by PostgreSQL or over ssh): only their own
+ * family is loaded, to keep start-up lean.
+ */
+const HOT_COMMANDS: Readonly<Record<string, string>> = {
+  xarchive: "xarchive",
+  xrestore: "xrestore",
+  xstorage: "xstorage",
+  xpartialsync: "sync",
+};
 
 /** Every built-in command spec, in help order. */
-export function builtinCommands(): CommandSpec[] {
-  return [
-    ...setupCommands,
-    ...syncCommands,
-    ...periodicCommands,
-    ...synchStandbyCommands,
-    ...recoveryControlCommands,
-    ...backupCommands,
-    ...listbackupsCommands,
-    ...restoreCommands,
-    ...xarchiveCommands,
-    ...xrestoreCommands,
-    ...backupLockCommands,
-    ...rotateCommands,
-    ...xstorageCommands,
-    ...initCommands,
-    ...cleanupCommands,
-    daemonSignalCommand,
-  ];
+export async function builtinCommands(): Promise<CommandSpec[]> {
+  const loaded = await Promise.all(FAMILIES.map(([, load]) => load()));
+  return [...loaded.flat(), daemonSignalCommand];
 }
 
-/** Registers every built-in command. */
-export function registerBuiltinCommands(registry: Registry): void {
-  for (const spec of builtinCommands()) registry.registerCommand(spec);
+/**
+ * Registers the built-in commands: all of them, or, when `command` is one of the
+ * per-file hot commands, just its family.
+ */
+export async function registerBuiltinCommands(registry: Registry, command?: string): Promise<void> {
+  const family = command === undefined ? undefined : HOT_COMMANDS[command];
+  const specs = family === undefined
+    ? await builtinCommands()
+    : [...await FAMILIES.find(([name]) => name === family)![1](), daemonSignalCommand];
+  for (const spec of specs) registry.registerCommand(spec);
 }

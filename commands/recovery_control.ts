@@ -6,7 +6,10 @@
  * - `boot` writes STOP (xrestore then serves what it has, partial segments
  *   included, and reports the end of the archive), removes PAUSE (so a paused
  *   slave boots too), resumes replay paused with SQL, and promotes a streaming
- *   standby (`pg_ctl promote`). It waits until the server left recovery.
+ *   standby (`pg_ctl promote`). It waits until the server left recovery. A
+ *   stopped streaming standby gets `recovery.signal` instead of
+ *   `standby.signal`: it replays what the archive and pg_wal hold and promotes
+ *   when it starts.
  * - `pause` writes PAUSE (archive replay stops at the next segment) and calls
  *   `pg_wal_replay_pause()` (replay stops at once, streaming included).
  * - `continue` removes PAUSE and calls `pg_wal_replay_resume()`.
@@ -148,6 +151,23 @@ async function runBoot(ctx: CommandContext): Promise<number> {
   }
   const state = await postmasterState(slaveData);
   if (!state.running) {
+    if (existsSync(`${slaveData}/standby.signal`)) {
+      // A stopped standby cannot be promoted; as archive recovery it replays what the
+      // archive and pg_wal hold, then ends recovery when xrestore reports the end.
+      log.info(
+        `No server is running on ${slaveData}: replacing standby.signal by recovery.signal, ` +
+          `so that it finishes recovery and promotes when it starts`,
+      );
+      await ctx.fx.act(`replace ${slaveData}/standby.signal by recovery.signal`, async () => {
+        const { writeFileDurable } = await import("../core/fsutil.ts");
+        await writeFileDurable(`${slaveData}/recovery.signal`, new Uint8Array(), {
+          policy: "replace",
+          mode: 0o600,
+        });
+        await Deno.remove(`${slaveData}/standby.signal`);
+      }, undefined);
+      return 0;
+    }
     log.info(`No server is running on ${slaveData}: recovery ends when it starts and sees STOP`);
     return 0;
   }

@@ -514,7 +514,18 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
       oldKept = firstFreeName(target);
       if (!src) log.info("Data directory already exists, moving it out of the way.");
       log.info(`Move ${target} to ${oldKept}`);
-      await ctx.fx.rename(target, oldKept);
+      const to = oldKept;
+      await ctx.fx.act(`rename ${target} to ${to}`, async () => {
+        try {
+          await Deno.rename(target, to);
+        } catch (err) {
+          throw new WalmgrError(
+            `cannot move ${target} to ${to}: ${errorMessage(err)} (a mount point? set ` +
+              `backup_datadir = no, or move the old data away yourself)`,
+            { cause: err },
+          );
+        }
+      }, undefined);
     } else {
       log.warning("backup_datadir is disabled, deleting old data dir");
       await ctx.fx.act(`remove ${target}`, () => removeTree(target), undefined);
@@ -662,6 +673,13 @@ export const restoreCommands: CommandSpec[] = [
     minArgs: 0,
     maxArgs: 2,
     summary: "Restore a backup set (default full_backup) into slave_data (or dst) and start it",
-    run: runRestore,
+    async run(ctx, args) {
+      try {
+        return await runRestore(ctx, args);
+      } catch (err) {
+        if (err instanceof WalmgrError) throw err;
+        throw new WalmgrError(`restore failed: ${errorMessage(err)}`, { cause: err });
+      }
+    },
   },
 ];

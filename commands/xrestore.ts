@@ -76,10 +76,9 @@ function isNotFoundError(err: unknown): boolean {
 
 /** Retry window in ms for transient failures. */
 export function retryBudgetMs(mode: RecoveryKind): number {
-  const env = Number(Deno.env.get("WALMGR3_XRESTORE_RETRY_MS"));
-  const budget = Number.isFinite(env) && env >= 0 && Deno.env.get("WALMGR3_XRESTORE_RETRY_MS")
-    ? env
-    : DEFAULT_RETRY_MS;
+  const raw = Deno.env.get("WALMGR3_XRESTORE_RETRY_MS");
+  const env = raw === undefined || raw.trim() === "" ? NaN : Number(raw);
+  const budget = Number.isFinite(env) && env >= 0 ? env : DEFAULT_RETRY_MS;
   return mode === "standby" ? Math.min(budget, STANDBY_RETRY_MS) : budget;
 }
 

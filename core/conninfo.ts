@@ -479,15 +479,20 @@ export function formatConninfo(obj: Readonly<Record<string, string | undefined>>
     .join(" ");
 }
 
-/** Masks the secrets of a URI textually (also works on a malformed URI). */
+/**
+ * Masks the secrets of a URI textually (also works on a malformed URI). The
+ * userinfo is taken up to the last `@` before the query, which over-masks rather
+ * than leaking a password that contains an unencoded `/`.
+ */
 function redactUri(s: string, prefixLen: number): string {
   let out = s;
-  let p = prefixLen;
-  while (p < out.length && out[p] !== "@" && out[p] !== "/") p++;
-  if (p < out.length && out[p] === "@") {
+  const qAt = out.indexOf("?", prefixLen);
+  const authEnd = qAt < 0 ? out.length : qAt;
+  const at = out.lastIndexOf("@", authEnd - 1);
+  if (at >= prefixLen) {
     const colon = out.indexOf(":", prefixLen);
-    if (colon >= 0 && colon < p && p > colon + 1) {
-      out = out.slice(0, colon + 1) + "***" + out.slice(p);
+    if (colon >= 0 && colon < at && at > colon + 1) {
+      out = out.slice(0, colon + 1) + "***" + out.slice(at);
     }
   }
   const q = out.indexOf("?", prefixLen);

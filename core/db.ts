@@ -102,6 +102,10 @@ function driverMessage(err: unknown): string {
     const e = err as DriverError;
     let msg = typeof e.message === "string" && e.message ? e.message : String(err);
     if (e.code === "CONNECT_TIMEOUT") msg = "timeout expired";
+    if (e.code === "CONNECTION_CLOSED") msg = "server closed the connection unexpectedly";
+    if (e.code === "CONNECTION_ENDED" || e.code === "CONNECTION_DESTROYED") {
+      msg = "the connection was closed";
+    }
     if (typeof e.detail === "string" && e.detail) msg += ` (${e.detail})`;
     if (typeof e.hint === "string" && e.hint) msg += `; hint: ${e.hint}`;
     return msg.split("\n")[0] ?? msg;
@@ -172,17 +176,26 @@ function fileExists(path: string): boolean {
 /**
  * The postgres.js `ssl` option for a resolved connection, following libpq's
  * `sslmode`: `disable` none; `allow` and `prefer` (the default) try TLS and fall
- * back to plain; `require` encrypts without checking the certificate (unless
- * `sslrootcert` is given, which libpq turns into `verify-ca`); `verify-ca` checks
+ * back to plain; `require` encrypts without checking the certificate (unless a
+ * root certificate is given or `~/.postgresql/root.crt` exists: then, as in libpq,
+ * it behaves like `verify-ca`); `verify-ca` checks
  * the chain; `verify-full` also the host name. Unix sockets never use TLS.
  */
 async function sslOption(c: ResolvedConnection, home: string | undefined): Promise<unknown> {
-  if (c.isSocket) return false;
   const p = c.params;
   let mode = c.sslmode ?? "prefer";
+  if (p.sslrootcert === "system" && mode !== "verify-full") {
+    throw new ConfigError(
+      `weak sslmode "${mode}" may not be used with sslrootcert=system (use "verify-full")`,
+    );
+  }
+  if (c.isSocket) return false;
   if (mode === "disable") return false;
   if (mode === "allow" || mode === "prefer") return "prefer";
-  if (mode === "require" && p.sslrootcert) mode = "verify-ca";
+  const defaultRoot = home ? `${home}/.postgresql/root.crt` : "";
+  if (mode === "require" && (p.sslrootcert || (defaultRoot && fileExists(defaultRoot)))) {
+    mode = "verify-ca";
+  }
   const tls: Record<string, unknown> = {};
   const certFile = p.sslcert || (home ? `${home}/.postgresql/postgresql.crt` : "");
   const keyFile = p.sslkey || (home ? `${home}/.postgresql/postgresql.key` : "");
@@ -196,7 +209,7 @@ async function sslOption(c: ResolvedConnection, home: string | undefined): Promi
     return tls;
   }
   tls.rejectUnauthorized = true;
-  const rootFile = p.sslrootcert || (home ? `${home}/.postgresql/root.crt` : "");
+  const rootFile = p.sslrootcert || defaultRoot;
   if (rootFile !== "system") {
     if (!rootFile || !fileExists(rootFile)) {
       throw new ConfigError(

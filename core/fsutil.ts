@@ -14,9 +14,9 @@
  */
 
 import { Buffer } from "node:buffer";
-import process from "node:process";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
+import { isPidAlive } from "./pidfile.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
 export type WritePolicy =
@@ -430,17 +430,8 @@ export async function readFileIfExists(path: string): Promise<Uint8Array | null>
   }
 }
 
-/** True when a process with this pid exists on this host (errs on the side of "alive"). */
-export function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === Deno.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: unknown } | null)?.code !== "ESRCH";
-  }
-}
+/** True when a process with this pid exists on this host (see core/pidfile.ts). */
+export const pidAlive: (pid: number) => boolean = isPidAlive;
 
 /**
  * Removes temporary files left in `dir` by crashed writers: names made by

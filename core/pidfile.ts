@@ -4,12 +4,12 @@
  * @module
  */
 
-import process from "node:process";
 import { WalmgrError } from "./errors.ts";
 
 /**
  * True when a process with `pid` exists on this host, whoever owns it
- * (`kill(pid, 0)`: no signal is sent; EPERM means it exists). Not `/proc`: under
+ * (`kill(pid, 0)`: no signal is sent; EPERM means it exists), without `node:process`
+ * (~20 ms of start-up). Not `/proc`: under
  * the permission flags of bin/walmgr3 (no --allow-all) Deno refuses to read
  * `/proc/<pid>` and every pid would look dead.
  */
@@ -17,10 +17,11 @@ export function isPidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   if (pid === Deno.pid) return true;
   try {
-    process.kill(pid, 0);
+    // Signal 0 only checks (Deno accepts the number at run time; its type lists names).
+    Deno.kill(pid, 0 as unknown as Deno.Signal);
     return true;
   } catch (err) {
-    return (err as { code?: unknown } | null)?.code !== "ESRCH";
+    return !(err instanceof Deno.errors.NotFound);
   }
 }
 

@@ -13,6 +13,7 @@ import { log } from "../core/log.ts";
 import { selfArgv } from "../core/self.ts";
 import { hostFor, parseLocation, transportName } from "../transports/location.ts";
 import type { Transport } from "../transports/types.ts";
+import { registerBuiltinHooks, registerRotationHook } from "./builtin_hooks.ts";
 import type { CommandContext, Registry, ResolvedLocation } from "./registry.ts";
 
 /** A context plus the clean-up the caller runs when the command ends. */
@@ -61,10 +62,10 @@ export function createContext(
   command: string,
 ): ContextHandle {
   const dryRun = options.notReally;
-  const transports = new Map<string, Transport>();
+  const transports = new Map<string, Promise<Transport>>();
   const self = selfArgv();
 
-  const location = (key: string): Promise<ResolvedLocation> => {
+  const location = async (key: string): Promise<ResolvedLocation> => {
     const value = config.require(key).trim();
     const loc = parseLocation(value);
     const name = transportName(config.get("transport"), loc);
@@ -77,21 +78,22 @@ export function createContext(
       );
     }
     const cacheKey = `${name}\u0000${host ?? ""}`;
-    let transport = transports.get(cacheKey);
-    if (!transport) {
+    let pending = transports.get(cacheKey);
+    if (!pending) {
       const remote = config.get("remote_walmgr")?.trim();
       const slaveConfig = config.get("slave_config")?.trim();
-      transport = factory({
+      pending = Promise.resolve(factory({
         ...(host === undefined ? {} : { host }),
         dryRun,
         setting: (k) => config.get(k),
         remoteWalmgr: remote ? splitWords(remote) : [...self],
         ...(slaveConfig ? { slaveConfig } : {}),
-      });
-      transports.set(cacheKey, transport);
+      }));
+      transports.set(cacheKey, pending);
     }
+    const transport = await pending;
     const path = loc.host ? loc.path : config.requirePath(key);
-    return Promise.resolve({ transport, path, display: value });
+    return { transport, path, display: value };
   };
 
   const ctx: CommandContext = {
@@ -107,14 +109,17 @@ export function createContext(
     self,
     location,
   };
+  registerBuiltinHooks(registry.hooks, config, ctx.fx);
+  registerRotationHook(registry.hooks, config, ctx.fx);
   return {
     ctx,
     async close() {
-      for (const t of transports.values()) {
+      for (const pending of transports.values()) {
         try {
+          const t = await pending;
           await t.close();
         } catch (err) {
-          log.debug(`closing transport ${t.name}: ${err instanceof Error ? err.message : err}`);
+          log.debug(`closing transport: ${err instanceof Error ? err.message : err}`);
         }
       }
       transports.clear();

@@ -202,12 +202,17 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
 
 async function main(): Promise<number> {
   const args = [...Deno.args];
-  if (!hasTarget(args)) args.push("tests/");
+  // `--run <script> [args]`: run a script (demo, benchmark) instead of the tests,
+  // with the same privilege drop as root, and without the summary line.
+  const script = args[0] === "--run";
+  if (script) args.shift();
+  else if (!hasTarget(args)) args.push("tests/");
   await ensureNodeModules();
+  const denoArgs = script ? ["run", "--allow-all"] : ["test", "--allow-all"];
 
   let result: { code: number; stdout: string };
   if (!isRoot()) {
-    result = await tee(Deno.execPath(), ["test", "--allow-all", ...args], { cwd: projectRoot });
+    result = await tee(Deno.execPath(), [...denoArgs, ...args], { cwd: projectRoot });
   } else {
     const userName = testUserName();
     const { stageDir, env } = await stage(userName);
@@ -225,7 +230,7 @@ async function main(): Promise<number> {
       Object.assign(childEnv, env);
       result = await tee(
         "runuser",
-        ["-u", userName, "--", Deno.execPath(), "test", "--allow-all", ...mapped],
+        ["-u", userName, "--", Deno.execPath(), ...denoArgs, ...mapped],
         { cwd: proj, env: childEnv, clearEnv: true },
       );
     } finally {
@@ -234,6 +239,7 @@ async function main(): Promise<number> {
     }
   }
 
+  if (script) return result.code;
   const summary = parseSummary(result.stdout);
   let passed = summary?.passed ?? 0;
   let failed = summary?.failed ?? 0;

@@ -1,17 +1,22 @@
 /**
- * Built-in transports, registered through static imports.
+ * Built-in transports. Their modules are loaded when a command first uses them
+ * (xarchive pays start-up once per WAL segment); the string-literal `import()`s
+ * are still embedded by `deno compile`.
  *
  * @module
  */
 
 import type { Registry } from "../plugins/registry.ts";
-import { createLocalTransport } from "./local.ts";
-import { createRsyncTransport } from "./rsync.ts";
-import { createSshTransport } from "./ssh.ts";
 
 /** Registers `local`, `rsync` and `ssh`. */
 export function registerBuiltinTransports(registry: Registry): void {
-  registry.registerTransport("local", createLocalTransport);
-  registry.registerTransport("rsync", createRsyncTransport);
-  registry.registerTransport("ssh", createSshTransport);
+  registry.registerTransport(
+    "local",
+    async (o) => (await import("./local.ts")).createLocalTransport(o),
+  );
+  registry.registerTransport(
+    "rsync",
+    async (o) => (await import("./rsync.ts")).createRsyncTransport(o),
+  );
+  registry.registerTransport("ssh", async (o) => (await import("./ssh.ts")).createSshTransport(o));
 }

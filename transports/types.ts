@@ -113,5 +113,8 @@ export interface TransportOptions {
   slaveConfig?: string;
 }
 
-/** Builds a transport; registered under a name in the registry. */
-export type TransportFactory = (opts: TransportOptions) => Transport;
+/**
+ * Builds a transport; registered under a name in the registry. May be async, so
+ * that a transport's module is loaded only when a command uses it.
+ */
+export type TransportFactory = (opts: TransportOptions) => Transport | Promise<Transport>;

@@ -242,6 +242,7 @@ Deno.test("backup on the master: label, exclusions, restore, rotation, purge, lo
     assert(
       res.stderr.indexOf("Backup lock released.") < res.stderr.indexOf("Full backup successful"),
     );
+    assert(!res.stderr.includes("WARNING"), `no warnings expected:\n${res.stderr}`);
     const label = parseBackupLabel(await Deno.readTextFile(`${l.full}/backup_label`));
     assertEquals(label.backupMethod, "streamed");
     assertEquals(label.backupFrom, "primary");

@@ -661,6 +661,32 @@ Deno.test("restore a streaming standby (PostgreSQL 15): streams, pause, boot", a
       assert(!exists(`${s.completed}/PAUSE`));
       await slaveSql(s, "insert into t values (2, 'written on the promoted standby')");
     });
+
+    await t.step("boot on a stopped standby: it promotes when started", async () => {
+      await Deno.remove(s.full, { recursive: true }).catch(() => {});
+      await baseBackup(s);
+      const res = await walmgr([s.ini, "restore"]);
+      assertEquals(res.code, 0, show(res, await slaveLogTail(s)));
+      assertEquals(await slaveSql(s, "select pg_is_in_recovery()"), "t");
+      await s.master.sql("update t set v = 'before the stop' where id = 1");
+      await waitFor(
+        async () => (await slaveSql(s, "select v from t where id = 1")) === "before the stop",
+        { what: "streaming" },
+      );
+      const stop = await run(s.iniValues.slave_stop_cmd!.split(" "));
+      assertEquals(stop.code, 0, show(stop));
+      const boot = await walmgr([s.ini, "boot"]);
+      assertEquals(boot.code, 0, show(boot));
+      assertStringIncludes(boot.stderr, "replacing standby.signal by recovery.signal");
+      assert(exists(`${s.slaveData}/recovery.signal`) && !exists(`${s.slaveData}/standby.signal`));
+      const start = await run(["/bin/sh", "-c", s.iniValues.slave_start_cmd!]);
+      assertEquals(start.code, 0, show(start, await slaveLogTail(s)));
+      await waitFor(async () => (await slaveSql(s, "select pg_is_in_recovery()")) === "f", {
+        what: "the booted standby to promote",
+      });
+      assertEquals(await slaveSql(s, "select v from t where id = 1"), "before the stop");
+      await slaveSql(s, "insert into t values (3, 'after a stopped boot')");
+    });
   } finally {
     await stopSlave(s);
     await s.master.dispose();

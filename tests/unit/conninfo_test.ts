@@ -244,6 +244,7 @@ Deno.test("redactConninfo() hides secrets", async (t) => {
       "postgresql://u:***@h:5/db?password=***&sslmode=require",
     );
     assert.equal(redactConninfo("postgres://u@h/db"), "postgres://u@h/db");
+    assert.ok(!redactConninfo("postgresql://u:pa/ss@h/db").includes("pa/ss"));
   });
   await t.step("malformed strings are still masked", () => {
     const out = redactConninfo("host=x password=topsecret extra");
