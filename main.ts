@@ -81,7 +81,26 @@ export async function main(argv: readonly string[]): Promise<number> {
     return usageFailure(err);
   }
   const registry = await builtinRegistry(selected.command);
-  const spec = registry.command(selected.command);
+  let spec = registry.command(selected.command);
+  // Not a built-in: maybe a command of a plugin of this ini (loaded here, once).
+  let early: { loaded: ReturnType<typeof Config.load>; declared: Set<string> } | undefined;
+  if (!spec && selected.ini !== undefined && !selected.implied) {
+    let loaded: ReturnType<typeof Config.load> | undefined;
+    try {
+      loaded = Config.load(selected.ini, parseSetOptions(opts.set));
+    } catch {
+      // an unreadable ini: report the unknown command below
+    }
+    if (loaded) {
+      try {
+        const declared = await loadIniPlugins(registry, loaded.config, opts, selected.command);
+        early = { loaded, declared };
+      } catch (err) {
+        return runtimeFailure(err, opts);
+      }
+      spec = registry.command(selected.command);
+    }
+  }
   if (!spec || (spec.hidden === true && !selected.implied)) {
     return usageFailure(new UsageError(`unknown command "${selected.command}"`));
   }
@@ -104,11 +123,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     const sets = parseSetOptions(opts.set);
     let config: Config;
     if (selected.ini !== undefined) {
-      const loaded = Config.load(selected.ini, sets);
+      const loaded = early?.loaded ?? Config.load(selected.ini, sets);
       config = loaded.config;
       const logfile = config.getPath("logfile");
       if (logfile && !opts.notReally) log.openFile(logfile);
-      for (const w of loaded.warnings) log.warning(w);
+      const declared = early?.declared ??
+        await loadIniPlugins(registry, config, opts, spec.name);
+      for (const w of loaded.warnings) {
+        if (!declared.has(unknownKeyOf(w) ?? "")) log.warning(w);
+      }
       if (
         config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)
       ) {
@@ -133,11 +156,53 @@ export async function main(argv: readonly string[]): Promise<number> {
     const handle = createContext(registry, config, opts, spec.name);
     close = handle.close;
     const code = await spec.run(handle.ctx, selected.args);
+    // xrestore's 1 is "no such WAL file", a normal answer to PostgreSQL
+    if (code && !(spec.name === "xrestore" && code === 1)) {
+      await emitCommandError(registry, spec.name, `exited with code ${code}`);
+    }
     return code ?? 0;
   } catch (err) {
-    return runtimeFailure(err, opts);
+    const code = runtimeFailure(err, opts);
+    await emitCommandError(registry, spec.name, errorMessage(err));
+    return code;
   } finally {
     if (close) await close();
+  }
+}
+
+/**
+ * Loads what the ini's `plugins`, `hook_command` and `transport = exec:` ask for;
+ * returns the config keys plugins declare. The loader is imported only then.
+ */
+async function loadIniPlugins(
+  registry: Registry,
+  config: Config,
+  opts: CliOptions,
+  command: string,
+): Promise<Set<string>> {
+  if (
+    !config.getString("plugins").trim() && !config.getString("hook_command").trim() &&
+    !config.getString("transport").trim().startsWith("exec:")
+  ) {
+    return new Set();
+  }
+  const { loadPlugins } = await import("./plugins/loader.ts");
+  return (await loadPlugins(registry, config, { dryRun: opts.notReally, command })).declaredKeys;
+}
+
+/** The key of an "unknown key" warning of {@link Config.load}. */
+function unknownKeyOf(warning: string): string | undefined {
+  const m = /unknown key (\S+) \(ignored\)$|^--set (\S+): unknown key/.exec(warning);
+  return m?.[1] ?? m?.[2];
+}
+
+/** Runs the `command-error` hooks; their failures are only logged. */
+async function emitCommandError(registry: Registry, command: string, message: string) {
+  if (!registry.hooks.has("command-error")) return;
+  try {
+    await registry.hooks.emit("command-error", { command, message });
+  } catch (err) {
+    log.warning(`command-error hook failed: ${errorMessage(err)}`);
   }
 }
 

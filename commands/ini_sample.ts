@@ -92,6 +92,8 @@ keep_symlinks        = 1
 #plugins             = /etc/walmgr3/notify.ts
 #hook_command        = /usr/local/bin/walmgr-notify
 #hook_events         = command-error, after-backup
+# seconds an exec: transport program has to answer one request
+#exec_timeout        = 300
 `;
 
 /** Sample slave ini. */
@@ -131,6 +133,8 @@ archive_command      =
 # starts the slave as a streaming standby (standby.signal)
 #primary_conninfo    = host=master port=5432 user=replicator
 #primary_slot_name   = walmgr_standby
+# seconds createslave waits for the new standby to stream (then it undoes everything)
+#createslave_timeout = 120
 # seconds xrestore waits for a segment in archive-fed mode (0 = until boot)
 #xrestore_wait_timeout = 0
 #backup_fast_checkpoint = 1

@@ -21,6 +21,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["periodic", async () => (await import("./periodic.ts")).periodicCommands],
   ["synch_standby", async () => (await import("./synch_standby.ts")).synchStandbyCommands],
   ["recovery_control", async () => (await import("./recovery_control.ts")).recoveryControlCommands],
+  ["createslave", async () => (await import("./createslave.ts")).createslaveCommands],
   ["backup", async () => (await import("./backup.ts")).backupCommands],
   ["listbackups", async () => (await import("./listbackups.ts")).listbackupsCommands],
   ["restore", async () => (await import("./restore.ts")).restoreCommands],
@@ -31,6 +32,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["xstorage", async () => (await import("./xstorage.ts")).xstorageCommands],
   ["init", async () => (await import("./init.ts")).initCommands],
   ["cleanup", async () => (await import("./cleanup.ts")).cleanupCommands],
+  ["plugins", async () => (await import("./plugins.ts")).pluginsCommands],
 ];
 
 /**

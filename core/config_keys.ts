@@ -119,6 +119,11 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   plugins: { role: "both", doc: "comma-separated plugin modules or exec: programs" },
   hook_command: { role: "both", doc: "shell command run on hook events" },
   hook_events: { role: "both", doc: "comma-separated events hook_command runs on (default all)" },
+  exec_timeout: {
+    role: "both",
+    default: "300",
+    doc: "seconds an exec: transport program has to answer one request (0 = no limit)",
+  },
 
   // slave keys
   slave_data: { role: "slave", doc: "slave data directory (restore target)" },
@@ -140,6 +145,11 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   },
   primary_conninfo: { role: "slave", doc: "conninfo of the primary: the slave streams" },
   primary_slot_name: { role: "slave", doc: "physical replication slot for createslave/restore" },
+  createslave_timeout: {
+    role: "slave",
+    default: "120",
+    doc: "seconds createslave waits for the new standby to stream before undoing everything",
+  },
   xrestore_wait_timeout: {
     role: "slave",
     default: "0",
