@@ -63,7 +63,6 @@ import type { Db } from "../core/db.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { parseLsn, walFileName } from "../core/wal.ts";
 import { HookVeto } from "../plugins/hooks.ts";
-import { registerBuiltinHooks } from "../plugins/builtin_hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { RemoteResult, Transport } from "../transports/types.ts";
 import { releaseLocalLock, takeLocalLock } from "./backup_lock.ts";
@@ -620,7 +619,6 @@ async function checkWalArchived(
 
 /** Runs a backup; returns the exit code. */
 async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number> {
-  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
   try {
     await ctx.hooks.emit("before-backup", { label: role.label });
   } catch (err) {

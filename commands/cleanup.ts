@@ -17,7 +17,7 @@
  * @module
  */
 
-import { basename, dirname, isAbsolute, resolve } from "node:path";
+import { basename, dirname, isAbsolute, resolve } from "../core/paths.ts";
 import { homeDir } from "../core/config.ts";
 import { defaultSocketDir, resolveConnection } from "../core/conninfo.ts";
 import { WalmgrError } from "../core/errors.ts";

@@ -38,7 +38,7 @@
  * @module
  */
 
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../core/paths.ts";
 import {
   createLock,
   describeHolder,

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "../core/paths.ts";
 import { Config, expandHome, homeDir, parseSetOptions, SECTION } from "../core/config.ts";
 import { isKnownKey } from "../core/config_keys.ts";
 import {

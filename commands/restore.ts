@@ -17,7 +17,7 @@
  * @module
  */
 
-import { dirname, resolve } from "node:path";
+import { dirname, resolve } from "../core/paths.ts";
 import { relocateTablespaceMap } from "../core/backup_label.ts";
 import { expandHome } from "../core/config.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";

@@ -39,18 +39,12 @@ import {
 } from "../core/backups.ts";
 import { errorMessage, UsageError, WalmgrError } from "../core/errors.ts";
 import { HookVeto } from "../plugins/hooks.ts";
-import { registerBuiltinHooks, registerRotationHook } from "../plugins/builtin_hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { Transport } from "../transports/types.ts";
 
 /** `keep_backups`, at least 1 (0, the default, keeps one backup as the original did). */
 export function keepBackups(ctx: CommandContext): number {
   return Math.max(1, ctx.config.getInt("keep_backups", 0));
-}
-
-function ensureHooks(ctx: CommandContext): void {
-  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
-  registerRotationHook(ctx.hooks, ctx.config, ctx.fx);
 }
 
 /** Runs the `before-rotate` hooks on `dir`; a veto becomes an operator error. */
@@ -90,7 +84,6 @@ function slotPath(base: string, index: number): string {
  * module documentation) and returns its path.
  */
 export async function rotatePrepare(ctx: CommandContext): Promise<string> {
-  ensureHooks(ctx);
   const { t, base } = await fullBackupOnSlave(ctx);
   const work = workDirOf(base);
   const keep = keepBackups(ctx);
@@ -139,7 +132,6 @@ export async function rotatePrepare(ctx: CommandContext): Promise<string> {
  * shifting the older backups, then expires the backups beyond `keep_backups`.
  */
 export async function rotateFinish(ctx: CommandContext): Promise<void> {
-  ensureHooks(ctx);
   const { t, base } = await fullBackupOnSlave(ctx);
   const work = workDirOf(base);
   const keep = keepBackups(ctx);

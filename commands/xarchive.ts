@@ -14,7 +14,6 @@
 
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { walFileKind } from "../core/wal.ts";
-import { registerBuiltinHooks } from "../plugins/builtin_hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
 /** File in `master_data` holding the name of the last archived segment (read by `sync`). */
@@ -47,7 +46,6 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   }
   if (!st.isFile) throw new WalmgrError(`xarchive: ${srcpath} is not a regular file`);
 
-  registerBuiltinHooks(ctx.hooks, ctx.config, ctx.fx);
   await ctx.hooks.emit("before-archive", { path: src, name });
 
   const loc = await ctx.location("completed_wals");

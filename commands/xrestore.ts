@@ -23,7 +23,7 @@
  * @module
  */
 
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../core/paths.ts";
 import {
   errorMessage,
   EXIT_FAILURE,

@@ -28,6 +28,7 @@
 import { expandHome } from "../core/config.ts";
 import { UsageError, WalmgrError } from "../core/errors.ts";
 import { writeFileDurable } from "../core/fsutil.ts";
+import { log } from "../core/log.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { createLocalTransport } from "../transports/local.ts";
 import { REMOTE_EXIT } from "../transports/ssh_connection.ts";
@@ -148,7 +149,7 @@ async function get(path: string): Promise<void> {
     throw new WalmgrError(`cannot read ${path}: ${err instanceof Error ? err.message : err}`);
   }
   // raw file bytes are this command's output (a protocol, not console text)
-  await file.readable.pipeTo(Deno.stdout.writable, { preventClose: true });
+  await log.pipeOut(file.readable);
 }
 
 async function run(ctx: CommandContext, args: string[]): Promise<number> {

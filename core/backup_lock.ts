@@ -11,7 +11,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { dirname } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
 import { fsyncDir, fsyncFile, uniqueTempName } from "./fsutil.ts";
 import { isPidAlive } from "./pidfile.ts";

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { basename, dirname, isAbsolute, resolve } from "node:path";
+import { basename, dirname, isAbsolute, resolve } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
 import { parseIncludes, readSetting } from "./pgconf.ts";
 import { binVersion } from "./pgtools.ts";

@@ -150,6 +150,11 @@ export class Logger {
     writeAllSync(Deno.stdout, encoder.encode(text.endsWith("\n") ? text : text + "\n"));
   }
 
+  /** Copies a byte stream to stdout (file contents for the other side of a transport). */
+  async pipeOut(readable: ReadableStream<Uint8Array>): Promise<void> {
+    await readable.pipeTo(Deno.stdout.writable, { preventClose: true });
+  }
+
   /** Writes a raw line to stderr (usage errors, before logging is configured). */
   err(text: string): void {
     writeAllSync(Deno.stderr, encoder.encode(text.endsWith("\n") ? text : text + "\n"));

@@ -45,7 +45,24 @@ export function basename(path: string): string {
   return p.slice(p.lastIndexOf("/") + 1);
 }
 
-/** An absolute, normalised path, relative paths taken from `cwd` (default: the process's). */
-export function resolve(path: string, cwd: string = Deno.cwd()): string {
-  return normalize(path.startsWith("/") ? path : `${cwd}/${path}`);
+/**
+ * Like `node:path` `resolve`: the segments are joined right to left until one is
+ * absolute, the process's working directory is put in front of a relative
+ * result, and the result is normalised.
+ */
+export function resolve(...segments: string[]): string {
+  let path = "";
+  for (let i = segments.length - 1; i >= 0 && !path.startsWith("/"); i--) {
+    const seg = segments[i] as string;
+    if (seg === "") continue;
+    path = path === "" ? seg : `${seg}/${path}`;
+  }
+  if (!path.startsWith("/")) path = path === "" ? Deno.cwd() : `${Deno.cwd()}/${path}`;
+  const out = normalize(path);
+  return out.length > 1 ? out.replace(/\/+$/, "") : out;
+}
+
+/** True for an absolute path. */
+export function isAbsolute(path: string): boolean {
+  return path.startsWith("/");
 }

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { dirname } from "./paths.ts";
 import type { Effects } from "./effects.ts";
 import { WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";

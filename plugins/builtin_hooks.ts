@@ -98,6 +98,7 @@ export function registerPeriodicHook(hooks: HookBus, config: Config, fx: Effects
  */
 export function registerBuiltinHooks(hooks: HookBus, config: Config, fx: Effects): void {
   registerPeriodicHook(hooks, config, fx);
+  registerRotationHook(hooks, config, fx);
 }
 
 /** Name of the slave's archive_command hook on the bus. */

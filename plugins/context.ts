@@ -5,6 +5,7 @@
  * @module
  */
 
+import { splitShellWords } from "../core/words.ts";
 import type { CliOptions } from "../core/cli.ts";
 import type { Config } from "../core/config.ts";
 import { Effects } from "../core/effects.ts";
@@ -13,7 +14,7 @@ import { log } from "../core/log.ts";
 import { selfArgv } from "../core/self.ts";
 import { hostFor, parseLocation, transportName } from "../transports/location.ts";
 import type { Transport } from "../transports/types.ts";
-import { registerBuiltinHooks, registerRotationHook } from "./builtin_hooks.ts";
+import { registerBuiltinHooks } from "./builtin_hooks.ts";
 import type { CommandContext, Registry, ResolvedLocation } from "./registry.ts";
 
 /** A context plus the clean-up the caller runs when the command ends. */
@@ -22,36 +23,9 @@ export interface ContextHandle {
   close(): Promise<void>;
 }
 
-/** Splits a config value into words, honouring single and double quotes. */
+/** Splits a config value into words (see core/words.ts). */
 export function splitWords(value: string): string[] {
-  const words: string[] = [];
-  let cur = "";
-  let inWord = false;
-  let quote: string | undefined;
-  for (let i = 0; i < value.length; i++) {
-    const c = value[i] as string;
-    if (quote) {
-      if (c === quote) quote = undefined;
-      else if (c === "\\" && quote === '"' && i + 1 < value.length) cur += value[++i];
-      else cur += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      inWord = true;
-    } else if (c === "\\" && i + 1 < value.length) {
-      cur += value[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(cur);
-      cur = "";
-      inWord = false;
-    } else {
-      cur += c;
-      inWord = true;
-    }
-  }
-  if (quote) throw new ConfigError(`unbalanced ${quote} in ${JSON.stringify(value)}`);
-  if (inWord) words.push(cur);
-  return words;
+  return splitShellWords(value, "remote_walmgr");
 }
 
 /** Creates the context for running `command`. */
@@ -110,7 +84,6 @@ export function createContext(
     location,
   };
   registerBuiltinHooks(registry.hooks, config, ctx.fx);
-  registerRotationHook(registry.hooks, config, ctx.fx);
   return {
     ctx,
     async close() {

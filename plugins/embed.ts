@@ -34,7 +34,7 @@ function say(msg: string): void {
 
 /** The paths listed in `value` (comma separated), made absolute against `cwd`. */
 export function embedList(value: string, cwd: string = Deno.cwd()): string[] {
-  return value.split(",").map((s) => s.trim()).filter(Boolean).map((p) => resolve(p, cwd));
+  return value.split(",").map((s) => s.trim()).filter(Boolean).map((p) => resolve(cwd, p));
 }
 
 /** Source of `plugins/_embedded.ts` importing `paths` (absolute). */

@@ -119,7 +119,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 export function resolveModulePath(entry: string, iniFile: string): string {
   if (entry.startsWith("file:")) return decodeURIComponent(new URL(entry).pathname);
   const p = expandHome(entry);
-  return resolve(p, dirname(iniFile));
+  return resolve(dirname(iniFile), p);
 }
 
 /** The compiled-binary message (exported for tests and docs). */

@@ -200,6 +200,39 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
   }
 }
 
+/**
+ * rsync and sshd are needed by the tests and the demo. As root, missing ones are
+ * installed from Debian's packages; as a normal user, say what to install.
+ */
+async function ensureSystemPackages(): Promise<void> {
+  const missing: string[] = [];
+  if (!(await run(["sh", "-c", "command -v rsync"])).ok) missing.push("rsync");
+  if (!exists("/usr/sbin/sshd")) missing.push("openssh-server");
+  if (!(await run(["sh", "-c", "command -v ssh && command -v ssh-keygen"])).ok) {
+    missing.push("openssh-client");
+  }
+  if (missing.length === 0) return;
+  if (!isRoot()) {
+    say(
+      `missing packages: ${missing.join(" ")}; install them (apt-get install ${missing.join(" ")})`,
+    );
+    return;
+  }
+  say(`installing ${missing.join(" ")} (apt-get)`);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  await run(["apt-get", "update", "-qq"], { env, timeoutMs: 10 * 60_000 });
+  const res = await run(
+    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...missing],
+    {
+      env,
+      timeoutMs: 10 * 60_000,
+    },
+  );
+  if (!res.ok) {
+    say(`apt-get install ${missing.join(" ")} failed: ${res.stderr.trim().split("\n").pop()}`);
+  }
+}
+
 async function main(): Promise<number> {
   const args = [...Deno.args];
   // `--run <script> [args]`: run a script (demo, benchmark) instead of the tests,
@@ -208,6 +241,7 @@ async function main(): Promise<number> {
   if (script) args.shift();
   else if (!hasTarget(args)) args.push("tests/");
   await ensureNodeModules();
+  await ensureSystemPackages();
   const denoArgs = script ? ["run", "--allow-all"] : ["test", "--allow-all"];
 
   let result: { code: number; stdout: string };

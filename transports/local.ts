@@ -14,7 +14,7 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
 import { appendAtDurable, fsyncDir, mkdirp, removeTree, writeFileDurable } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";

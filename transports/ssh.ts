@@ -23,7 +23,7 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
 import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";

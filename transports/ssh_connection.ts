@@ -40,6 +40,7 @@
  * @module
  */
 
+import { splitShellWords as splitWords } from "../core/words.ts";
 import { ConfigError, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { displayCommand, lastLine, runCommand } from "../core/process.ts";
@@ -106,39 +107,9 @@ export interface SshSettings {
   compression: boolean;
 }
 
-/**
- * Splits a config value into words like a POSIX shell would (single and double
- * quotes, backslash escapes), without expanding anything.
- */
+/** Splits `ssh_options` into words (see core/words.ts). */
 export function splitShellWords(value: string): string[] {
-  const words: string[] = [];
-  let cur = "";
-  let inWord = false;
-  let quote: string | undefined;
-  for (let i = 0; i < value.length; i++) {
-    const c = value[i] as string;
-    if (quote) {
-      if (c === quote) quote = undefined;
-      else if (c === "\\" && quote === '"' && /["\\$`]/.test(value[i + 1] ?? "")) cur += value[++i];
-      else cur += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      inWord = true;
-    } else if (c === "\\" && i + 1 < value.length) {
-      cur += value[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(cur);
-      cur = "";
-      inWord = false;
-    } else {
-      cur += c;
-      inWord = true;
-    }
-  }
-  if (quote) throw new ConfigError(`ssh_options: unbalanced ${quote} in ${JSON.stringify(value)}`);
-  if (inWord) words.push(cur);
-  return words;
+  return splitWords(value, "ssh_options");
 }
 
 function trimmed(opts: TransportOptions, key: string): string | undefined {

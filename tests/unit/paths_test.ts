@@ -1,5 +1,5 @@
 import { assertEquals } from "../helpers/assert.ts";
-import { basename, dirname, join, normalize, resolve } from "../../core/paths.ts";
+import { basename, dirname, isAbsolute, join, normalize, resolve } from "../../core/paths.ts";
 
 Deno.test("paths helpers follow POSIX semantics", () => {
   assertEquals(normalize("/a//b/./c/../d/"), "/a/b/d");
@@ -12,6 +12,11 @@ Deno.test("paths helpers follow POSIX semantics", () => {
   assertEquals(dirname("/"), "/");
   assertEquals(basename("/a/b/"), "b");
   assertEquals(basename("pg_wal/RECOVERYXLOG"), "RECOVERYXLOG");
-  assertEquals(resolve("pg_wal/x", "/data"), "/data/pg_wal/x");
-  assertEquals(resolve("/abs/./y", "/data"), "/abs/y");
+  assertEquals(resolve("/data", "pg_wal/x"), "/data/pg_wal/x");
+  assertEquals(resolve("/data", "/abs/./y"), "/abs/y");
+  assertEquals(resolve("/a", "b", "../c/"), "/a/c");
+  assertEquals(resolve("rel"), `${Deno.cwd()}/rel`);
+  assertEquals(resolve(), Deno.cwd());
+  assertEquals(isAbsolute("/x"), true);
+  assertEquals(isAbsolute("x"), false);
 });
