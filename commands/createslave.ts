@@ -54,7 +54,7 @@ import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
 import { mkdirp, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { editSettings, readSetting, writeConfFile } from "../core/pgconf.ts";
-import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
+import { binVersion, dataDirVersion, findPgProgram, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import { describeExit, displayCommand, lastLine, type RunResult } from "../core/process.ts";
@@ -697,18 +697,21 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
         throw new WalmgrError(`${st.temp} has no PG_VERSION after pg_basebackup`);
       }
       const keepBackups = cfg.getInt("keep_backups", 0);
+      const archiveCleanup = keepBackups === 0
+        ? findPgProgram(binDir, "pg_archivecleanup")
+        : undefined;
+      if (keepBackups === 0 && !archiveCleanup) {
+        ctx.log.warning(
+          "pg_archivecleanup not found in slave_bin or PATH: archive_cleanup_command not set",
+        );
+      }
       const recovery = recoveryPlan({
         version,
         restoreCommand: buildRestoreCommand(ctx.self, cfg.file),
         primaryConninfo: conninfo,
         primarySlotName: slot,
-        ...(keepBackups === 0
-          ? {
-            archiveCleanupCommand: buildArchiveCleanupCommand(
-              pgProgram(binDir, "pg_archivecleanup"),
-              completed,
-            ),
-          }
+        ...(archiveCleanup
+          ? { archiveCleanupCommand: buildArchiveCleanupCommand(archiveCleanup, completed) }
           : {}),
       });
       await writeRecoverySettings(st.temp, recovery, ctx.fx, slaveData);

@@ -64,7 +64,9 @@ export function helpText(registry: Registry): string {
     for (const { spec, origin } of list) {
       const head = spec.usage ? `${spec.name} ${spec.usage}` : spec.name;
       const from = origin === "built-in" ? "" : ` [${origin}]`;
-      lines.push(`  ${head.padEnd(36)} ${spec.summary}${from}`);
+      const summary = spec.summary.charAt(0).toLowerCase() + spec.summary.slice(1);
+      if (head.length > 36) lines.push(`  ${head}`, `  ${"".padEnd(36)} ${summary}${from}`);
+      else lines.push(`  ${head.padEnd(36)} ${summary}${from}`);
     }
     lines.push("");
   }

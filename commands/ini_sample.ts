@@ -92,7 +92,7 @@ keep_symlinks        = 1
 #plugins             = /etc/walmgr3/notify.ts
 #hook_command        = /usr/local/bin/walmgr-notify
 #hook_events         = command-error, after-backup
-# seconds an exec: transport program has to answer one request
+# seconds an exec: transport program may go without progress on a request
 #exec_timeout        = 300
 `;
 

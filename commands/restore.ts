@@ -24,7 +24,7 @@ import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { copyFileDurable, filesEqual, mkdirp, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { editSettings, readSetting, writeConfFile } from "../core/pgconf.ts";
-import { dataDirVersion, pgProgram } from "../core/pgtools.ts";
+import { dataDirVersion, findPgProgram } from "../core/pgtools.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import { describeExit, lastLine } from "../core/process.ts";
 import {
@@ -606,12 +606,17 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   // Recovery settings.
   const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
   const keepBackups = ctx.config.getInt("keep_backups", 0);
-  const cleanup = conninfo && keepBackups === 0
-    ? buildArchiveCleanupCommand(
-      pgProgram(ctx.config.getPath("slave_bin"), "pg_archivecleanup"),
-      completed,
-    )
-    : undefined;
+  let cleanup: string | undefined;
+  if (conninfo && keepBackups === 0) {
+    const archiveCleanup = findPgProgram(ctx.config.getPath("slave_bin"), "pg_archivecleanup");
+    if (archiveCleanup) cleanup = buildArchiveCleanupCommand(archiveCleanup, completed);
+    else {
+      ctx.log.warning(
+        "pg_archivecleanup not found in slave_bin or PATH: archive_cleanup_command not set, " +
+          "WAL in completed_wals is not removed as the standby replays it",
+      );
+    }
+  }
   const recovery = recoveryPlan({
     version,
     restoreCommand: buildRestoreCommand(ctx.self, ctx.config.file),

@@ -122,7 +122,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   exec_timeout: {
     role: "both",
     default: "300",
-    doc: "seconds an exec: transport program has to answer one request (0 = no limit)",
+    doc: "seconds an exec: transport program may go without progress on a request (0 = none)",
   },
 
   // slave keys

@@ -17,6 +17,27 @@ export function pgProgram(binDir: string | undefined, name: string): string {
   return `${dir.replace(/\/+$/, "")}/${name}`;
 }
 
+/**
+ * The path of PostgreSQL program `name`: in `binDir` when it is there, else the
+ * first match in PATH, else `undefined` (some server-only installations lack
+ * client tools such as pg_archivecleanup).
+ */
+export function findPgProgram(binDir: string | undefined, name: string): string | undefined {
+  const dirs = [binDir?.trim(), ...(Deno.env.get("PATH") ?? "").split(":")].filter((
+    d,
+  ): d is string => !!d);
+  for (const dir of dirs) {
+    const path = `${dir.replace(/\/+$/, "")}/${name}`;
+    try {
+      const st = Deno.statSync(path);
+      if (st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0) return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
 /** Runs a PostgreSQL program with `LC_ALL=C` (English, parseable output). */
 export function runPgTool(
   binDir: string | undefined,

@@ -16,8 +16,9 @@
  * What the bridge guarantees walmgr3's callers:
  * - a `put` counts only when the reply confirms `"durable": true`; anything else
  *   is an error, so `xarchive` exits 0 only for a durable store;
- * - a crash, an exit, a reply that is not the expected JSON line, or no reply
- *   within `exec_timeout` seconds (default 300; `run` has no limit) becomes one
+ * - a crash, an exit, a reply that is not the expected JSON line, or no progress
+ *   (no byte sent or received) for `exec_timeout` seconds (default 300; `run`
+ *   has no limit) becomes one
  *   WalmgrError naming the transport, the request and the program's last stderr
  *   line; the program is then stopped and not used again in this command;
  * - requests are sent one at a time (concurrent callers queue);
@@ -334,8 +335,9 @@ class ExecSession {
     const caps = Array.isArray(hello.capabilities) ? hello.capabilities : [];
     this.#capabilities = new Set(caps.filter((c): c is string => typeof c === "string"));
     log.debug(
-      `exec transport ${this.#program.name}: protocol ${EXEC_PROTOCOL_VERSION}, capabilities ` +
-        `[${[...this.#capabilities].join(", ")}]`,
+      `exec transport ${this.#program.name}: ${
+        typeof hello.name === "string" ? `program ${hello.name}, ` : ""
+      }protocol ${EXEC_PROTOCOL_VERSION}, capabilities [${[...this.#capabilities].join(", ")}]`,
     );
   }
 
@@ -346,54 +348,46 @@ class ExecSession {
     log.debug(`${this.#programName}: ${line}`);
   }
 
+  /** Kills the program and everything it started (its children may hold the pipes). */
+  #killTree(): void {
+    const child = this.#child;
+    if (!child || this.#status) return;
+    for (const pid of [...descendants(child.pid), child.pid]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+
   /** Stops the program (after `graceMs` for it to exit by itself). */
   async #kill(graceMs = 0): Promise<void> {
-    const child = this.#child;
-    if (!child) return;
-    if (graceMs > 0 && !this.#status) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#statusPromise,
-        new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
-      ]);
-      clearTimeout(timer);
-    }
-    if (!this.#status) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }
+    if (!this.#child) return;
+    if (graceMs > 0 && !this.#status) await within(this.#statusPromise, graceMs);
+    this.#killTree();
     await this.#reap();
   }
 
   /**
-   * Waits for the program, then closes its streams (a child of the program may
-   * still hold them open: they are not waited for).
+   * Waits for the program, then closes its streams without waiting on them (a
+   * child of the program may still hold them open).
    */
   async #reap(): Promise<void> {
-    try {
-      await this.#writer?.close();
-    } catch { /* closed */ }
     await this.#statusPromise;
     // what the program wrote just before it ended is still worth reading
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#stderrDone,
-      new Promise((resolve) => (timer = setTimeout(resolve, 200))),
-    ]);
-    clearTimeout(timer);
+    await within(this.#stderrDone, 200);
+    await within(this.#writer?.close().catch(() => {}), 200);
     await this.#reader?.cancel();
     try {
       await this.#stderrReader?.cancel();
     } catch { /* closed */ }
-    await this.#stderrDone;
+    await within(this.#stderrDone, 1000);
   }
 
   /** Describes how the program ended, for messages. */
   #exitText(): string {
     const s = this.#status;
     if (this.#timedOut) {
-      return `did not answer within ${this.#program.timeoutS} seconds (exec_timeout); stopped it`;
+      return `made no progress for ${this.#program.timeoutS} seconds (exec_timeout); stopped it`;
     }
     if (!s) return "closed its output";
     return s.signal ? `was killed by ${s.signal}` : `exited with code ${s.code}`;
@@ -416,87 +410,28 @@ class ExecSession {
     const label = `${op}${what ? ` ${what}` : ""}`;
     const size = body ? ("bytes" in body ? body.bytes.length : body.size) : undefined;
     const header = { id, op, ...fields, ...(size === undefined ? {} : { size }) };
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (op !== "run" && this.#program.timeoutS > 0) {
-      timer = setTimeout(() => {
-        this.#timedOut = true;
-        try {
-          this.#child?.kill("SIGKILL");
-        } catch { /* gone */ }
-        // a child of the program may keep the pipes open: stop waiting on them
-        void reader.cancel();
-        void writer.abort().catch(() => {});
-      }, this.#program.timeoutS * 1000);
+    // exec_timeout is time without progress: every chunk sent or received re-arms it
+    let timer: ReturnType<typeof setInterval> | undefined;
+    let expired: Promise<never> | undefined;
+    let last = Date.now();
+    const touch = () => (last = Date.now());
+    const limitMs = this.#program.timeoutS * 1000;
+    if (op !== "run" && limitMs > 0) {
+      expired = new Promise<never>((_, reject) => {
+        timer = setInterval(() => {
+          if (Date.now() - last < limitMs) return;
+          this.#timedOut = true;
+          this.#killTree();
+          void reader.cancel();
+          reject(new ProtocolError("timeout", true));
+        }, Math.min(1000, limitMs));
+      });
     }
+    const work = this.#talk(header, writer, reader, touch, body, onBody);
     try {
-      try {
-        await writer.write(encoder.encode(`${JSON.stringify(header)}\n`));
-        if (body && "bytes" in body) {
-          if (body.bytes.length) await writer.write(body.bytes);
-        } else if (body) {
-          let left = body.size;
-          const buf = new Uint8Array(Math.min(CHUNK, Math.max(1, left)));
-          while (left > 0) {
-            const n = await body.file.read(buf.subarray(0, Math.min(buf.length, left)));
-            if (n === null) {
-              throw new ProtocolError(
-                `${body.path} shrank while it was sent (${left} bytes missing)`,
-              );
-            }
-            await writer.write(buf.slice(0, n));
-            left -= n;
-          }
-        }
-      } catch (err) {
-        if (err instanceof ProtocolError) throw err;
-        throw new ProtocolError(`cannot send the request (${errorMessage(err)})`, true);
-      }
-      const line = await reader.readLine();
-      if (line === null) throw new ProtocolError("no reply", true);
-      let reply: unknown;
-      try {
-        reply = JSON.parse(line);
-      } catch {
-        throw new ProtocolError(`a reply that is not JSON: ${snippet(line)}`);
-      }
-      if (!isRecord(reply) || typeof reply.ok !== "boolean") {
-        throw new ProtocolError(`a reply without "ok": ${snippet(line)}`);
-      }
-      if (reply.id !== undefined && reply.id !== id) {
-        throw new ProtocolError(`the reply to request ${JSON.stringify(reply.id)}, expected ${id}`);
-      }
-      const r = reply as Reply;
-      if (!r.ok) {
-        const message = typeof r.message === "string" && r.message.trim()
-          ? r.message.trim().split("\n")[0] as string
-          : typeof r.error === "string"
-          ? r.error
-          : "failed";
-        throw new RemoteError(typeof r.error === "string" ? r.error : "failed", message);
-      }
-      if (onBody) {
-        const n = r.size;
-        if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
-          throw new ProtocolError(`a reply without a valid "size": ${snippet(line)}`);
-        }
-        let consumed = 0;
-        const counted = async function* (src: AsyncIterable<Uint8Array>) {
-          for await (const c of src) {
-            consumed += c.length;
-            yield c;
-          }
-        };
-        try {
-          const out = await onBody(n, counted(reader.readBytes(n)));
-          return { ...r, body: out };
-        } finally {
-          if (consumed < n) {
-            // keep the stream in step when the consumer stopped early
-            for await (const _ of reader.readBytes(n - consumed)) { /* discard */ }
-          }
-        }
-      }
-      return r;
+      if (!expired) return await work;
+      work.catch(() => {}); // settles after the kill; the timeout reports
+      return await Promise.race([work, expired]);
     } catch (err) {
       if (err instanceof RemoteError) throw err;
       if (err instanceof ProtocolError) {
@@ -515,8 +450,91 @@ class ExecSession {
       }
       throw err;
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      if (timer !== undefined) clearInterval(timer);
     }
+  }
+
+  /** The exchange itself: header, body, reply line, reply body. */
+  async #talk<T>(
+    header: Record<string, unknown>,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    reader: FrameReader,
+    touch: () => void,
+    body?: Body,
+    onBody?: (size: number, chunks: AsyncIterable<Uint8Array>) => Promise<T>,
+  ): Promise<Reply & { body?: T }> {
+    const id = header.id;
+    try {
+      await writer.write(encoder.encode(`${JSON.stringify(header)}\n`));
+      if (body && "bytes" in body) {
+        if (body.bytes.length) await writer.write(body.bytes);
+      } else if (body) {
+        let left = body.size;
+        const buf = new Uint8Array(Math.min(CHUNK, Math.max(1, left)));
+        while (left > 0) {
+          const n = await body.file.read(buf.subarray(0, Math.min(buf.length, left)));
+          if (n === null) {
+            throw new ProtocolError(
+              `${body.path} shrank while it was sent (${left} bytes missing)`,
+            );
+          }
+          await writer.write(buf.slice(0, n));
+          touch();
+          left -= n;
+        }
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      throw new ProtocolError(`cannot send the request (${errorMessage(err)})`, true);
+    }
+    touch();
+    const line = await reader.readLine();
+    if (line === null) throw new ProtocolError("no reply", true);
+    let reply: unknown;
+    try {
+      reply = JSON.parse(line);
+    } catch {
+      throw new ProtocolError(`a reply that is not JSON: ${snippet(line)}`);
+    }
+    if (!isRecord(reply) || typeof reply.ok !== "boolean") {
+      throw new ProtocolError(`a reply without "ok": ${snippet(line)}`);
+    }
+    if (reply.id !== undefined && reply.id !== id) {
+      throw new ProtocolError(`the reply to request ${JSON.stringify(reply.id)}, expected ${id}`);
+    }
+    const r = reply as Reply;
+    if (!r.ok) {
+      const message = typeof r.message === "string" && r.message.trim()
+        ? r.message.trim().split("\n")[0] as string
+        : typeof r.error === "string"
+        ? r.error
+        : "failed";
+      throw new RemoteError(typeof r.error === "string" ? r.error : "failed", message);
+    }
+    if (onBody) {
+      const n = r.size;
+      if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
+        throw new ProtocolError(`a reply without a valid "size": ${snippet(line)}`);
+      }
+      let consumed = 0;
+      const counted = async function* (src: AsyncIterable<Uint8Array>) {
+        for await (const c of src) {
+          consumed += c.length;
+          touch();
+          yield c;
+        }
+      };
+      try {
+        const out = await onBody(n, counted(reader.readBytes(n)));
+        return { ...r, body: out };
+      } finally {
+        if (consumed < n) {
+          // keep the stream in step when the consumer stopped early
+          for await (const _ of reader.readBytes(n - consumed)) { /* discard */ }
+        }
+      }
+    }
+    return r;
   }
 
   /** A request in the queue, with the handshake done first. */
@@ -558,11 +576,7 @@ class ExecSession {
       try {
         await this.#writer?.close();
       } catch { /* gone */ }
-      const timer = setTimeout(() => {
-        try {
-          this.#child?.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
+      const timer = setTimeout(() => this.#killTree(), 5000);
       try {
         // drain a trailing reply to bye, if any
         while ((await this.#reader?.readLine().catch(() => null)) != null) { /* ignore */ }
@@ -577,6 +591,42 @@ class ExecSession {
       }
     });
   }
+}
+
+/** Waits for `p` at most `ms` milliseconds. */
+async function within(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!p) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/** Every process descending from `pid` (Linux `/proc`); empty when unknown. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  try {
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        const list = children.get(ppid) ?? [];
+        list.push(Number(e.name));
+        children.set(ppid, list);
+      } catch { /* gone meanwhile */ }
+    }
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    for (const c of children.get(todo.pop() as number) ?? []) {
+      out.push(c);
+      todo.push(c);
+    }
+  }
+  return out;
 }
 
 /** An `ok: false` reply: the request failed, the program is still fine. */

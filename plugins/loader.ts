@@ -29,9 +29,9 @@ import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { basename, dirname, resolve } from "../core/paths.ts";
 import { isCompiled } from "../core/self.ts";
+import { splitShellWords } from "../core/words.ts";
 import type { Transport, TransportFactory } from "../transports/types.ts";
 import { EMBEDDED_PLUGINS, type EmbeddedPlugin } from "./_embedded.ts";
-import { splitWords } from "./context.ts";
 import { DEFAULT_EXEC_TIMEOUT_S, execArgv, execTransportFactory } from "./exec_transport.ts";
 import { registerHookCommand } from "./hook_command.ts";
 import { HOOK_EVENTS, type HookEvent, type HookHandler } from "./hooks.ts";
@@ -84,7 +84,10 @@ export function loadedPlugins(registry: Registry): readonly LoadedPlugin[] {
   return loadedByRegistry.get(registry) ?? [];
 }
 
-/** True when the ini asks for anything this module does. */
+/**
+ * True when the ini asks for anything this module does (main.ts checks the same
+ * keys before it imports this module).
+ */
 export function wantsPlugins(config: Config): boolean {
   return config.getString("plugins").trim() !== "" ||
     config.getString("hook_command").trim() !== "" ||
@@ -98,13 +101,6 @@ export function pluginEntries(value: string): string[] {
 
 const EXEC_ENTRY_REGEXP = /^(?:([A-Za-z0-9][A-Za-z0-9_.-]*)\s*=\s*)?exec:(.*)$/s;
 const NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
-
-/** Which origin kind a registry origin string is (`walmgr3 <ini> plugins`). */
-export function originKind(origin: string): "built-in" | "module" | "external" {
-  if (origin.startsWith("built-in")) return "built-in";
-  if (origin.startsWith("exec:")) return "external";
-  return "module";
-}
 
 /** `file://` URL of an absolute path (percent-encoding what URLs need). */
 function fileUrl(path: string): string {
@@ -150,7 +146,7 @@ export async function loadPlugins(
   registerHookCommand(registry.hooks, config, fx, opts.command);
 
   const execFactory = (name: string, command: string, where: string): TransportFactory => {
-    const argv = execArgv(command, iniDir, splitWords);
+    const argv = execArgv(command, iniDir, (v) => splitShellWords(v, where));
     if (argv.length === 0) {
       throw new ConfigError(`${where}: exec: needs a program, e.g. exec:/usr/local/bin/store`);
     }
@@ -176,7 +172,7 @@ export async function loadPlugins(
     const exec = EXEC_ENTRY_REGEXP.exec(entry);
     if (exec) {
       const command = (exec[2] ?? "").trim();
-      const argv = execArgv(command, iniDir, splitWords);
+      const argv = execArgv(command, iniDir, (v) => splitShellWords(v, config.where("plugins")));
       const name = exec[1] ?? basename(argv[0] ?? "").replace(/\.[^.]*$/, "");
       if (!name || !NAME_REGEXP.test(name)) {
         throw fail("cannot tell its transport name; write it as name=exec:<program>");

@@ -185,6 +185,15 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
         await sh('cp -a "$1" "$2"', cache, `${proj}/.deno/pg`);
       }
     }
+    // The test user must be able to run this Deno (npx keeps it under /root).
+    const canRun = await run(["runuser", "-u", user.name, "--", "test", "-x", Deno.execPath()]);
+    if (!canRun.ok) {
+      await Deno.mkdir(`${stageDir}/bin`);
+      await Deno.copyFile(Deno.execPath(), `${stageDir}/bin/deno`);
+      await Deno.chmod(`${stageDir}/bin/deno`, 0o755);
+      env.WALMGR3_DENO = `${stageDir}/bin/deno`;
+      env.PATH = `${stageDir}/bin:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+    }
     await sh('chown -R "$1" "$2"', `${user.uid}:${user.gid}`, stageDir);
     await Deno.chmod(stageDir, 0o755);
     Object.assign(env, {
@@ -211,6 +220,8 @@ async function ensureSystemPackages(): Promise<void> {
   if (!(await run(["sh", "-c", "command -v ssh && command -v ssh-keygen"])).ok) {
     missing.push("openssh-client");
   }
+  // the external-transport plugin example is a Python program
+  if (!(await run(["sh", "-c", "command -v python3"])).ok) missing.push("python3");
   if (missing.length === 0) return;
   if (!isRoot()) {
     say(
@@ -264,7 +275,7 @@ async function main(): Promise<number> {
       Object.assign(childEnv, env);
       result = await tee(
         "runuser",
-        ["-u", userName, "--", Deno.execPath(), ...denoArgs, ...mapped],
+        ["-u", userName, "--", env.WALMGR3_DENO ?? Deno.execPath(), ...denoArgs, ...mapped],
         { cwd: proj, env: childEnv, clearEnv: true },
       );
     } finally {

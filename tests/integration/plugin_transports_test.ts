@@ -26,6 +26,16 @@ const EXAMPLES = `${projectRoot}/plugins/examples`;
 const WALMGR3 = `${projectRoot}/bin/walmgr3`;
 const enc = new TextEncoder();
 
+/** `make` for the contract: removes `dir` when building the transport fails. */
+async function fixture(dir: string, root: string, build: () => Promise<Transport>) {
+  try {
+    return { transport: await build(), root, cleanup: () => removeTree(dir) };
+  } catch (err) {
+    await removeTree(dir);
+    throw err;
+  }
+}
+
 /** Loads `values` as an ini in `dir` and returns the transport `transport` selects. */
 async function pluginTransport(
   dir: string,
@@ -49,39 +59,41 @@ async function pluginTransport(
 
 transportContract("plugin example: mirror (TypeScript module)", async () => {
   const dir = await makeTempDir("mirror");
-  const transport = await pluginTransport(dir, {
-    plugins: `${EXAMPLES}/mirror_transport.ts`,
-    transport: "mirror",
-    mirror_root: `${dir}/mirror`,
-  });
-  return { transport, root: `${dir}/storage`, cleanup: () => removeTree(dir) };
+  return await fixture(dir, `${dir}/storage`, () =>
+    pluginTransport(dir, {
+      plugins: `${EXAMPLES}/mirror_transport.ts`,
+      transport: "mirror",
+      mirror_root: `${dir}/mirror`,
+    }));
 });
 
 transportContract("plugin example: exec_transport.py (external program)", async () => {
   const dir = await makeTempDir("exec");
-  const transport = await pluginTransport(dir, {
-    transport: `exec:${EXAMPLES}/exec_transport.py`,
-  });
-  return { transport, root: `${dir}/storage`, cleanup: () => removeTree(dir) };
+  return await fixture(
+    dir,
+    `${dir}/storage`,
+    () => pluginTransport(dir, { transport: `exec:${EXAMPLES}/exec_transport.py` }),
+  );
 });
 
 transportContract("plugin example: exec_transport.py --root (plugins entry)", async () => {
   const dir = await makeTempDir("exec-root");
   await Deno.mkdir(`${dir}/jail`);
-  const transport = await pluginTransport(dir, {
-    plugins: `jailed=exec:${EXAMPLES}/exec_transport.py --root ${dir}/jail`,
-    transport: "jailed",
-  });
-  return { transport, root: "/storage", cleanup: () => removeTree(dir) };
+  return await fixture(dir, "/storage", () =>
+    pluginTransport(dir, {
+      plugins: `jailed=exec:${EXAMPLES}/exec_transport.py --root ${dir}/jail`,
+      transport: "jailed",
+    }));
 });
 
 Deno.test("mirror transport: every write lands in both copies", async (t) => {
   const dir = await makeTempDir("mirror2");
-  const tr = await pluginTransport(dir, {
-    plugins: `${EXAMPLES}/mirror_transport.ts`,
-    transport: "mirror",
-    mirror_root: `${dir}/second`,
-  }, { slaveConfig: `${dir}/slave.ini` });
+  const tr = await fixture(dir, "", () =>
+    pluginTransport(dir, {
+      plugins: `${EXAMPLES}/mirror_transport.ts`,
+      transport: "mirror",
+      mirror_root: `${dir}/second`,
+    }, { slaveConfig: `${dir}/slave.ini` })).then((f) => f.transport);
   const p = `${dir}/site/logs.complete`;
   const m = `${dir}/second${p}`;
   try {
@@ -159,7 +171,7 @@ Deno.test("exec transport: a misbehaving program is a clear error and stores not
     ],
     [
       "answers garbage",
-      "read line; echo 'HTTP/1.1 200 OK'; sleep 5",
+      "read line; echo 'HTTP/1.1 200 OK'; cat >/dev/null",
       /^transport exec:.*: hello failed: the program sent a reply that is not JSON: "HTTP\/1\.1 200 OK"/,
     ],
     [
@@ -174,17 +186,18 @@ Deno.test("exec transport: a misbehaving program is a clear error and stores not
     ],
     [
       "does not confirm durability",
-      `${HELLO}; read line; cat >/dev/null & echo '{"ok":true,"outcome":"stored"}'; wait`,
+      `${HELLO}; read line; head -c 65536 >/dev/null; echo '{"ok":true,"outcome":"stored"}'; cat >/dev/null`,
       /^transport exec:.*: put .*: the program did not confirm a durable store \("durable": true\); treating it as not stored$/,
     ],
     [
       "hangs",
       `${HELLO}; sleep 30`,
-      /^transport exec:.*: put .* failed: the program did not answer within 1 seconds \(exec_timeout\); stopped it; nothing was stored/,
+      /^transport exec:.*: put .* failed: the program made no progress for 1 seconds \(exec_timeout\); stopped it; nothing was stored/,
     ],
     [
       "refuses the put",
-      `${HELLO}; read line; head -c 65536 >/dev/null; echo '{"ok":false,"error":"failed","message":"bucket is read-only\\nsecond line"}'; sleep 5`,
+      `${HELLO}; read line; head -c 65536 >/dev/null; ` +
+      `printf '%s\\n' '{"ok":false,"error":"failed","message":"bucket is read-only\\nsecond line"}'; cat >/dev/null`,
       /^transport exec:.*: put .* failed: bucket is read-only$/,
     ],
   ];
@@ -231,7 +244,10 @@ Deno.test("exec transport: a misbehaving program is a clear error and stores not
         `while read line; do echo "$line" >> ${log}; ` +
           `echo '{"ok":true,"protocol":1,"capabilities":[],"info":null}'; done`,
       );
-      const tr = await pluginTransport(dir, { transport: `exec:${prog}` }, { dryRun: true });
+      const tr = await pluginTransport(dir, { transport: `exec:${prog}` }, {
+        dryRun: true,
+        slaveConfig: "/s.ini",
+      });
       try {
         assertEquals(await tr.stat("/a"), null);
         assertEquals(await tr.putFile(`${dir}/seg`, "/a", "identical-ok"), "stored");
@@ -361,6 +377,8 @@ Deno.test("bin/walmgr3 with the example plugins: archive, list, hooks, commands"
       `mirror_root = ${dir}/mirror`,
       `notify_file = ${dir}/notify.jsonl`,
       `notify_hold_file = ${dir}/HOLD`,
+      "master_db = dbname=nothing_is_connected",
+      `full_backup = ${dir}/full`,
       `hook_command = echo "$WALMGR3_EVENT $WALMGR3_NAME" >> ${dir}/hook.log`,
       "hook_events = after-archive, command-error",
     ]);
