@@ -130,7 +130,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       const declared = early?.declared ??
         await loadIniPlugins(registry, config, opts, spec.name);
       for (const w of loaded.warnings) {
-        if (!declared.has(unknownKeyOf(w) ?? "")) log.warning(w);
+        if (!declared.has(w.key)) log.warning(w.message); // plugins may declare keys
       }
       if (
         config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)
@@ -188,12 +188,6 @@ async function loadIniPlugins(
   }
   const { loadPlugins } = await import("./plugins/loader.ts");
   return (await loadPlugins(registry, config, { dryRun: opts.notReally, command })).declaredKeys;
-}
-
-/** The key of an "unknown key" warning of {@link Config.load}. */
-function unknownKeyOf(warning: string): string | undefined {
-  const m = /unknown key (\S+) \(ignored\)$|^--set (\S+): unknown key/.exec(warning);
-  return m?.[1] ?? m?.[2];
 }
 
 /** Runs the `command-error` hooks; their failures are only logged. */

@@ -530,7 +530,7 @@ class SyncSession {
     try {
       const loaded = Config.load(file, parseSetOptions(this.#base.options.set));
       next = loaded.config;
-      warnings = loaded.warnings;
+      warnings = loaded.warnings.map((w) => w.message);
       checkConfig(next);
     } catch (err) {
       log.error(`reload of ${file} failed: ${errorMessage(err)}; keeping the old configuration`);

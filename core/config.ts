@@ -94,6 +94,12 @@ export function parseSetOptions(sets: readonly string[]): Array<[string, string]
   return out;
 }
 
+/** A key the loader does not know (a warning, never an error). */
+export interface ConfigWarning {
+  key: string;
+  message: string;
+}
+
 /** A loaded configuration. Values are interpolated on read. */
 export class Config {
   /** Absolute path of the ini file, or a description for synthesised configs. */
@@ -114,7 +120,7 @@ export class Config {
   static load(
     path: string,
     overrides: ReadonlyArray<readonly [string, string]> = [],
-  ): { config: Config; warnings: string[] } {
+  ): { config: Config; warnings: ConfigWarning[] } {
     const file = absolute(expandHome(path));
     let text: string;
     try {
@@ -159,13 +165,15 @@ export class Config {
     };
     add(ini.get("DEFAULT"));
     add(section);
-    const warnings: string[] = [];
+    const warnings: ConfigWarning[] = [];
     for (const [k, v] of section) {
-      if (!isKnownKey(k)) warnings.push(`${file}, line ${v.line}: unknown key ${k} (ignored)`);
+      if (!isKnownKey(k)) {
+        warnings.push({ key: k, message: `${file}, line ${v.line}: unknown key ${k} (ignored)` });
+      }
     }
     for (const [k, v] of overrides) {
       values.set(k, { raw: v, where: `--set ${k}` });
-      if (!isKnownKey(k)) warnings.push(`--set ${k}: unknown key (ignored)`);
+      if (!isKnownKey(k)) warnings.push({ key: k, message: `--set ${k}: unknown key (ignored)` });
     }
     const config = new Config(file, values);
     // Resolve everything once so interpolation errors surface at load time.

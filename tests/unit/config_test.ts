@@ -125,7 +125,8 @@ Deno.test("Config built-in defaults: job_name, config_dir, config_file, host_nam
     assertEquals(config.get("x_path"), path.replace(/\/[^/]+$/, "") + "/x");
     assertEquals(config.get("host_name"), Deno.hostname());
     assertEquals(warnings.length, 1);
-    assertMatch(warnings[0] ?? "", /line 2: unknown key x_path/);
+    assertEquals(warnings[0]?.key, "x_path");
+    assertMatch(warnings[0]?.message ?? "", /line 2: unknown key x_path/);
   }, "my-job.ini");
 });
 

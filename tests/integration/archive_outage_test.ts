@@ -1,0 +1,180 @@
+/**
+ * A slave that becomes unreachable while PostgreSQL archives: xarchive exits 1
+ * (PostgreSQL counts the failures and retries; an exit above 125 would restart
+ * the archiver instead and not count them), and once the slave is back the
+ * archive catches up with no segment missing. The slave is reached through a TCP
+ * proxy in front of a real sshd, so "unreachable" is a closed port and "back" is
+ * the same port again.
+ */
+
+import { assert, assertEquals } from "../helpers/assert.ts";
+import { startCluster } from "../helpers/cluster.ts";
+import { startSshd } from "../helpers/sshd.ts";
+import { exists, projectRoot, tempDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { stopControlMasters } from "../../transports/ssh_connection.ts";
+
+/** A TCP proxy to `target` that can be switched off and on again on the same port. */
+class Proxy {
+  #listener: Deno.Listener | undefined;
+  #conns = new Set<Deno.Conn>();
+  readonly port: number;
+  readonly target: number;
+
+  constructor(port: number, target: number) {
+    this.port = port;
+    this.target = target;
+  }
+
+  start(): void {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+    (async () => {
+      for await (const client of this.#listener!) {
+        this.#conns.add(client);
+        Deno.connect({ hostname: "127.0.0.1", port: this.target }).then((server) => {
+          this.#conns.add(server);
+          const close = () => {
+            for (const c of [client, server]) {
+              try {
+                c.close();
+              } catch { /* closed */ }
+              this.#conns.delete(c);
+            }
+          };
+          client.readable.pipeTo(server.writable).catch(() => {}).finally(close);
+          server.readable.pipeTo(client.writable).catch(() => {}).finally(close);
+        }).catch(() => client.close());
+      }
+    })().catch(() => {});
+  }
+
+  stop(): void {
+    try {
+      this.#listener?.close();
+    } catch { /* closed */ }
+    this.#listener = undefined;
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    this.#conns.clear();
+  }
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+for (const transport of ["rsync", "ssh"] as const) {
+  Deno.test({
+    name: `${transport}: archiving survives an unreachable slave and catches up`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      await using tmp = await tempDir(`outage-${transport}`);
+      await using sshd = await startSshd();
+      const proxy = new Proxy(freePort(), sshd.port);
+      proxy.start();
+      const controlDir = tmp.join("cm");
+      const store = tmp.join("walshipping");
+      const slaveIni = tmp.join("wal-slave.ini");
+      await Deno.writeTextFile(
+        slaveIni,
+        `[walmgr]\nwalmgr_data = ${store}\ncompleted_wals = %(walmgr_data)s/logs.complete\n` +
+          `partial_wals = %(walmgr_data)s/logs.partial\nfull_backup = %(walmgr_data)s/data.master\n`,
+      );
+      await using pg = await startCluster({ name: "outage" });
+      const ini = tmp.join("wal-master.ini");
+      await Deno.writeTextFile(
+        ini,
+        [
+          "[walmgr]",
+          `master_db = ${pg.conninfo}`,
+          `master_data = ${pg.dataDir}`,
+          `master_config = ${pg.dataDir}/postgresql.conf`,
+          `master_bin = ${pg.binDir}`,
+          `slave = ${sshd.hostAlias}`,
+          `slave_config = ${slaveIni}`,
+          `transport = ${transport}`,
+          `ssh_options = -F ${sshd.sshConfigFile} -o Port=${proxy.port} ` +
+          `-o HostKeyAlias=[127.0.0.1]:${sshd.port} -o ConnectTimeout=3`,
+          `ssh_control_dir = ${controlDir}`,
+          `walmgr_data = ${store}`,
+          "completed_wals = %(slave)s:%(walmgr_data)s/logs.complete",
+          "partial_wals = %(slave)s:%(walmgr_data)s/logs.partial",
+          "full_backup = %(slave)s:%(walmgr_data)s/data.master",
+          "",
+        ].join("\n"),
+      );
+      const completed = `${store}/logs.complete`;
+      try {
+        const setup = await new Deno.Command(`${projectRoot}/bin/walmgr3`, {
+          args: [ini, "setup"],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assertEquals(setup.code, 0, new TextDecoder().decode(setup.stderr));
+        await pg.restart();
+
+        const switchWal = async (): Promise<string> => {
+          await pg.sql("create table if not exists t (x int)");
+          await pg.sql("insert into t values (1)");
+          const row = await pg.sql<{ f: string }>("select pg_walfile_name(pg_switch_wal()) as f");
+          return row[0]!.f;
+        };
+        const archived = (name: string) => exists(`${completed}/${name}`);
+        const first = await switchWal();
+        await waitFor(() => archived(first), { timeoutMs: 60_000, what: `${first} archived` });
+
+        // the slave goes away
+        proxy.stop();
+        await stopControlMasters(controlDir);
+        const during: string[] = [];
+        for (let i = 0; i < 3; i++) during.push(await switchWal());
+        await waitFor(async () => {
+          const r = await pg.sql<{ n: string }>(
+            "select failed_count::text as n from pg_stat_archiver",
+          );
+          return Number(r[0]?.n ?? 0) >= 2;
+        }, { timeoutMs: 120_000, what: "PostgreSQL to count failed archive attempts" });
+        for (const name of during) assert(!archived(name), `${name} archived while unreachable`);
+        const log = await Deno.readTextFile(pg.logFile);
+        assert(
+          !/archiver process .*(exited with exit code|was terminated)/.test(log),
+          "the archiver was restarted: xarchive exited above 125 or was killed",
+        );
+        assert(
+          /archive command failed with exit code 1\b/.test(log),
+          "failures with exit 1 logged",
+        );
+
+        // the slave is back: everything arrives, nothing missing
+        proxy.start();
+        const last = await switchWal();
+        for (const name of [...during, last]) {
+          await waitFor(() => archived(name), { timeoutMs: 180_000, what: `${name} archived` });
+        }
+        const names = [...Deno.readDirSync(completed)].map((e) => e.name)
+          .filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+        const from = names.indexOf(first);
+        const to = names.indexOf(last);
+        assert(from >= 0 && to > from, `archive holds ${first}..${last}`);
+        for (let i = from + 1; i <= to; i++) {
+          const prev = BigInt(`0x${names[i - 1]!.slice(8)}`);
+          const cur = BigInt(`0x${names[i]!.slice(8)}`);
+          assertEquals(cur - prev, 1n, `gap between ${names[i - 1]} and ${names[i]}`);
+        }
+        for (const n of names) {
+          assertEquals((await Deno.stat(`${completed}/${n}`)).size, 16 * 1024 * 1024, n);
+        }
+      } finally {
+        proxy.stop();
+        await stopControlMasters(controlDir);
+      }
+    },
+  });
+}
