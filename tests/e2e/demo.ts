@@ -28,7 +28,13 @@ async function demo(): Promise<number> {
   await using sshd = variant === "local" ? undefined : await startSshd();
   const step = (t: string) => say(`\n==> ${t}`);
   say(`walmgr3 how-to demo: PostgreSQL ${major}, ${variant} transport, in ${dir.path}`);
-  await using r = await runHowto({ binDir, variant, base: dir.path, step, ...(sshd ? { sshd } : {}) });
+  await using r = await runHowto({
+    binDir,
+    variant,
+    base: dir.path,
+    step,
+    ...(sshd ? { sshd } : {}),
+  });
   say("\n--- walmgr3 backup output ---");
   say(r.backupOutput.trim());
   say("\n--- walmgr3 restore output ---");

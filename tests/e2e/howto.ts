@@ -28,6 +28,8 @@ export interface HowtoOptions {
   base: string;
   /** Prints a step title. */
   step(title: string): void;
+  /** No primary_conninfo: the slave replays archived WAL only (archive-fed recovery). */
+  archiveFed?: boolean;
 }
 
 /** Runs walmgr3; throws with its output when it fails (unless `allowFail`). */
@@ -166,7 +168,9 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
       "keep_backups         = 0",
       "# archive_command =",
       "",
-      `primary_conninfo     = host=127.0.0.1 port=${master.port} host=${master.socketDir}`,
+      ...(o.archiveFed
+        ? ["# archive-fed: no primary_conninfo"]
+        : [`primary_conninfo     = host=127.0.0.1 port=${master.port} host=${master.socketDir}`]),
       "",
     ];
     await Deno.writeTextFile(slaveIni, slaveLines.join("\n"));
@@ -249,6 +253,36 @@ export async function tellers(c: Queryable): Promise<string> {
   )).trim();
 }
 
+const PGBENCH_CHECKSUM = [
+  "pgbench_accounts",
+  "pgbench_branches",
+  "pgbench_tellers",
+  "pgbench_history",
+]
+  .map((t) => `(select md5(coalesce(string_agg(x::text, '|' order by x::text), '')) from ${t} x)`)
+  .join(" || ' ' || ");
+
+/** A checksum of the four pgbench tables. */
+export async function pgbenchChecksum(c: Queryable): Promise<string> {
+  return (await c.psql(`select ${PGBENCH_CHECKSUM}`, "pgbdb")).trim();
+}
+
+/**
+ * Point-in-time check: once the standby has replayed up to the master's current
+ * LSN (no writes in between), its pgbench tables equal the master's.
+ */
+export async function samePointInTime(r: HowtoResult): Promise<void> {
+  const lsn = (await r.master.psql("select pg_current_wal_lsn()")).trim();
+  await waitFor(async () => {
+    const replayed = (await r.slave.psql(
+      `select pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`,
+    )).trim();
+    return replayed === "t";
+  }, { timeoutMs: 60_000, what: `the standby to replay up to ${lsn}` });
+  const [m, s] = [await pgbenchChecksum(r.master), await pgbenchChecksum(r.slave)];
+  if (m !== s) throw new Error(`standby data differs from the master's at ${lsn}`);
+}
+
 /** The how-to's verification: same rows, then an update on the master shows on the slave. */
 export async function verifyReplication(r: HowtoResult, step: (t: string) => void): Promise<void> {
   step("check the initial replicated state on the slave");
@@ -264,4 +298,6 @@ export async function verifyReplication(r: HowtoResult, step: (t: string) => voi
     timeoutMs: 60_000,
     what: "the update to reach the standby",
   });
+  step("compare checksums of all pgbench tables at the same LSN");
+  await samePointInTime(r);
 }
