@@ -158,7 +158,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const code = await spec.run(handle.ctx, selected.args);
     // xrestore's 1 is "no such WAL file", a normal answer to PostgreSQL
     if (code && !(spec.name === "xrestore" && code === 1)) {
-      await emitCommandError(registry, spec.name, `exited with code ${code}`);
+      await emitCommandError(registry, spec.name, log.lastError ?? `exited with code ${code}`);
     }
     return code ?? 0;
   } catch (err) {

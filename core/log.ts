@@ -45,6 +45,7 @@ const encoder = new TextEncoder();
 /** Logger with a console threshold and an optional log file. */
 export class Logger {
   #level: LogLevel;
+  #lastError: string | undefined;
   #file: Deno.FsFile | undefined;
   #filePath: string | undefined;
 
@@ -122,8 +123,14 @@ export class Logger {
     this.log("FATAL", msg);
   }
 
+  /** The last ERROR or FATAL message (also when not shown), for the command-error hook. */
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
   /** Writes one message at `level` if the threshold allows it. */
   log(level: LogLevel, msg: string): void {
+    if (level === "ERROR" || level === "FATAL") this.#lastError = maskPasswords(msg);
     if (!this.enabled(level)) return;
     this.#write(level, msg);
   }
