@@ -7,7 +7,18 @@
  * `deno task bench` (as root it runs as the postgres account), or
  * `deno run -A bench/archive_bench.ts [segments]` as a normal user.
  * `WALMGR3_BENCH_SEGMENTS` (default 40) and `WALMGR3_BENCH_TRANSPORTS`
- * (default `local,rsync,ssh`) change what runs.
+ * (default `local,rsync,ssh`) change what runs; `WALMGR3_BENCH_REPEAT` (default
+ * 1) repeats every measurement and reports the median (this machine may be
+ * busy with other work); `WALMGR3_BENCH_BREAKDOWN=1` also prints where a
+ * segment's time goes (from `xarchive -v` timings and the wall time of each
+ * process; the timing wrapper adds ~3 ms/segment of its own);
+ * `WALMGR3_BENCH_SSH_OPTIONS` is added to `ssh_options` (e.g. `-c aes128-gcm@openssh.com`);
+ * `WALMGR3_BENCH_WRAP` is a prefix for the archive command (e.g. `strace -f -o x`).
+ *
+ * Throughput is the steady drain rate: from the completion of the first segment
+ * to that of the last, by PostgreSQL's own `pg_stat_archiver.last_archived_time`.
+ * The first segment (the ssh handshake that sets up the shared connection) and
+ * the archiver's wake-up after the reload are not counted.
  *
  * @module
  */
@@ -25,6 +36,11 @@ function say(text: string): void {
 const segments = Number(Deno.args[0] ?? Deno.env.get("WALMGR3_BENCH_SEGMENTS") ?? "40");
 const transports = (Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ?? "local,rsync,ssh").split(",")
   .map((s) => s.trim()).filter(Boolean);
+const repeat = Math.max(1, Number(Deno.env.get("WALMGR3_BENCH_REPEAT") ?? "1") || 1);
+const breakdown = Deno.env.get("WALMGR3_BENCH_BREAKDOWN") === "1";
+if (!Number.isInteger(segments) || segments < 3) {
+  throw new Error(`WALMGR3_BENCH_SEGMENTS must be at least 3, got ${segments}`);
+}
 
 await using dir = await tempDir("bench");
 await using pg = await startCluster({
@@ -51,6 +67,20 @@ sync "$d"
 );
 await Deno.chmod(plain, 0o755);
 
+/** Wall time of each process, for the breakdown: `<start ns> <end ns>` per line. */
+const timer = `${dir.path}/timed.sh`;
+await Deno.writeTextFile(
+  timer,
+  `#!/bin/sh
+o=$1; shift
+s=$(date +%s%N)
+"$@"; r=$?
+echo "$s $(date +%s%N)" >> "$o"
+exit $r
+`,
+);
+await Deno.chmod(timer, 0o755);
+
 /** Makes `n` segments ready for archiving while archive_command fails. */
 async function makeReady(n: number): Promise<void> {
   await pg.sql("alter system set archive_command = '/bin/false'");
@@ -61,28 +91,69 @@ async function makeReady(n: number): Promise<void> {
   }
 }
 
-/** Points archive_command at `command` and times until `n` more files are archived. */
+interface ArchiverState {
+  count: number;
+  /** `last_archived_time` in epoch milliseconds. */
+  at: number;
+}
+
+async function archiverState(): Promise<ArchiverState> {
+  const row = (await pg.sql<{ c: string; t: string | null }>(
+    "select archived_count::text as c, " +
+      "(extract(epoch from last_archived_time) * 1000)::text as t from pg_stat_archiver",
+  ))[0];
+  return { count: Number(row?.c ?? 0), at: Number(row?.t ?? 0) };
+}
+
+/**
+ * Points archive_command at `command` and waits until `n` more files are
+ * archived; returns the milliseconds per segment from the first to the last.
+ */
 async function drain(command: string, n: number): Promise<number> {
-  const before = Number(
-    (await pg.sql<{ c: string }>(
-      "select archived_count::text as c from pg_stat_archiver",
-    ))[0]?.c ?? 0,
-  );
+  const before = (await archiverState()).count;
   const escaped = command.replaceAll("'", "''");
-  const t0 = performance.now();
+  let first: ArchiverState | undefined;
+  let last: ArchiverState | undefined;
   await pg.sql(`alter system set archive_command = '${escaped}'`);
   await pg.sql("select pg_reload_conf()");
   await waitFor(async () => {
-    const row =
-      (await pg.sql<{ c: string }>("select archived_count::text as c from pg_stat_archiver"))[0];
-    return Number(row?.c ?? 0) - before >= n;
-  }, { timeoutMs: 30 * 60_000, intervalMs: 20, what: `${n} segments archived` });
-  return performance.now() - t0;
+    const s = await archiverState();
+    if (s.count > before && first === undefined) first = s;
+    last = s;
+    return s.count - before >= n;
+  }, { timeoutMs: 30 * 60_000, intervalMs: 10, what: `${n} segments archived` });
+  if (!first || !last || last.count <= first.count) {
+    throw new Error(`the archiver did ${n} segments between two polls: raise the segment count`);
+  }
+  return (last.at - first.at) / (last.count - first.count);
 }
 
-const results: Array<{ name: string; ms: number; baseMs: number }> = [];
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
 
-say(`archive benchmark: ${segments} segments of 16 MiB, PostgreSQL ${pg.version}`);
+interface Breakdown {
+  /** Wall time of the whole xarchive process (launcher included). */
+  processMs: number;
+  /** From process start to xarchive's own code (Deno's clock). */
+  toCommandMs: number;
+  commandMs: number;
+  storeMs: number;
+  /** The ssh (or rsync) child processes of the store. */
+  sshMs: number;
+  markerMs: number;
+}
+
+const results: Array<
+  { name: string; runs: number[]; baseRuns: number[]; parts: Breakdown[]; perSeg: number[] }
+> = [];
+
+say(
+  `archive benchmark: ${segments} segments of 16 MiB, PostgreSQL ${pg.version}` +
+    (repeat > 1 ? `, median of ${repeat} runs` : ""),
+);
 
 /**
  * The plain script drains the same number of segments right before each
@@ -97,39 +168,103 @@ async function plainRun(): Promise<number> {
   return await drain(`${plain} %p %f ${plainDir}`, segments);
 }
 
-for (const t of transports) {
-  const store = `${dir.path}/store-${t}`;
-  await Deno.mkdir(store);
-  const ini = `${dir.path}/bench-${t}.ini`;
-  const slaveIni = `${dir.path}/bench-slave-${t}.ini`;
-  await Deno.writeTextFile(
-    slaveIni,
-    `[walmgr]\ncompleted_wals = ${store}\npartial_wals = ${store}/p\nfull_backup = ${store}/b\n`,
-  );
-  const loc = t === "local" ? store : `${sshd!.hostAlias}:${store}`;
-  await Deno.writeTextFile(
-    ini,
-    [
-      "[walmgr]",
-      `master_db = ${pg.conninfo}`,
-      `master_data = ${pg.dataDir}`,
-      `master_config = ${pg.dataDir}/postgresql.conf`,
-      `master_bin = ${pg.binDir}`,
-      `slave = ${t === "local" ? "localhost" : sshd!.hostAlias}`,
-      `slave_config = ${slaveIni}`,
-      `completed_wals = ${loc}`,
-      `partial_wals = ${loc}/p`,
-      `full_backup = ${loc}/b`,
-      `transport = ${t}`,
-      ...(t === "local" ? [] : [`ssh_options = -F ${sshd!.sshConfigFile}`]),
-      "",
-    ].join("\n"),
-  );
-  const baseMs = await plainRun();
-  await makeReady(segments);
-  const wrap = Deno.env.get("WALMGR3_BENCH_WRAP") ?? "";
-  const ms = await drain(`${wrap}${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`, segments);
-  results.push({ name: `walmgr3 ${t}`, ms, baseMs });
+/** Per-segment means of the debug timings in `logFile` (first segment left out). */
+async function readBreakdown(logFile: string, wallFile: string): Promise<Breakdown | null> {
+  const text = await Deno.readTextFile(logFile).catch(() => "");
+  const byPid = new Map<string, Partial<Breakdown>>();
+  for (const line of text.split("\n")) {
+    const pid = line.split(" ")[2] ?? "";
+    const x =
+      /xarchive \S+: process start to command ([\d.]+) ms, store ([\d.]+) ms, marker and hooks ([\d.]+) ms, command ([\d.]+) ms/
+        .exec(line);
+    if (x) {
+      const b = byPid.get(pid) ?? {};
+      b.toCommandMs = Number(x[1]);
+      b.storeMs = Number(x[2]);
+      b.markerMs = Number(x[3]);
+      b.commandMs = Number(x[4]);
+      byPid.set(pid, b);
+    }
+    const s = / DEBUG ssh to \S+: .* after ([\d.]+) ms$/.exec(line);
+    if (s) {
+      const b = byPid.get(pid) ?? {};
+      b.sshMs = (b.sshMs ?? 0) + Number(s[1]);
+      byPid.set(pid, b);
+    }
+  }
+  const walls = (await Deno.readTextFile(wallFile).catch(() => "")).trim().split("\n")
+    .map((l) => l.split(" ").map(Number)).filter((p) => p.length === 2)
+    .map(([s, e]) => (e! - s!) / 1e6);
+  const rows = [...byPid.values()].filter((b) => b.commandMs !== undefined).slice(1);
+  const w = walls.slice(1);
+  if (rows.length === 0 || w.length === 0) return null;
+  const mean = (f: (b: Partial<Breakdown>) => number) =>
+    rows.reduce((a, b) => a + f(b), 0) / rows.length;
+  return {
+    processMs: w.reduce((a, b) => a + b, 0) / w.length,
+    toCommandMs: mean((b) => b.toCommandMs ?? 0),
+    commandMs: mean((b) => b.commandMs ?? 0),
+    storeMs: mean((b) => b.storeMs ?? 0),
+    sshMs: mean((b) => b.sshMs ?? 0),
+    markerMs: mean((b) => b.markerMs ?? 0),
+  };
+}
+
+const wrap = Deno.env.get("WALMGR3_BENCH_WRAP") ?? "";
+const sshOptions = Deno.env.get("WALMGR3_BENCH_SSH_OPTIONS") ?? "";
+for (let run = 0; run < repeat; run++) {
+  for (const t of transports) {
+    const store = `${dir.path}/store-${t}-${run}`;
+    await Deno.mkdir(store);
+    const ini = `${dir.path}/bench-${t}-${run}.ini`;
+    const slaveIni = `${dir.path}/bench-slave-${t}-${run}.ini`;
+    const logFile = `${dir.path}/xarchive-${t}-${run}.log`;
+    const wallFile = `${dir.path}/wall-${t}-${run}.txt`;
+    await Deno.writeTextFile(
+      slaveIni,
+      `[walmgr]\ncompleted_wals = ${store}\npartial_wals = ${store}/p\nfull_backup = ${store}/b\n`,
+    );
+    const loc = t === "local" ? store : `${sshd!.hostAlias}:${store}`;
+    await Deno.writeTextFile(
+      ini,
+      [
+        "[walmgr]",
+        `master_db = ${pg.conninfo}`,
+        `master_data = ${pg.dataDir}`,
+        `master_config = ${pg.dataDir}/postgresql.conf`,
+        `master_bin = ${pg.binDir}`,
+        `slave = ${t === "local" ? "localhost" : sshd!.hostAlias}`,
+        `slave_config = ${slaveIni}`,
+        `completed_wals = ${loc}`,
+        `partial_wals = ${loc}/p`,
+        `full_backup = ${loc}/b`,
+        `transport = ${t}`,
+        ...(t === "local" ? [] : [`ssh_options = -F ${sshd!.sshConfigFile} ${sshOptions}`.trim()]),
+        ...(breakdown ? [`logfile = ${logFile}`] : []),
+        "",
+      ].join("\n"),
+    );
+    const baseMs = await plainRun();
+    await makeReady(segments);
+    const command = breakdown
+      ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 -v ${ini} xarchive %p %f`
+      : `${wrap}${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`;
+    const ms = await drain(command, segments);
+    let r = results.find((x) => x.name === `walmgr3 ${t}`);
+    if (!r) {
+      r = { name: `walmgr3 ${t}`, runs: [], baseRuns: [], parts: [], perSeg: [] };
+      results.push(r);
+    }
+    r.runs.push(ms);
+    r.baseRuns.push(baseMs);
+    if (breakdown) {
+      const b = await readBreakdown(logFile, wallFile);
+      if (b) {
+        r.parts.push(b);
+        r.perSeg.push(ms);
+      }
+    }
+  }
 }
 
 say("");
@@ -138,11 +273,44 @@ say(
     `${"plain ms/seg".padStart(13)} ${"ratio".padStart(7)}`,
 );
 for (const r of results) {
-  const per = r.ms / segments;
-  const base = r.baseMs / segments;
+  const per = median(r.runs);
+  const base = median(r.baseRuns);
   say(
     `${r.name.padEnd(18)} ${per.toFixed(1).padStart(11)} ${(1000 / per).toFixed(1).padStart(11)} ` +
       `${base.toFixed(1).padStart(13)} ${(per / base).toFixed(2).padStart(7)}`,
   );
 }
 say("\nratio: walmgr3's ms/segment over the plain cp + fsync + rename script run just before it");
+if (repeat > 1) {
+  for (const r of results) {
+    say(
+      `${r.name} runs (ms/segment): ${r.runs.map((x) => x.toFixed(1)).join(" ")}; ` +
+        `plain: ${r.baseRuns.map((x) => x.toFixed(1)).join(" ")}`,
+    );
+  }
+}
+if (breakdown) {
+  say("\nwhere a segment's time goes (ms, mean per segment, median over runs):");
+  say(
+    `${"method".padEnd(18)} ${"archiver".padStart(9)} ${"start+exit".padStart(11)} ` +
+      `${"store".padStart(7)} ${"(ssh)".padStart(7)} ${"marker".padStart(7)} ` +
+      `${"process".padStart(8)}`,
+  );
+  for (const r of results) {
+    if (r.parts.length === 0) continue;
+    const m = (f: (b: Breakdown) => number) => median(r.parts.map(f));
+    const process = m((b) => b.processMs);
+    say(
+      `${r.name.padEnd(18)} ${(median(r.perSeg) - process).toFixed(1).padStart(9)} ` +
+        `${(process - m((b) => b.commandMs)).toFixed(1).padStart(11)} ` +
+        `${m((b) => b.storeMs).toFixed(1).padStart(7)} ` +
+        `${(r.name.endsWith("local") ? "-" : m((b) => b.sshMs).toFixed(1)).padStart(7)} ` +
+        `${m((b) => b.markerMs).toFixed(1).padStart(7)} ${process.toFixed(1).padStart(8)}`,
+    );
+  }
+  say(
+    "archiver: PostgreSQL between two archive commands (+ the timing wrapper); start+exit:\n" +
+      "launcher, Deno start-up, module loading, config and exit; store: putFile (ssh: the\n" +
+      "ssh/rsync child processes, remote side included); process: the whole xarchive run",
+  );
+}

@@ -8,6 +8,7 @@
  * | op | arguments | stdin / stdout |
  * | --- | --- | --- |
  * | `put` | `<identical-ok\|replace> <path> <size>` | file bytes / `stored` or `identical` |
+ * | `commit` | `<identical-ok\|replace> <path> <size> <temp>` | cat's exit status / as `put` |
  * | `get` | `<path>` | - / file bytes |
  * | `stat` | `<path>` | - / JSON FileInfo or `null` |
  * | `list` | `<dir>` | - / JSON FileInfo array or `null` |
@@ -20,22 +21,24 @@
  * file exists (put "identical-ok"; nothing changed), 66 not found (get, rename),
  * 1 anything else with one line on stderr. `put` and `append` refuse input
  * whose length is not the announced size (a dropped connection), leaving
- * nothing behind. With `-n` nothing is changed.
+ * nothing behind; so does `commit` for a `temp` (a temporary name of `path`,
+ * which the slave's shell filled with `cat` meanwhile, see transports/ssh.ts)
+ * of the wrong size or after a failed `cat`. With `-n` nothing is changed.
  *
  * @module
  */
 
 import { expandHome } from "../core/config.ts";
 import { UsageError, WalmgrError } from "../core/errors.ts";
-import { writeFileDurable } from "../core/fsutil.ts";
+import { commitFileDurable, parseTempName, writeFileDurable } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
-import { createLocalTransport } from "../transports/local.ts";
-import { REMOTE_EXIT } from "../transports/ssh_connection.ts";
+import { REMOTE_EXIT } from "../transports/remote_exit.ts";
 import type { ExistingPolicy, Transport } from "../transports/types.ts";
 
 const OPS: Record<string, { args: string[] }> = {
   put: { args: ["policy", "path", "size"] },
+  commit: { args: ["policy", "path", "size", "temp"] },
   get: { args: ["path"] },
   stat: { args: ["path"] },
   list: { args: ["dir"] },
@@ -74,35 +77,53 @@ function incomplete(path: string, got: number, size: number): WalmgrError {
   );
 }
 
-/** Passes exactly `size` bytes through; anything else errors the stream. */
-function exactly(size: number, path: string): TransformStream<Uint8Array, Uint8Array> {
-  let n = 0;
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, ctl) {
-      n += chunk.length;
-      if (n > size) throw incomplete(path, n, size);
-      ctl.enqueue(chunk);
-    },
-    flush() {
-      if (n !== size) throw incomplete(path, n, size);
+/** Bytes per read of stdin: a segment arrives in 16 reads, not 256 stream chunks of 64 KiB. */
+const STDIN_CHUNK = 1 << 20;
+
+/**
+ * Reads stdin into `buf` until it is full or at end of input; returns the count.
+ * Synchronous on purpose: this process has nothing else to do meanwhile, and a
+ * blocking read of the ssh pipe costs a fraction of an async read or of
+ * `Deno.stdin.readable` (16 MiB: ~10 ms instead of ~50 ms).
+ */
+function readStdinFull(buf: Uint8Array): number {
+  let off = 0;
+  while (off < buf.length) {
+    const n = Deno.stdin.readSync(buf.subarray(off));
+    if (n === null) break;
+    off += n;
+  }
+  return off;
+}
+
+/** stdin as a stream of 1 MiB chunks that errors unless exactly `size` bytes arrive. */
+function stdinExactly(size: number, path: string): ReadableStream<Uint8Array> {
+  let total = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(ctl) {
+      const buf = new Uint8Array(STDIN_CHUNK);
+      const n = readStdinFull(buf);
+      total += n;
+      if (total > size) {
+        ctl.error(incomplete(path, total, size));
+        return;
+      }
+      if (n > 0) ctl.enqueue(buf.subarray(0, n));
+      if (n < buf.length) {
+        if (total === size) ctl.close();
+        else ctl.error(incomplete(path, total, size));
+      }
     },
   });
 }
 
-async function readStdin(): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let len = 0;
-  for await (const c of Deno.stdin.readable) {
-    chunks.push(c);
-    len += c.length;
-  }
-  const out = new Uint8Array(len);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+/** Largest `append` (a whole WAL segment of the largest size PostgreSQL allows). */
+const APPEND_MAX = 1 << 30;
+
+/** All of stdin, at most `limit + 1` bytes (enough to tell "longer than announced"). */
+function readStdin(limit: number): Uint8Array {
+  const buf = new Uint8Array(limit + 1);
+  return buf.subarray(0, readStdinFull(buf));
 }
 
 function isNotFound(err: unknown): boolean {
@@ -114,30 +135,90 @@ function notFound(path: string): WalmgrError {
 }
 
 async function put(ctx: CommandContext, policyArg: string, path: string, size: number) {
-  if (policyArg !== "identical-ok" && policyArg !== "replace") {
-    throw new UsageError(`xstorage put: policy must be identical-ok or replace, got ${policyArg}`);
-  }
-  const policy: ExistingPolicy = policyArg;
+  const policy = checkPolicy(policyArg);
   const outcome = await ctx.fx.act(
     `store ${size} bytes as ${path}`,
+    () => settle(() => writeFileDurable(path, stdinExactly(size, path), { policy })),
+    "stored" as const,
+  );
+  ctx.log.out(outcome);
+}
+
+/**
+ * `commit`: the ssh transport's put of a WAL segment. The slave's shell streams
+ * the bytes into `temp` with `cat` while this walmgr3 starts (start-up and
+ * transfer overlap), then writes cat's exit status to our stdin; we check it and
+ * the size, and store `temp` as `path` durably. `temp` is removed on failure.
+ */
+async function commit(
+  ctx: CommandContext,
+  policyArg: string,
+  path: string,
+  size: number,
+  temp: string,
+) {
+  const policy = checkPolicy(policyArg);
+  const slash = path.lastIndexOf("/");
+  const parsed = parseTempName(temp.slice(temp.lastIndexOf("/") + 1));
+  if (
+    temp.slice(0, temp.lastIndexOf("/")) !== path.slice(0, slash) ||
+    parsed?.finalName !== path.slice(slash + 1)
+  ) {
+    throw new UsageError(`xstorage commit: ${temp} is not a temporary file for ${path}`);
+  }
+  // cat's exit status, once it has written everything (or failed)
+  const status = new TextDecoder().decode(readStdin(64)).trim();
+  const outcome = await ctx.fx.act(
+    `store ${temp} as ${path}`,
     async () => {
-      try {
-        return await writeFileDurable(path, Deno.stdin.readable.pipeThrough(exactly(size, path)), {
-          policy,
-        });
-      } catch (err) {
-        // fsutil's refusal to overwrite different bytes: a distinct code for the master
-        if (
-          err instanceof WalmgrError && /already exists with different contents/.test(err.message)
-        ) {
-          throw new WalmgrError(err.message, { exitCode: REMOTE_EXIT.DIFFERENT });
-        }
-        throw err;
+      const fail = async (msg: string) => {
+        await Deno.remove(temp).catch(() => {});
+        return new WalmgrError(msg);
+      };
+      if (status !== "0") {
+        const dir = path.slice(0, slash) || "/";
+        const dirGone = await Deno.stat(dir).then((st) => !st.isDirectory, () => true);
+        throw await fail(
+          dirGone
+            ? `cannot store ${path}: directory ${dir} does not exist`
+            : `cannot store ${path}: writing ${temp} failed ` +
+              `(${status ? `cat exit status ${status}` : "no status: connection dropped?"})`,
+        );
       }
+      let got = -1;
+      try {
+        const st = await Deno.lstat(temp);
+        if (st.isFile) got = st.size;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      if (got !== size) throw await fail(incomplete(path, Math.max(got, 0), size).message);
+      return await settle(() => commitFileDurable(temp, path, policy));
     },
     "stored" as const,
   );
   ctx.log.out(outcome);
+}
+
+function checkPolicy(policyArg: string): ExistingPolicy {
+  if (policyArg !== "identical-ok" && policyArg !== "replace") {
+    throw new UsageError(`xstorage: policy must be identical-ok or replace, got ${policyArg}`);
+  }
+  return policyArg;
+}
+
+/** fsutil's refusal to overwrite different bytes gets a distinct exit code for the master. */
+async function settle(
+  store: () => Promise<"stored" | "identical">,
+): Promise<"stored" | "identical"> {
+  try {
+    return await store();
+  } catch (err) {
+    if (err instanceof WalmgrError && /already exists with different contents/.test(err.message)) {
+      throw new WalmgrError(err.message, { exitCode: REMOTE_EXIT.DIFFERENT });
+    }
+    throw err;
+  }
 }
 
 async function get(path: string): Promise<void> {
@@ -163,20 +244,22 @@ async function run(ctx: CommandContext, args: string[]): Promise<number> {
   if (rest.length !== spec.args.length) {
     throw new UsageError(`xstorage ${op} takes ${spec.args.map((a) => `<${a}>`).join(" ")}`);
   }
+  if (op === "put" || op === "commit") {
+    const path = storagePath(rest[1] as string);
+    const size = count("size", rest[2] as string);
+    if (op === "put") await put(ctx, rest[0] as string, path, size);
+    else await commit(ctx, rest[0] as string, path, size, storagePath(rest[3] as string));
+    return 0;
+  }
+  // the other operations go through the local transport, loaded only for them
+  // (put and commit run once per WAL segment: their start-up stays lean)
+  const { createLocalTransport } = await import("../transports/local.ts");
   const local: Transport = createLocalTransport({
     dryRun: ctx.dryRun,
     setting: (k) => ctx.config.get(k),
     remoteWalmgr: [...ctx.self],
   });
   switch (op) {
-    case "put":
-      await put(
-        ctx,
-        rest[0] as string,
-        storagePath(rest[1] as string),
-        count("size", rest[2] as string),
-      );
-      break;
     case "get":
       await get(storagePath(rest[0] as string));
       break;
@@ -204,8 +287,11 @@ async function run(ctx: CommandContext, args: string[]): Promise<number> {
       const path = storagePath(rest[0] as string);
       const offset = count("offset", rest[1] as string);
       const length = count("length", rest[2] as string);
+      if (length > APPEND_MAX) {
+        throw new UsageError(`xstorage append: length ${length} exceeds ${APPEND_MAX} bytes`);
+      }
       const padTo = count("padTo", rest[3] as string);
-      const data = await readStdin();
+      const data = readStdin(length);
       if (data.length !== length) throw incomplete(path, data.length, length);
       await local.appendAt?.(path, offset, data, padTo);
       break;

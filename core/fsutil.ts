@@ -13,7 +13,6 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { basename, dirname, join } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
 import { isPidAlive } from "./pidfile.ts";
@@ -134,15 +133,29 @@ async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
   return off;
 }
 
-/** Byte equality through the native memcmp of `Buffer.compare`. */
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
+type Compare = (a: Uint8Array, b: Uint8Array) => number;
+let nativeCompare: Compare | undefined;
+
+/**
+ * The native memcmp of `Buffer.compare`, imported on first use: a static import
+ * of `node:buffer` starts Deno's Node.js layer in every process (~8 ms), and
+ * comparisons are rare (a file that already exists).
+ */
+async function compareFn(): Promise<Compare> {
+  nativeCompare ??= (await import("node:buffer")).Buffer.compare;
+  return nativeCompare;
+}
+
+/** Byte equality through `compare` (see {@link compareFn}). */
+function bytesEqual(compare: Compare, a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && compare(a, b) === 0;
 }
 
 /** True when the two files have the same bytes (sizes first, then chunked compare). */
 export async function filesEqual(a: string, b: string): Promise<boolean> {
   const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
   if (sa.size !== sb.size) return false;
+  const compare = await compareFn();
   const fa = await Deno.open(a, { read: true });
   try {
     const fb = await Deno.open(b, { read: true });
@@ -153,7 +166,7 @@ export async function filesEqual(a: string, b: string): Promise<boolean> {
         const [na, nb] = await Promise.all([readFull(fa, ba), readFull(fb, bb)]);
         if (na !== nb) return false;
         if (na === 0) return true;
-        if (!bytesEqual(ba.subarray(0, na), bb.subarray(0, nb))) return false;
+        if (!bytesEqual(compare, ba.subarray(0, na), bb.subarray(0, nb))) return false;
         if (na < CHUNK) return true;
       }
     } finally {
@@ -168,6 +181,7 @@ export async function filesEqual(a: string, b: string): Promise<boolean> {
 async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean> {
   const st = await Deno.stat(path);
   if (st.size !== data.length) return false;
+  const compare = await compareFn();
   const f = await Deno.open(path, { read: true });
   try {
     const buf = new Uint8Array(Math.min(CHUNK, Math.max(data.length, 1)));
@@ -176,7 +190,7 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
       const n = await readFull(f, buf);
       if (n === 0) return off === data.length;
       if (off + n > data.length) return false;
-      if (!bytesEqual(buf.subarray(0, n), data.subarray(off, off + n))) return false;
+      if (!bytesEqual(compare, buf.subarray(0, n), data.subarray(off, off + n))) return false;
       off += n;
     }
   } finally {
@@ -399,6 +413,45 @@ export async function writeFileDurable(
       await writeTemp(temp, source, mode, true);
     }
     const outcome = await commitTemp(temp, path, opts.policy);
+    committed = true;
+    return outcome;
+  } finally {
+    if (!committed) await removeQuietly(temp);
+  }
+}
+
+/**
+ * Stores the finished temporary file `temp` (written by another process, in
+ * the directory of `path`) as `path` with the guarantees of
+ * {@link writeFileDurable}: fsync of the file, then a hard link ("identical-ok")
+ * or a rename ("replace"), then fsync of the directory. An existing file with
+ * the same bytes gives `"identical"` (made durable); different bytes are
+ * refused with "identical-ok". `temp` is gone afterwards, whatever happened.
+ */
+export async function commitFileDurable(
+  temp: string,
+  path: string,
+  policy: WritePolicy,
+): Promise<WriteOutcome> {
+  let committed = false;
+  try {
+    const existing = await lstatOrNull(path);
+    if (existing && !existing.isFile) throw notRegular(path);
+    if (existing) {
+      let same: boolean;
+      try {
+        same = await filesEqual(temp, path);
+      } catch (err) {
+        if (!isNotFound(err) || !(await lstatOrNull(temp))) {
+          throw fsError("compare with", path, err);
+        }
+        same = false; // removed meanwhile: store ours
+      }
+      if (same) return await settleIdentical(path);
+      if (policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
+    }
+    await fsyncFile(temp);
+    const outcome = await commitTemp(temp, path, policy);
     committed = true;
     return outcome;
   } finally {

@@ -6,7 +6,13 @@
  * same durable code as the `local` transport (temporary name, fsync, link or
  * rename, fsync of the directory), so the slave needs no rsync and no GNU tools
  * for single files, only walmgr3 at `remote_walmgr` (default: the same path as
- * here) and its ini at `slave_config`.
+ * here), its ini at `slave_config`, and a POSIX `sh` with `cat`.
+ *
+ * putFile (a WAL segment, once per archive_command) is the one primitive tuned
+ * for speed: ssh reads the local file itself, and on the slave `cat` streams it
+ * into a temporary name while walmgr3 starts, so that Deno's start-up (~50 ms)
+ * overlaps the transfer instead of preceding it; `xstorage commit` then checks
+ * cat's exit status and the byte count and stores the file durably.
  *
  * Puts send the byte count along: a connection that drops mid-transfer gives the
  * slave an early end of input, which it refuses instead of storing a short file.
@@ -51,6 +57,18 @@ import type {
   TransportCapability,
   TransportOptions,
 } from "./types.ts";
+
+/**
+ * The slave's side of putFile: `cat` streams ssh's stdin into the temporary
+ * file `$t` while walmgr3 starts (Deno's start-up overlaps the transfer), then
+ * `xstorage commit` reads cat's exit status from the pipe, checks the size
+ * (`$n`: a dropped connection gives cat an early end of input) and stores the
+ * file durably. Arguments: temp, policy, path, size, then the walmgr3 command
+ * and its ini. Exit status: that of `xstorage commit` (127: no walmgr3).
+ */
+const PUT_OVERLAPPED = `t=$1 p=$2 f=$3 n=$4; shift 4; ` +
+  `{ (umask 077; set -C; cat > "$t"); echo "$?"; } | "$@" xstorage commit "$p" "$f" "$n" "$t"; ` +
+  `r=$?; if [ $r -ne 0 ]; then rm -f -- "$t"; fi; exit $r`;
 
 /** Absolute, `~`-relative, or made `~`-relative (the slave's home). */
 function storagePath(path: string): string {
@@ -243,16 +261,21 @@ export function createSshTransport(opts: TransportOptions): Transport {
         ? err
         : new WalmgrError(`cannot read ${localPath}: ${reason(err)}`, { cause: err });
     }
-    // opened per attempt (a retry without connection sharing reads it again);
-    // the stream closes the file when it ends or fails
-    const open = async () => {
-      try {
-        return (await Deno.open(localPath, { read: true })).readable;
-      } catch (err) {
-        throw new WalmgrError(`cannot read ${localPath}: ${reason(err)}`, { cause: err });
-      }
-    };
-    const res = await xstorage("put", [policy, word(path), String(size)], { stdin: open });
+    const target = storagePath(path);
+    const temp = uniqueTempName(dirname(target), basename(target));
+    // ssh reads the file itself (its bytes never pass through this process)
+    const res = await conn.execFromFile(
+      [
+        "sh",
+        "-c",
+        shellQuote(PUT_OVERLAPPED),
+        "sh",
+        ...[temp, policy, target, String(size)].map((w) => remoteWord(w)),
+        remoteWalmgrCommand(opts, []),
+      ].join(" "),
+      localPath,
+    );
+    checkRunnable(res);
     return putOutcome(path, res, `copy ${localPath} to`);
   }
 

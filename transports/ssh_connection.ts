@@ -43,22 +43,12 @@
 import { splitShellWords as splitWords } from "../core/words.ts";
 import { ConfigError, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
-import { displayCommand, lastLine, runCommand } from "../core/process.ts";
+import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type { RunOptions, RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
 import type { TransportOptions } from "./types.ts";
 
-/** Exit codes of the storage side (chosen outside rsync's 0-35, the shell's 126+ and ssh's 255). */
-export const REMOTE_EXIT = {
-  OK: 0,
-  FAILED: 1,
-  /** A different file already exists under the final name (nothing was changed). */
-  DIFFERENT: 65,
-  /** The path does not exist. */
-  NOT_FOUND: 66,
-  /** An identical file already exists (only where stdout cannot carry the outcome). */
-  IDENTICAL: 67,
-} as const;
+export { REMOTE_EXIT } from "./remote_exit.ts";
 
 /** Bytes for a child's stdin, or a function opening a fresh stream (so that a retry can read it again). */
 export type StdinSource = Uint8Array | (() => Promise<ReadableStream<Uint8Array>>);
@@ -474,7 +464,16 @@ export class SshConnection {
       log.trace(`running ${displayCommand(argv)}`);
       const { stdin, ...rest } = opts;
       const source = typeof stdin === "function" ? await stdin() : stdin;
-      return await runCommand(argv, source === undefined ? rest : { ...rest, stdin: source });
+      const started = performance.now();
+      const res = await runCommand(argv, source === undefined ? rest : { ...rest, stdin: source });
+      if (log.enabled("DEBUG")) {
+        log.debug(
+          `ssh to ${this.host}: ${describeExit(res)} after ${
+            (performance.now() - started).toFixed(1)
+          } ms`,
+        );
+      }
+      return res;
     };
     const res = await attempt();
     if (this.isConnectionFailure(res) && this.controlPath() && MUX_FAILURE.test(res.stderr)) {
@@ -511,6 +510,25 @@ export class SshConnection {
       'o=$1; shift; set -C; exec "$@" > "$o"',
       "sh",
       outPath,
+      ...this.argv(remoteCommand),
+    ]);
+    if (this.isConnectionFailure(res)) throw this.connectionError(res);
+    return res;
+  }
+
+  /**
+   * Runs `remoteCommand` with its stdin read from the local file `inPath`: ssh
+   * (or, with a shared connection, the master) reads the file itself, so its
+   * bytes never pass through this process. Connection failures throw. A local
+   * file that cannot be opened makes the shell exit 2 with its message.
+   */
+  async execFromFile(remoteCommand: string, inPath: string): Promise<RunResult> {
+    const res = await this.run(() => [
+      "/bin/sh",
+      "-c",
+      'i=$1; shift; exec "$@" < "$i"',
+      "sh",
+      inPath,
       ...this.argv(remoteCommand),
     ]);
     if (this.isConnectionFailure(res)) throw this.connectionError(res);

@@ -10,6 +10,14 @@ Deno.test("parseCommandLine() takes options anywhere on the line", () => {
   assertEquals(o.notReally, true);
 });
 
+Deno.test("parseCommandLine() groups short flags and stops at --", () => {
+  const o = parseCommandLine(["-vvn", "w.ini", "xrestore", "--", "-x", "pg_wal/RECOVERYXLOG"]);
+  assertEquals([o.verbose, o.notReally], [2, true]);
+  assertEquals(o.positionals, ["w.ini", "xrestore", "-x", "pg_wal/RECOVERYXLOG"]);
+  assertEquals(parseCommandLine(["--synch-standby", ""]).synchStandby, "");
+  assertEquals(parseCommandLine(["--set=a=1=2"]).set, ["a=1=2"]);
+});
+
 Deno.test("parseCommandLine() parses every option of the manual", () => {
   const o = parseCommandLine([
     "--init-slave",
@@ -53,6 +61,8 @@ Deno.test("parseCommandLine() rejects bad options with one clear line", async (t
     [["w.ini", "setup", "--bogus"], "unknown option --bogus"],
     [["w.ini", "setup", "-x"], "unknown option -x"],
     [["w.ini", "setup", "--slave"], "option --slave needs a value"],
+    [["w.ini", "setup", "--json=yes"], "option --json does not take a value"],
+    [["w.ini", "setup", "-vz"], "unknown option -z"],
     [["w.ini", "-r", "-s"], "use only one of -r/--reload, -s/--stop, -k/--kill"],
     [["--init-master", "--init-slave"], "use either --init-master or --init-slave, not both"],
     [["w.ini", "setup", "--ssh-keygen"], "--ssh-keygen is used with --init-master"],
