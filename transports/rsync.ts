@@ -41,30 +41,27 @@
 
 import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
-import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
-import { log } from "../core/log.ts";
-import { describeExit, displayCommand, lastLine } from "../core/process.ts";
+import { uniqueTempName } from "../core/fsutil.ts";
+import { describeExit, lastLine } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
-import { shellQuote } from "../core/self.ts";
+import {
+  createRemoteTransport,
+  differentError,
+  remoteFailure,
+  rsyncLocalArg,
+  rsyncRemote,
+  shScript,
+  trimSlash,
+} from "./remote_common.ts";
 import {
   REMOTE_EXIT,
   remoteWord,
-  runRemoteWalmgr,
   safePath,
   SshConnection,
   sshErrorLine,
   sshSettings,
 } from "./ssh_connection.ts";
-import type {
-  ExistingPolicy,
-  FileInfo,
-  PutOutcome,
-  RemoteResult,
-  SyncTreeOptions,
-  Transport,
-  TransportCapability,
-  TransportOptions,
-} from "./types.ts";
+import type { ExistingPolicy, FileInfo, PutOutcome, Transport, TransportOptions } from "./types.ts";
 
 /**
  * Shell snippet that moves the fsynced-to-be temporary file `$t` to `$f` in
@@ -123,31 +120,6 @@ const APPEND = `p=$1 o=$2 n=$3 z=$4 d=$5; t=$(mktemp) || exit 1; (cat > "$t") ||
   `{ rm -f -- "$t"; exit 1; }; fi; rm -f -- "$t"; truncate -s ">$z" -- "$p" || exit 1; ` +
   `sync -- "$p" || exit 1; if [ $c = 1 ]; then sync -- "$d" || exit 1; fi`;
 
-/** Remote side of a tree copy: create the directory, rsync, flush its filesystem. */
-const TREE = `d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
-  `if [ $r -ne 0 ] && [ $r -ne 24 ]; then exit $r; fi; sync -f -- "$d" || exit 1; exit $r`;
-
-/** `sh -c '<script>' sh <args>` for the remote shell (args already remote words). */
-function shScript(script: string, words: string[]): string {
-  return ["sh", "-c", shellQuote(script), "sh", ...words].join(" ");
-}
-
-/** Strips trailing slashes (keeps `/`). */
-function trimSlash(p: string): string {
-  const t = p.replace(/\/+$/, "");
-  return t === "" ? "/" : t;
-}
-
-/** A local path for rsync: absolute, or `./` so that a `:` is never read as a host. */
-function rsyncLocalArg(p: string): string {
-  return p.startsWith("/") ? p : `./${p}`;
-}
-
-/** `host:path` for rsync (IPv6 addresses keep their brackets). */
-function rsyncRemote(host: string, path: string): string {
-  return `${host}:${safePath(path)}`;
-}
-
 function parseFindLine(line: string, name: string): FileInfo | null {
   const m = /^(\S) (\d+) (\d+(?:\.\d+)?) ?/.exec(line);
   if (!m) return null;
@@ -162,68 +134,10 @@ function parseFindLine(line: string, name: string): FileInfo | null {
   };
 }
 
-/** The argument vector of a tree copy (exported for tests). */
-export function rsyncTreeRemoteArgv(
-  conn: SshConnection,
-  localDir: string,
-  dir: string,
-  o: SyncTreeOptions,
-): string[] {
-  const argv = ["rsync", "-a"];
-  if (conn.settings.compression) argv.push("-z");
-  argv.push("-e", conn.rsh(), `--rsync-path=${shScript(TREE, [remoteWord(trimSlash(dir))])}`);
-  if (o.delete) argv.push("--delete");
-  if (o.copyUnsafeLinks) argv.push("--copy-unsafe-links");
-  for (const p of o.includes ?? []) argv.push(`--include=${p}`);
-  for (const p of o.excludes ?? []) argv.push(`--exclude=${p}`);
-  argv.push(`${rsyncLocalArg(trimSlash(localDir))}/`, `${rsyncRemote(conn.host, trimSlash(dir))}/`);
-  return argv;
-}
-
-/**
- * Copies the local tree `localDir` into `dir` on the slave with rsync over the
- * shared connection, then flushes the slave's filesystem (`sync -f`). Shared by
- * the `rsync` and `ssh` transports.
- */
-export async function syncTreeOverSsh(
-  conn: SshConnection,
-  dryRun: boolean,
-  localDir: string,
-  dir: string,
-  o: SyncTreeOptions,
-): Promise<void> {
-  if (dryRun) {
-    log.info(`DRY RUN: would copy ${localDir} to ${conn.host}:${dir} with rsync`);
-    return;
-  }
-  const res = await conn.run(() => {
-    const argv = rsyncTreeRemoteArgv(conn, localDir, dir, o);
-    log.debug(`running ${displayCommand(argv)}`);
-    return argv;
-  }, { okCodes: [0, 24] });
-  if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
-  if (!res.ok) {
-    const detail = sshErrorLine(res);
-    throw new WalmgrError(
-      `rsync of ${localDir} to ${conn.host}:${dir} failed (${describeExit(res)})${
-        detail ? `: ${detail}` : ""
-      }`,
-    );
-  }
-  if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
-}
-
 /** Builds the `rsync` transport. */
 export function createRsyncTransport(opts: TransportOptions): Transport {
-  const dryRun = opts.dryRun;
   const conn = new SshConnection(sshSettings(opts, "rsync"));
   const host = conn.host;
-  const capabilities: ReadonlySet<TransportCapability> = new Set<TransportCapability>([
-    "appendAt",
-    "syncTree",
-    "readFile",
-    "runWalmgr",
-  ]);
   const describe = (path: string) => `${host}:${path}`;
 
   /** Runs a snippet with path arguments; connection failures throw. */
@@ -236,17 +150,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
   }
 
   function failure(what: string, res: RunResult): WalmgrError {
-    const detail = lastLine(res);
-    return new WalmgrError(
-      `cannot ${what} on ${host}: ${detail || describeExit(res)}`,
-    );
-  }
-
-  function different(path: string): WalmgrError {
-    return new WalmgrError(
-      `${describe(path)} already exists with different contents; refusing to overwrite ` +
-        `(another cluster archiving to the same place?)`,
-    );
+    return remoteFailure(host, what, lastLine(res), res);
   }
 
   /** Paths of a new remote temporary file for `path`, as remote words. */
@@ -260,7 +164,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
   function outcome(path: string, res: RunResult, what: string): PutOutcome {
     if (res.code === REMOTE_EXIT.OK) return "stored";
     if (res.code === REMOTE_EXIT.IDENTICAL) return "identical";
-    if (res.code === REMOTE_EXIT.DIFFERENT) throw different(path);
+    if (res.code === REMOTE_EXIT.DIFFERENT) throw differentError(describe(path));
     const detail = sshErrorLine(res);
     throw new WalmgrError(
       `cannot ${what} ${describe(path)}: ${detail || describeExit(res)}`,
@@ -291,7 +195,6 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     return out;
   }
 
-  /** Streams the remote file into the new local file `out` (no fsync). */
   async function fetchTo(path: string, out: string): Promise<void> {
     const res = await conn.execToFile(shScript(CAT, [remoteWord(safePath(path))]), out);
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
@@ -300,25 +203,11 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     if (!res.ok) throw failure(`read ${path}`, res);
   }
 
-  async function readFile(path: string): Promise<Uint8Array> {
-    const tmp = await Deno.makeTempDir({ prefix: "walmgr3-read-" });
-    try {
-      await fetchTo(path, `${tmp}/data`);
-      return await Deno.readFile(`${tmp}/data`);
-    } finally {
-      await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    }
-  }
-
   async function writeFile(
     path: string,
     data: Uint8Array,
     policy: ExistingPolicy,
   ): Promise<PutOutcome> {
-    if (dryRun) {
-      log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
-      return "stored";
-    }
     const { words } = commitWords(path, policy);
     const res = await sh(PUT_CAT, [...words, String(data.length)], data);
     return outcome(path, res, "write");
@@ -326,39 +215,21 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
 
   async function putFile(
     localPath: string,
+    size: number,
     path: string,
     policy: ExistingPolicy,
   ): Promise<PutOutcome> {
-    if (dryRun) {
-      log.info(`DRY RUN: would copy ${localPath} to ${describe(path)}`);
-      return "stored";
-    }
-    let st: Deno.FileInfo;
-    try {
-      st = await Deno.stat(localPath);
-    } catch (err) {
-      throw new WalmgrError(
-        `cannot read ${localPath}: ${
-          err instanceof Error ? err.message.split(" (os error")[0] : err
-        }`,
-        { cause: err },
-      );
-    }
-    if (!st.isFile) throw new WalmgrError(`cannot copy ${localPath}: not a regular file`);
     const { temp, words } = commitWords(path, policy);
     if (!conn.settings.compression) {
       // the file is new on the slave: rsync has nothing to compare it with, and
       // a plain stream is faster (one process less on each side, no checksums)
-      const res = await conn.execFromFile(
-        shScript(PUT_CAT, [...words, String(st.size)]),
-        localPath,
-      );
+      const res = await conn.execFromFile(shScript(PUT_CAT, [...words, String(size)]), localPath);
       return outcome(path, res, `copy ${localPath} to`);
     }
     const res = await conn.run(() => [
       "rsync",
       "-a",
-      ...(conn.settings.compression ? ["-z"] : []),
+      "-z",
       "-e",
       conn.rsh(),
       `--rsync-path=${shScript(PUT_RSYNC, words)}`,
@@ -366,38 +237,10 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
       rsyncRemote(host, temp),
     ]);
     if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
-    return outcome(path, res, "copy " + localPath + " to");
-  }
-
-  async function getFile(path: string, localPath: string): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
-      return;
-    }
-    const temp = uniqueTempName(dirname(localPath), basename(localPath));
-    let done = false;
-    try {
-      await fetchTo(path, temp);
-      await fsyncFile(temp);
-      try {
-        await Deno.rename(temp, localPath);
-      } catch (err) {
-        throw new WalmgrError(
-          `cannot rename ${temp} to ${localPath}: ${err instanceof Error ? err.message : err}`,
-        );
-      }
-      done = true;
-      await fsyncDir(dirname(localPath));
-    } finally {
-      if (!done) await Deno.remove(temp).catch(() => {});
-    }
+    return outcome(path, res, `copy ${localPath} to`);
   }
 
   async function rename(from: string, to: string): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
-      return;
-    }
     const a = safePath(from);
     const b = safePath(to);
     const res = await sh(RENAME, [a, b, dirname(a), dirname(b)].map(remoteWord));
@@ -407,21 +250,13 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     if (!res.ok) throw failure(`rename ${from} to ${to}`, res);
   }
 
-  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
-      return;
-    }
+  async function remove(path: string, recursive: boolean): Promise<void> {
     const p = safePath(trimSlash(path));
-    const res = await sh(REMOVE, [remoteWord(p), remoteWord(dirname(p)), o.recursive ? "1" : "0"]);
+    const res = await sh(REMOVE, [remoteWord(p), remoteWord(dirname(p)), recursive ? "1" : "0"]);
     if (!res.ok) throw failure(`remove ${path}`, res);
   }
 
   async function mkdirp(path: string): Promise<void> {
-    if (dryRun) {
-      if (!(await stat(path))) log.info(`DRY RUN: would create directory ${describe(path)}`);
-      return;
-    }
     const res = await sh(MKDIRP, [remoteWord(safePath(trimSlash(path)))]);
     if (!res.ok) throw failure(`create directory ${path}`, res);
   }
@@ -432,15 +267,6 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     data: Uint8Array,
     padTo: number,
   ): Promise<void> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(padTo)) {
-      throw new WalmgrError(`cannot write ${describe(path)}: invalid offset ${offset}`);
-    }
-    if (dryRun) {
-      log.info(
-        `DRY RUN: would write ${data.length} bytes at offset ${offset} of ${describe(path)}`,
-      );
-      return;
-    }
     const p = safePath(path);
     const res = await sh(
       APPEND,
@@ -456,41 +282,15 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     if (!res.ok) throw failure(`write ${path}`, res);
   }
 
-  function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
-    return syncTreeOverSsh(conn, dryRun, localDir, dir, o);
-  }
-
-  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
-    if (dryRun) {
-      log.info(`DRY RUN: would run walmgr3 ${args.map(shellQuote).join(" ")} on ${host}`);
-      return { code: 0, stdout: "", stderr: "" };
-    }
-    const res = await runRemoteWalmgr(
-      conn,
-      opts,
-      args,
-      o.stdin === undefined ? {} : { stdin: o.stdin },
-    );
-    return { code: res.code, stdout: res.stdout, stderr: res.stderr };
-  }
-
-  return {
-    name: "rsync",
-    capabilities,
-    describe,
+  return createRemoteTransport("rsync", conn, opts, {
     stat,
     list,
-    readFile,
+    fetchTo,
     writeFile,
     putFile,
-    getFile,
     rename,
     remove,
     mkdirp,
     appendAt,
-    syncTree,
-    runWalmgr,
-    // the shared ssh connection stays for the next process (ControlPersist)
-    close: () => Promise.resolve(),
-  };
+  });
 }

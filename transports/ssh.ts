@@ -31,32 +31,21 @@
 
 import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
-import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
-import { log } from "../core/log.ts";
-import { describeExit } from "../core/process.ts";
+import { uniqueTempName } from "../core/fsutil.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
-import { syncTreeOverSsh } from "./rsync.ts";
+import { createRemoteTransport, differentError, remoteFailure } from "./remote_common.ts";
 import {
+  checkRemoteWalmgr,
   REMOTE_EXIT,
   remoteMessage,
   remoteWalmgrCommand,
   remoteWord,
-  runRemoteWalmgr,
   SshConnection,
   sshSettings,
 } from "./ssh_connection.ts";
 import type { SshRunOptions } from "./ssh_connection.ts";
-import type {
-  ExistingPolicy,
-  FileInfo,
-  PutOutcome,
-  RemoteResult,
-  SyncTreeOptions,
-  Transport,
-  TransportCapability,
-  TransportOptions,
-} from "./types.ts";
+import type { ExistingPolicy, FileInfo, PutOutcome, Transport, TransportOptions } from "./types.ts";
 
 /**
  * The slave's side of putFile: `cat` streams ssh's stdin into the temporary
@@ -85,24 +74,10 @@ function isFileInfo(v: unknown): v is FileInfo {
     typeof o.isDirectory === "boolean" && typeof o.isSymlink === "boolean";
 }
 
-function reason(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const msg = err.message.split("\n")[0] ?? err.name;
-  const cut = msg.indexOf(" (os error");
-  return cut > 0 ? msg.slice(0, cut) : msg;
-}
-
 /** Builds the `ssh` transport. */
 export function createSshTransport(opts: TransportOptions): Transport {
-  const dryRun = opts.dryRun;
   const conn = new SshConnection(sshSettings(opts, "ssh"));
   const host = conn.host;
-  const capabilities: ReadonlySet<TransportCapability> = new Set<TransportCapability>([
-    "appendAt",
-    "syncTree",
-    "readFile",
-    "runWalmgr",
-  ]);
   const describe = (path: string) => `${host}:${path}`;
 
   /** `walmgr3 <slave_config> xstorage <op> <words...>` (paths expanded by the slave's shell). */
@@ -116,29 +91,12 @@ export function createSshTransport(opts: TransportOptions): Transport {
     runOpts: SshRunOptions = {},
   ): Promise<RunResult> {
     const res = await conn.exec(command(op, words), runOpts);
-    checkRunnable(res);
+    checkRemoteWalmgr(conn, opts, res);
     return res;
   }
 
-  function checkRunnable(res: RunResult): void {
-    if (res.code === 126 || res.code === 127) {
-      throw new WalmgrError(
-        `cannot run walmgr3 on ${host} (${opts.remoteWalmgr.join(" ")}): ${remoteMessage(res)}; ` +
-          `install it there at the same path or set remote_walmgr`,
-      );
-    }
-  }
-
   function failure(what: string, res: RunResult): WalmgrError {
-    const detail = remoteMessage(res) || describeExit(res);
-    return new WalmgrError(`cannot ${what} on ${host}: ${detail}`);
-  }
-
-  function different(path: string): WalmgrError {
-    return new WalmgrError(
-      `${describe(path)} already exists with different contents; refusing to overwrite ` +
-        `(another cluster archiving to the same place?)`,
-    );
+    return remoteFailure(host, what, remoteMessage(res), res);
   }
 
   function word(path: string): string {
@@ -176,50 +134,17 @@ export function createSshTransport(opts: TransportOptions): Transport {
     return v;
   }
 
-  /** Streams the remote file into the new local file `out` (no fsync). */
   async function fetchTo(path: string, out: string): Promise<void> {
     const res = await conn.execToFile(command("get", [word(path)]), out);
-    checkRunnable(res);
+    checkRemoteWalmgr(conn, opts, res);
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot read ${describe(path)}: no such file`);
     }
     if (!res.ok) throw failure(`read ${path}`, res);
   }
 
-  async function readFile(path: string): Promise<Uint8Array> {
-    const tmp = await Deno.makeTempDir({ prefix: "walmgr3-read-" });
-    try {
-      await fetchTo(path, `${tmp}/data`);
-      return await Deno.readFile(`${tmp}/data`);
-    } finally {
-      await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    }
-  }
-
-  async function getFile(path: string, localPath: string): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
-      return;
-    }
-    const temp = uniqueTempName(dirname(localPath), basename(localPath));
-    let done = false;
-    try {
-      await fetchTo(path, temp);
-      await fsyncFile(temp);
-      try {
-        await Deno.rename(temp, localPath);
-      } catch (err) {
-        throw new WalmgrError(`cannot rename ${temp} to ${localPath}: ${reason(err)}`);
-      }
-      done = true;
-      await fsyncDir(dirname(localPath));
-    } finally {
-      if (!done) await Deno.remove(temp).catch(() => {});
-    }
-  }
-
   function putOutcome(path: string, res: RunResult, what: string): PutOutcome {
-    if (res.code === REMOTE_EXIT.DIFFERENT) throw different(path);
+    if (res.code === REMOTE_EXIT.DIFFERENT) throw differentError(describe(path));
     if (!res.ok) throw failure(`${what} ${path}`, res);
     const out = res.stdout.trim();
     if (out === "stored" || out === "identical") return out;
@@ -234,33 +159,16 @@ export function createSshTransport(opts: TransportOptions): Transport {
     data: Uint8Array,
     policy: ExistingPolicy,
   ): Promise<PutOutcome> {
-    if (dryRun) {
-      log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
-      return "stored";
-    }
     const res = await xstorage("put", [policy, word(path), String(data.length)], { stdin: data });
     return putOutcome(path, res, "write");
   }
 
   async function putFile(
     localPath: string,
+    size: number,
     path: string,
     policy: ExistingPolicy,
   ): Promise<PutOutcome> {
-    if (dryRun) {
-      log.info(`DRY RUN: would copy ${localPath} to ${describe(path)}`);
-      return "stored";
-    }
-    let size: number;
-    try {
-      const st = await Deno.stat(localPath);
-      if (!st.isFile) throw new WalmgrError(`cannot copy ${localPath}: not a regular file`);
-      size = st.size;
-    } catch (err) {
-      throw err instanceof WalmgrError
-        ? err
-        : new WalmgrError(`cannot read ${localPath}: ${reason(err)}`, { cause: err });
-    }
     const target = storagePath(path);
     const temp = uniqueTempName(dirname(target), basename(target));
     // ssh reads the file itself (its bytes never pass through this process)
@@ -275,15 +183,11 @@ export function createSshTransport(opts: TransportOptions): Transport {
       ].join(" "),
       localPath,
     );
-    checkRunnable(res);
+    checkRemoteWalmgr(conn, opts, res);
     return putOutcome(path, res, `copy ${localPath} to`);
   }
 
   async function rename(from: string, to: string): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
-      return;
-    }
     const res = await xstorage("rename", [word(from), word(to)]);
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot rename ${describe(from)}: no such file or directory`);
@@ -291,20 +195,12 @@ export function createSshTransport(opts: TransportOptions): Transport {
     if (!res.ok) throw failure(`rename ${from} to ${to}`, res);
   }
 
-  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
-    if (dryRun) {
-      log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
-      return;
-    }
-    const res = await xstorage(o.recursive ? "remove-tree" : "remove", [word(path)]);
+  async function remove(path: string, recursive: boolean): Promise<void> {
+    const res = await xstorage(recursive ? "remove-tree" : "remove", [word(path)]);
     if (!res.ok) throw failure(`remove ${path}`, res);
   }
 
   async function mkdirp(path: string): Promise<void> {
-    if (dryRun) {
-      if (!(await stat(path))) log.info(`DRY RUN: would create directory ${describe(path)}`);
-      return;
-    }
     const res = await xstorage("mkdirp", [word(path)]);
     if (!res.ok) throw failure(`create directory ${path}`, res);
   }
@@ -315,15 +211,6 @@ export function createSshTransport(opts: TransportOptions): Transport {
     data: Uint8Array,
     padTo: number,
   ): Promise<void> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(padTo)) {
-      throw new WalmgrError(`cannot write ${describe(path)}: invalid offset ${offset}`);
-    }
-    if (dryRun) {
-      log.info(
-        `DRY RUN: would write ${data.length} bytes at offset ${offset} of ${describe(path)}`,
-      );
-      return;
-    }
     const res = await xstorage(
       "append",
       [word(path), String(offset), String(data.length), String(Math.max(padTo, 0))],
@@ -332,41 +219,16 @@ export function createSshTransport(opts: TransportOptions): Transport {
     if (!res.ok) throw failure(`write ${path}`, res);
   }
 
-  function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
-    return syncTreeOverSsh(conn, dryRun, localDir, storagePath(dir), o);
-  }
-
-  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
-    if (dryRun) {
-      log.info(`DRY RUN: would run walmgr3 ${args.map(shellQuote).join(" ")} on ${host}`);
-      return { code: 0, stdout: "", stderr: "" };
-    }
-    const res = await runRemoteWalmgr(
-      conn,
-      opts,
-      args,
-      o.stdin === undefined ? {} : { stdin: o.stdin },
-    );
-    return { code: res.code, stdout: res.stdout, stderr: res.stderr };
-  }
-
-  return {
-    name: "ssh",
-    capabilities,
-    describe,
+  return createRemoteTransport("ssh", conn, opts, {
     stat,
     list,
-    readFile,
+    fetchTo,
     writeFile,
     putFile,
-    getFile,
     rename,
     remove,
     mkdirp,
     appendAt,
-    syncTree,
-    runWalmgr,
-    // the shared ssh connection stays for the next process (ControlPersist)
-    close: () => Promise.resolve(),
-  };
+    treePath: storagePath,
+  });
 }

@@ -596,6 +596,24 @@ export function remoteWalmgrCommand(opts: TransportOptions, args: readonly strin
 }
 
 /**
+ * Throws when the shell on the slave could not run walmgr3 (exit 126 or 127:
+ * not found, not executable).
+ */
+export function checkRemoteWalmgr(
+  conn: SshConnection,
+  opts: TransportOptions,
+  res: RunResult,
+): void {
+  if (res.code === 127 || res.code === 126) {
+    throw new WalmgrError(
+      `cannot run walmgr3 on ${conn.host} (${opts.remoteWalmgr.join(" ")}): ` +
+        `${remoteMessage(res) || lastLine(res)}; install it there at the same path or set ` +
+        `remote_walmgr`,
+    );
+  }
+}
+
+/**
  * Runs walmgr3 on the slave. Connection failures and a missing walmgr3 throw;
  * any other exit code is returned.
  */
@@ -606,11 +624,6 @@ export async function runRemoteWalmgr(
   runOpts: SshRunOptions = {},
 ): Promise<RunResult> {
   const res = await conn.exec(remoteWalmgrCommand(opts, args), runOpts);
-  if (res.code === 127 || res.code === 126) {
-    throw new WalmgrError(
-      `cannot run walmgr3 on ${conn.host} (${opts.remoteWalmgr.join(" ")}): ${lastLine(res)}; ` +
-        `install it there at the same path or set remote_walmgr`,
-    );
-  }
+  checkRemoteWalmgr(conn, opts, res);
   return res;
 }

@@ -80,6 +80,16 @@ transportContract("rsync", async () => {
   };
 });
 
+// putFile goes through rsync -z with compression, through ssh + cat without
+transportContract("rsync with compression = 1", async () => {
+  const e = await env();
+  return {
+    transport: createRsyncTransport(e.options({ compression: "1" })),
+    root: `${e.dir}/storage`,
+    cleanup: e.cleanup,
+  };
+});
+
 Deno.test("rsync transport over a real sshd", async (t) => {
   const e = await env();
   const root = `${e.dir}/storage`;
@@ -186,16 +196,59 @@ Deno.test("rsync transport over a real sshd", async (t) => {
       }
     });
 
+    await t.step("putFile with and without compression: stored, identical, refused", async () => {
+      // rsync -a keeps the source's mtime, the ssh + cat path does not: that tells them apart
+      const old = new Date("2001-02-03T04:05:06Z");
+      await Deno.writeTextFile(`${local}/p-a`, "aaaa");
+      await Deno.writeTextFile(`${local}/p-b`, "bbbb");
+      await Deno.utime(`${local}/p-a`, old, old);
+      await Deno.utime(`${local}/p-b`, old, old);
+      await tr.mkdirp(`${root}/paths`);
+      for (const [compression, viaRsync] of [["0", false], ["1", true]] as const) {
+        const t2 = createRsyncTransport(e.options({ compression }));
+        const f = `${root}/paths/seg-${compression}`;
+        assert.equal(await t2.putFile(`${local}/p-a`, f, "identical-ok"), "stored");
+        assert.equal(await Deno.readTextFile(f), "aaaa");
+        assert.equal(
+          (await Deno.stat(f)).mtime?.getTime() === old.getTime(),
+          viaRsync,
+          `compression = ${compression}: copied ${viaRsync ? "with" : "without"} rsync`,
+        );
+        assert.equal(await t2.putFile(`${local}/p-a`, f, "identical-ok"), "identical");
+        await assert.rejects(
+          () => t2.putFile(`${local}/p-b`, f, "identical-ok"),
+          (err: unknown) => {
+            assert.ok(err instanceof WalmgrError);
+            assert.equal(
+              err.message,
+              `walmgr-test-slave:${f} already exists with different contents; refusing to ` +
+                `overwrite (another cluster archiving to the same place?)`,
+            );
+            return true;
+          },
+        );
+        assert.equal(await Deno.readTextFile(f), "aaaa", "the stored file is untouched");
+        assert.equal(await t2.putFile(`${local}/p-b`, f, "replace"), "stored");
+        assert.equal(await Deno.readTextFile(f), "bbbb");
+        assert.equal(await t2.putFile(`${local}/p-b`, f, "replace"), "identical");
+      }
+      const left = [...Deno.readDirSync(`${root}/paths`)].map((x) => x.name).sort();
+      assert.deepEqual(left, ["seg-0", "seg-1"], "no temporary file left");
+    });
+
     await t.step("putFile into a missing directory fails with one line", async () => {
-      await assert.rejects(
-        () => tr.putFile(`${local}/seg`, `${root}/no/such/dir/seg`, "identical-ok"),
-        (err: unknown) => {
-          assert.ok(err instanceof WalmgrError);
-          assert.match(err.message, /^cannot copy .*seg/);
-          assert.ok(!err.message.includes("\n"), err.message);
-          return true;
-        },
-      );
+      for (const t2 of [tr, createRsyncTransport(e.options({ compression: "1" }))]) {
+        await assert.rejects(
+          () => t2.putFile(`${local}/seg`, `${root}/no/such/dir/seg`, "identical-ok"),
+          (err: unknown) => {
+            assert.ok(err instanceof WalmgrError);
+            assert.match(err.message, /^cannot copy .*seg/);
+            assert.ok(!err.message.includes("\n"), err.message);
+            return true;
+          },
+        );
+      }
+      assert.equal(await tr.stat(`${root}/no`), null);
     });
 
     await t.step("dry run reads but never writes", async () => {

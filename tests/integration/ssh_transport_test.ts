@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
+import { uniqueTempName } from "../../core/fsutil.ts";
 import { createSshTransport } from "../../transports/ssh.ts";
 import { SshConnection, sshSettings, stopControlMasters } from "../../transports/ssh_connection.ts";
 import type { Transport, TransportOptions } from "../../transports/types.ts";
@@ -131,6 +132,19 @@ Deno.test("ssh transport over a real sshd", async (t) => {
       }
     });
 
+    await t.step("putFile into a missing directory names the directory", async () => {
+      await assert.rejects(
+        () => tr.putFile(`${local}/seg`, `${root}/no/such/seg`, "identical-ok"),
+        (err: unknown) => {
+          assert.ok(err instanceof WalmgrError);
+          assert.match(err.message, /^cannot copy .*seg.*: directory .*\/no\/such does not exist$/);
+          assert.ok(!err.message.includes("\n"), err.message);
+          return true;
+        },
+      );
+      assert.equal(await tr.stat(`${root}/no`), null);
+    });
+
     await t.step("dry run reads but never writes", async () => {
       const dry = createSshTransport(e.options({}, { dryRun: true }));
       assert.equal((await dry.stat(`${root}/share/seg`))?.size, 7);
@@ -252,6 +266,86 @@ Deno.test("walmgr3 xstorage (the slave side of the ssh transport)", async (t) =>
       assert.equal(r.code, 1);
       const names = [...Deno.readDirSync(store)].map((e) => e.name).sort();
       assert.deepEqual(names, ["f"], "nothing stored, no temporary file left");
+    });
+
+    /** `xstorage commit` of `temp` (which the slave's shell filled) with cat's `status` on stdin. */
+    const commit = (args: string[], status: string) =>
+      xstorage(ini, ["commit", ...args], enc.encode(status));
+    /** A temporary name of `store/<name>` holding `data`, as the slave's `cat` leaves it. */
+    const filled = async (name: string, data: string) => {
+      const temp = uniqueTempName(store, name);
+      await Deno.writeTextFile(temp, data);
+      return temp;
+    };
+    const hidden = () => [...Deno.readDirSync(store)].filter((e) => e.name.startsWith("."));
+
+    await t.step("commit stores, reports identical, refuses different bytes with 65", async () => {
+      let r = await commit(["identical-ok", `${store}/c`, "5", await filled("c", "12345")], "0\n");
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "stored\n");
+      assert.equal(await Deno.readTextFile(`${store}/c`), "12345");
+      r = await commit(["identical-ok", `${store}/c`, "5", await filled("c", "12345")], "0\n");
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "identical\n");
+      r = await commit(["identical-ok", `${store}/c`, "5", await filled("c", "12346")], "0\n");
+      assert.equal(r.code, 65);
+      assert.match(r.stderr, /already exists with different contents/);
+      assert.equal(await Deno.readTextFile(`${store}/c`), "12345", "the stored file is untouched");
+      r = await commit(["replace", `${store}/c`, "3", await filled("c", "new")], "0\n");
+      assert.equal(r.stdout, "stored\n");
+      assert.equal(await Deno.readTextFile(`${store}/c`), "new");
+      assert.deepEqual(hidden(), [], "no temporary file left");
+      await Deno.remove(`${store}/c`);
+    });
+
+    await t.step("commit refuses a short file or a failed cat and removes the temp", async () => {
+      const cases: [string, string, RegExp][] = [
+        ["123", "0\n", /incomplete transfer .*got 3 of 5 bytes/],
+        ["1234567", "0\n", /incomplete transfer .*got 7 of 5 bytes/],
+        ["12345", "1\n", /writing .* failed \(cat exit status 1\)/],
+        ["12345", "", /no status: connection dropped\?/],
+      ];
+      for (const [data, status, message] of cases) {
+        const r = await commit(
+          ["identical-ok", `${store}/s`, "5", await filled("s", data)],
+          status,
+        );
+        assert.equal(r.code, 1, `${data} ${status}: ${r.stderr}`);
+        assert.match(r.stderr, message);
+        assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+        assert.deepEqual(hidden(), [], "the temporary file is removed");
+        assert.deepEqual([...Deno.readDirSync(store)].map((e) => e.name), ["f"], "nothing stored");
+      }
+      const r = await commit(
+        ["identical-ok", `${store}/none/s`, "5", uniqueTempName(`${store}/none`, "s")],
+        "2\n",
+      );
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /cannot store .*\/none\/s: directory .*\/none does not exist/);
+    });
+
+    await t.step("commit refuses a temp that is not a temporary name of the path", async () => {
+      const other = `${dir}/elsewhere`;
+      await Deno.mkdir(other);
+      const temps = [
+        `${store}/f`, // an archived file (holding "new" since the put step)
+        `${store}/t`, // the path itself
+        uniqueTempName(store, "other"), // a temporary name of another file
+        uniqueTempName(other, "t"), // the right name in another directory
+      ];
+      try {
+        for (const temp of temps.slice(1)) await Deno.writeTextFile(temp, "new");
+        for (const temp of temps) {
+          const r = await commit(["replace", `${store}/t`, "3", temp], "0\n");
+          assert.equal(r.code, 1, temp);
+          assert.ok(r.stderr.includes(`${temp} is not a temporary file for ${store}/t`), r.stderr);
+          assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+          assert.equal(await Deno.readTextFile(temp), "new", `${temp} is left alone`);
+        }
+      } finally {
+        for (const temp of temps.slice(1, 3)) await Deno.remove(temp);
+        await removeTree(other);
+      }
     });
 
     await t.step("get, stat, list, rename, remove and their not-found codes", async () => {

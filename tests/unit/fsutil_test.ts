@@ -3,6 +3,7 @@ import { WalmgrError } from "../../core/errors.ts";
 import {
   appendAtDurable,
   cleanupStaleTemps,
+  commitFileDurable,
   copyFileDurable,
   filesEqual,
   fsyncDir,
@@ -224,6 +225,75 @@ Deno.test("fsutil", async (t) => {
         /cannot write .*\.s\.walmgr3-tmp\..*: source went away/,
       );
       assert.deepEqual(await names(d), ["adir", "f2"]);
+    });
+
+    await t.step(
+      "commitFileDurable stores a finished temporary file, which is gone after",
+      async () => {
+        const d = await fresh();
+        // a temporary name of the final name, filled by another process
+        const temp = async (finalName: string, data: Uint8Array) => {
+          const t = uniqueTempName(d, finalName);
+          await Deno.writeFile(t, data);
+          return t;
+        };
+        const data = randomBytes(1024 * 1024 + 3);
+        let tmp = await temp("f", data);
+        assert.equal(await commitFileDurable(tmp, `${d}/f`, "identical-ok"), "stored");
+        assert.deepEqual(await Deno.readFile(`${d}/f`), data);
+        assert.deepEqual(await names(d), ["f"], "the temporary name is gone");
+
+        tmp = await temp("f", data);
+        assert.equal(await commitFileDurable(tmp, `${d}/f`, "identical-ok"), "identical");
+        tmp = await temp("f", data);
+        assert.equal(await commitFileDurable(tmp, `${d}/f`, "replace"), "identical");
+        assert.deepEqual(await names(d), ["f"]);
+
+        const other = data.slice();
+        other[0] = (other[0]! + 1) & 0xff;
+        for (const bytes of [other, enc.encode("short")]) {
+          tmp = await temp("f", bytes);
+          await assert.rejects(
+            () => commitFileDurable(tmp, `${d}/f`, "identical-ok"),
+            (err: unknown) => {
+              assert.ok(err instanceof WalmgrError);
+              assert.equal(
+                err.message,
+                `${d}/f already exists with different contents; refusing to overwrite ` +
+                  `(another cluster archiving to the same place?)`,
+              );
+              return true;
+            },
+          );
+          assert.deepEqual(await Deno.readFile(`${d}/f`), data, "the stored file is untouched");
+          assert.deepEqual(await names(d), ["f"], "the refused temporary name is removed");
+        }
+
+        tmp = await temp("f", other);
+        assert.equal(await commitFileDurable(tmp, `${d}/f`, "replace"), "stored");
+        assert.deepEqual(await Deno.readFile(`${d}/f`), other);
+        assert.deepEqual(await names(d), ["f"]);
+      },
+    );
+
+    await t.step("commitFileDurable failures leave no temporary file", async () => {
+      const d = await fresh();
+      await Deno.mkdir(`${d}/adir`);
+      for (const policy of ["identical-ok", "replace"] as const) {
+        const tmp = uniqueTempName(d, "adir");
+        await Deno.writeTextFile(tmp, "x");
+        await assert.rejects(
+          () => commitFileDurable(tmp, `${d}/adir`, policy),
+          /adir exists and is not a regular file/,
+        );
+        assert.deepEqual(await names(d), ["adir"]);
+      }
+      // a temporary file that vanished: an error, nothing stored
+      await assert.rejects(
+        () => commitFileDurable(uniqueTempName(d, "g"), `${d}/g`, "identical-ok"),
+        WalmgrError,
+      );
+      assert.deepEqual(await names(d), ["adir"]);
     });
 
     await t.step("concurrent writers of one name: same bytes all succeed", async () => {

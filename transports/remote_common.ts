@@ -1,0 +1,325 @@
+/**
+ * What the `rsync` and `ssh` transports share above the ssh connection
+ * (`ssh_connection.ts`): the {@link Transport} object around their own storage
+ * primitives ({@link createRemoteTransport}: dry run, the local side of putFile
+ * and getFile, readFile, runWalmgr), the tree copy with rsync
+ * ({@link syncTreeOverSsh}), and their error messages.
+ *
+ * @module
+ */
+
+import { basename, dirname } from "../core/paths.ts";
+import { WalmgrError } from "../core/errors.ts";
+import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
+import { log } from "../core/log.ts";
+import { describeExit, displayCommand } from "../core/process.ts";
+import type { RunResult } from "../core/process.ts";
+import { shellQuote } from "../core/self.ts";
+import { remoteWord, runRemoteWalmgr, safePath, sshErrorLine } from "./ssh_connection.ts";
+import type { SshConnection } from "./ssh_connection.ts";
+import type {
+  ExistingPolicy,
+  FileInfo,
+  PutOutcome,
+  RemoteResult,
+  SyncTreeOptions,
+  Transport,
+  TransportCapability,
+  TransportOptions,
+} from "./types.ts";
+
+/** Remote side of a tree copy: create the directory, rsync, flush its filesystem. */
+const TREE = `d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
+  `if [ $r -ne 0 ] && [ $r -ne 24 ]; then exit $r; fi; sync -f -- "$d" || exit 1; exit $r`;
+
+/** `sh -c '<script>' sh <args>` for the remote shell (args already remote words). */
+export function shScript(script: string, words: string[]): string {
+  return ["sh", "-c", shellQuote(script), "sh", ...words].join(" ");
+}
+
+/** Strips trailing slashes (keeps `/`). */
+export function trimSlash(p: string): string {
+  const t = p.replace(/\/+$/, "");
+  return t === "" ? "/" : t;
+}
+
+/** A local path for rsync: absolute, or `./` so that a `:` is never read as a host. */
+export function rsyncLocalArg(p: string): string {
+  return p.startsWith("/") ? p : `./${p}`;
+}
+
+/** `host:path` for rsync (IPv6 addresses keep their brackets). */
+export function rsyncRemote(host: string, path: string): string {
+  return `${host}:${safePath(path)}`;
+}
+
+/** The argument vector of a tree copy (exported for tests). */
+export function rsyncTreeRemoteArgv(
+  conn: SshConnection,
+  localDir: string,
+  dir: string,
+  o: SyncTreeOptions,
+): string[] {
+  const argv = ["rsync", "-a"];
+  if (conn.settings.compression) argv.push("-z");
+  argv.push("-e", conn.rsh(), `--rsync-path=${shScript(TREE, [remoteWord(trimSlash(dir))])}`);
+  if (o.delete) argv.push("--delete");
+  if (o.copyUnsafeLinks) argv.push("--copy-unsafe-links");
+  for (const p of o.includes ?? []) argv.push(`--include=${p}`);
+  for (const p of o.excludes ?? []) argv.push(`--exclude=${p}`);
+  argv.push(`${rsyncLocalArg(trimSlash(localDir))}/`, `${rsyncRemote(conn.host, trimSlash(dir))}/`);
+  return argv;
+}
+
+/**
+ * Copies the local tree `localDir` into `dir` on the slave with rsync over the
+ * shared connection, then flushes the slave's filesystem (`sync -f`). Shared by
+ * the `rsync` and `ssh` transports.
+ */
+export async function syncTreeOverSsh(
+  conn: SshConnection,
+  dryRun: boolean,
+  localDir: string,
+  dir: string,
+  o: SyncTreeOptions,
+): Promise<void> {
+  if (dryRun) {
+    log.info(`DRY RUN: would copy ${localDir} to ${conn.host}:${dir} with rsync`);
+    return;
+  }
+  const res = await conn.run(() => {
+    const argv = rsyncTreeRemoteArgv(conn, localDir, dir, o);
+    log.debug(`running ${displayCommand(argv)}`);
+    return argv;
+  }, { okCodes: [0, 24] });
+  if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
+  if (!res.ok) {
+    const detail = sshErrorLine(res);
+    throw new WalmgrError(
+      `rsync of ${localDir} to ${conn.host}:${dir} failed (${describeExit(res)})${
+        detail ? `: ${detail}` : ""
+      }`,
+    );
+  }
+  if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
+}
+
+/** The first line of an error's message, without Deno's ` (os error N)`. */
+export function errorReason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const msg = err.message.split("\n")[0] ?? err.name;
+  const cut = msg.indexOf(" (os error");
+  return cut > 0 ? msg.slice(0, cut) : msg;
+}
+
+/** `cannot <what> on <host>: <detail>` (the exit status when there is no detail). */
+export function remoteFailure(
+  host: string,
+  what: string,
+  detail: string,
+  res: RunResult,
+): WalmgrError {
+  return new WalmgrError(`cannot ${what} on ${host}: ${detail || describeExit(res)}`);
+}
+
+/** The refusal to overwrite a different file (`where`: host:path). */
+export function differentError(where: string): WalmgrError {
+  return new WalmgrError(
+    `${where} already exists with different contents; refusing to overwrite ` +
+      `(another cluster archiving to the same place?)`,
+  );
+}
+
+/**
+ * The storage primitives of a remote transport, each one round trip to the
+ * slave. {@link createRemoteTransport} calls the changing ones only outside a
+ * dry run, with their arguments checked.
+ */
+export interface RemoteOps {
+  stat(path: string): Promise<FileInfo | null>;
+  list(dir: string): Promise<FileInfo[] | null>;
+  /** Streams the remote file into the new local file `out` (no fsync). */
+  fetchTo(path: string, out: string): Promise<void>;
+  writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome>;
+  /** Stores the local regular file `localPath` of `size` bytes. */
+  putFile(
+    localPath: string,
+    size: number,
+    path: string,
+    policy: ExistingPolicy,
+  ): Promise<PutOutcome>;
+  rename(from: string, to: string): Promise<void>;
+  remove(path: string, recursive: boolean): Promise<void>;
+  mkdirp(path: string): Promise<void>;
+  /** `offset` is a safe non-negative integer, `padTo` a safe integer. */
+  appendAt(path: string, offset: number, data: Uint8Array, padTo: number): Promise<void>;
+  /** The storage path given to rsync for a tree (default: as given). */
+  treePath?(dir: string): string;
+}
+
+/** The size of the local regular file `localPath` (one-line errors). */
+async function localFileSize(localPath: string): Promise<number> {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(localPath);
+  } catch (err) {
+    throw new WalmgrError(`cannot read ${localPath}: ${errorReason(err)}`, { cause: err });
+  }
+  if (!st.isFile) throw new WalmgrError(`cannot copy ${localPath}: not a regular file`);
+  return st.size;
+}
+
+/**
+ * The {@link Transport} named `name` over `conn` around `ops`: dry run (nothing
+ * changes, a `DRY RUN: would ...` line instead), readFile and getFile (through
+ * a local temporary file: fsync, rename, fsync of the directory), the checks of
+ * putFile and appendAt, syncTree (rsync), runWalmgr (the slave's walmgr3).
+ */
+export function createRemoteTransport(
+  name: string,
+  conn: SshConnection,
+  opts: TransportOptions,
+  ops: RemoteOps,
+): Transport {
+  const dryRun = opts.dryRun;
+  const host = conn.host;
+  const capabilities: ReadonlySet<TransportCapability> = new Set<TransportCapability>([
+    "appendAt",
+    "syncTree",
+    "readFile",
+    "runWalmgr",
+  ]);
+  const describe = (path: string) => `${host}:${path}`;
+
+  async function readFile(path: string): Promise<Uint8Array> {
+    const tmp = await Deno.makeTempDir({ prefix: "walmgr3-read-" });
+    try {
+      await ops.fetchTo(path, `${tmp}/data`);
+      return await Deno.readFile(`${tmp}/data`);
+    } finally {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async function getFile(path: string, localPath: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
+      return;
+    }
+    const temp = uniqueTempName(dirname(localPath), basename(localPath));
+    let done = false;
+    try {
+      await ops.fetchTo(path, temp);
+      await fsyncFile(temp);
+      try {
+        await Deno.rename(temp, localPath);
+      } catch (err) {
+        throw new WalmgrError(`cannot rename ${temp} to ${localPath}: ${errorReason(err)}`);
+      }
+      done = true;
+      await fsyncDir(dirname(localPath));
+    } finally {
+      if (!done) await Deno.remove(temp).catch(() => {});
+    }
+  }
+
+  function writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
+      return Promise.resolve("stored");
+    }
+    return ops.writeFile(path, data, policy);
+  }
+
+  async function putFile(
+    localPath: string,
+    path: string,
+    policy: ExistingPolicy,
+  ): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${localPath} to ${describe(path)}`);
+      return "stored";
+    }
+    return await ops.putFile(localPath, await localFileSize(localPath), path, policy);
+  }
+
+  async function rename(from: string, to: string): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
+      return;
+    }
+    await ops.rename(from, to);
+  }
+
+  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
+    if (dryRun) {
+      log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
+      return;
+    }
+    await ops.remove(path, o.recursive === true);
+  }
+
+  async function mkdirp(path: string): Promise<void> {
+    if (dryRun) {
+      if (!(await ops.stat(path))) log.info(`DRY RUN: would create directory ${describe(path)}`);
+      return;
+    }
+    await ops.mkdirp(path);
+  }
+
+  async function appendAt(
+    path: string,
+    offset: number,
+    data: Uint8Array,
+    padTo: number,
+  ): Promise<void> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(padTo)) {
+      throw new WalmgrError(`cannot write ${describe(path)}: invalid offset ${offset}`);
+    }
+    if (dryRun) {
+      log.info(
+        `DRY RUN: would write ${data.length} bytes at offset ${offset} of ${describe(path)}`,
+      );
+      return;
+    }
+    await ops.appendAt(path, offset, data, padTo);
+  }
+
+  function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
+    return syncTreeOverSsh(conn, dryRun, localDir, ops.treePath?.(dir) ?? dir, o);
+  }
+
+  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+    if (dryRun) {
+      log.info(`DRY RUN: would run walmgr3 ${args.map(shellQuote).join(" ")} on ${host}`);
+      return { code: 0, stdout: "", stderr: "" };
+    }
+    const res = await runRemoteWalmgr(
+      conn,
+      opts,
+      args,
+      o.stdin === undefined ? {} : { stdin: o.stdin },
+    );
+    return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+  }
+
+  return {
+    name,
+    capabilities,
+    describe,
+    stat: (path) => ops.stat(path),
+    list: (dir) => ops.list(dir),
+    readFile,
+    writeFile,
+    putFile,
+    getFile,
+    rename,
+    remove,
+    mkdirp,
+    appendAt,
+    syncTree,
+    runWalmgr,
+    // the shared ssh connection stays for the next process (ControlPersist)
+    close: () => Promise.resolve(),
+  };
+}
