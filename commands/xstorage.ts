@@ -29,6 +29,7 @@
  */
 
 import { expandHome } from "../core/config.ts";
+import { basename, dirname, normalize } from "../core/paths.ts";
 import { UsageError, WalmgrError } from "../core/errors.ts";
 import { commitFileDurable, parseTempName, writeFileDurable } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
@@ -159,10 +160,10 @@ async function commit(
 ) {
   const policy = checkPolicy(policyArg);
   const slash = path.lastIndexOf("/");
-  const parsed = parseTempName(temp.slice(temp.lastIndexOf("/") + 1));
+  const parsed = parseTempName(basename(temp));
+  // compare normalised directories: `walmgr_data = /x/backup/` gives `/x/backup//logs...`
   if (
-    temp.slice(0, temp.lastIndexOf("/")) !== path.slice(0, slash) ||
-    parsed?.finalName !== path.slice(slash + 1)
+    normalize(dirname(temp)) !== normalize(dirname(path)) || parsed?.finalName !== basename(path)
   ) {
     throw new UsageError(`xstorage commit: ${temp} is not a temporary file for ${path}`);
   }

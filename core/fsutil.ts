@@ -83,38 +83,32 @@ export function parseTempName(
   return { finalName: m[1] ?? "", pid: Number(m[2]), createdMs: Number(m[3]) };
 }
 
-/** fsyncs a directory, making the names created, renamed or removed in it durable. */
-export async function fsyncDir(dir: string): Promise<void> {
+/** Opens `path` read-only and fsyncs it; `what` names it in errors ("", "directory"). */
+async function syncPath(path: string, what: "" | "directory"): Promise<void> {
+  const noun = what ? ` ${what}` : "";
   let f: Deno.FsFile;
   try {
-    f = await Deno.open(dir, { read: true });
+    f = await Deno.open(path, { read: true });
   } catch (err) {
-    throw fsError("open directory", dir, err);
+    throw fsError(`open${noun}`, path, err);
   }
   try {
     await f.sync();
   } catch (err) {
-    throw fsError("fsync directory", dir, err);
+    throw fsError(`fsync${noun}`, path, err);
   } finally {
     f.close();
   }
 }
 
+/** fsyncs a directory, making the names created, renamed or removed in it durable. */
+export function fsyncDir(dir: string): Promise<void> {
+  return syncPath(dir, "directory");
+}
+
 /** fsyncs the data of an existing file. */
-export async function fsyncFile(path: string): Promise<void> {
-  let f: Deno.FsFile;
-  try {
-    f = await Deno.open(path, { read: true });
-  } catch (err) {
-    throw fsError("open", path, err);
-  }
-  try {
-    await f.sync();
-  } catch (err) {
-    throw fsError("fsync", path, err);
-  } finally {
-    f.close();
-  }
+export function fsyncFile(path: string): Promise<void> {
+  return syncPath(path, "");
 }
 
 async function writeAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
