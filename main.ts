@@ -6,7 +6,7 @@
 
 import { parseCommandLine } from "./core/cli.ts";
 import { Config, parseSetOptions } from "./core/config.ts";
-import { errorMessage, UsageError, WalmgrError } from "./core/errors.ts";
+import { errorMessage, EXIT_FATAL_FOR_POSTGRES, UsageError, WalmgrError } from "./core/errors.ts";
 import { log } from "./core/log.ts";
 import { VERSION } from "./core/self.ts";
 import { registerBuiltinCommands } from "./commands/mod.ts";
@@ -49,8 +49,47 @@ function selectCommand(
   throw new UsageError(`no command given after ${pos[0]}`);
 }
 
+/** What {@link run} got to, for {@link main}'s exit code. */
+interface RunState {
+  command?: string;
+  /** The command's own `run()` was reached (it chose its exit code itself). */
+  ran: boolean;
+}
+
 /** Runs walmgr3 with `argv`; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  const state: RunState = { ran: false };
+  const code = await run(argv, state);
+  if (code !== 0 && !state.ran && state.command === "xrestore") return xrestoreSetupFailure(code);
+  return code;
+}
+
+/**
+ * xrestore failed before it could look for the file (unreadable ini, usage,
+ * role). PostgreSQL reads exit 1 as "no such file", which ends archive recovery
+ * and promotes early: in archive recovery (recovery.signal, no standby.signal in
+ * the data directory PostgreSQL runs us in) exit above 125 so recovery stops.
+ */
+function xrestoreSetupFailure(code: number): number {
+  const has = (name: string) => {
+    try {
+      Deno.statSync(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (has("recovery.signal") && !has("standby.signal")) {
+    log.error(
+      `xrestore could not start (exit ${code}); stopping archive recovery instead of ending it ` +
+        `early (exit ${EXIT_FATAL_FOR_POSTGRES}): fix the problem above and start the server again`,
+    );
+    return EXIT_FATAL_FOR_POSTGRES;
+  }
+  return code;
+}
+
+async function run(argv: readonly string[], state: RunState): Promise<number> {
   let opts: CliOptions;
   try {
     opts = parseCommandLine(argv);
@@ -80,6 +119,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     return usageFailure(err);
   }
+  state.command = selected.command;
   const registry = await builtinRegistry(selected.command);
   let spec = registry.command(selected.command);
   // Not a built-in: maybe a command of a plugin of this ini (loaded here, once).
@@ -155,6 +195,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const handle = createContext(registry, config, opts, spec.name);
     close = handle.close;
+    state.ran = true;
     const code = await spec.run(handle.ctx, selected.args);
     // xrestore's 1 is "no such WAL file", a normal answer to PostgreSQL
     if (code && !(spec.name === "xrestore" && code === 1)) {
