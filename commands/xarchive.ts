@@ -13,15 +13,13 @@
  */
 
 import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { uniqueTempName } from "../core/fsutil.ts";
+import { basename, dirname, join, resolve } from "../core/paths.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
 /** File in `master_data` holding the name of the last archived segment (read by `sync`). */
 export const LAST_ARCHIVED_FILE = ".walshipping.last";
-
-function joinPath(dir: string, name: string): string {
-  return `${dir.replace(/\/+$/, "") || "/"}/${name}`.replace(/^\/\//, "/");
-}
 
 /**
  * Replaces the `.walshipping.last` hint atomically (temporary name, rename), but
@@ -33,9 +31,7 @@ function joinPath(dir: string, name: string): string {
  */
 async function recordLast(ctx: CommandContext, path: string, name: string): Promise<void> {
   await ctx.fx.act(`write ${path}`, async () => {
-    const { uniqueTempName } = await import("../core/fsutil.ts");
-    const slash = path.lastIndexOf("/");
-    const temp = uniqueTempName(path.slice(0, slash) || "/", path.slice(slash + 1));
+    const temp = uniqueTempName(dirname(path), basename(path));
     try {
       await Deno.writeTextFile(temp, `${name}\n`, { createNew: true, mode: 0o600 });
       await Deno.rename(temp, path);
@@ -56,7 +52,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
     );
   }
   const cwd = Deno.cwd();
-  const src = srcpath.startsWith("/") ? srcpath : joinPath(cwd, srcpath);
+  const src = resolve(cwd, srcpath);
   let st: Deno.FileInfo;
   try {
     st = await Deno.stat(src);
@@ -73,7 +69,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
 
   const storeStart = performance.now();
   const loc = await ctx.location("completed_wals");
-  const dest = joinPath(loc.path, name);
+  const dest = join(loc.path, name);
   const outcome = await loc.transport.putFile(src, dest, "identical-ok");
   const where = loc.transport.describe(dest);
   if (outcome === "identical") {
@@ -84,7 +80,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   if (kind === "segment") {
     const masterData = ctx.config.requirePath("master_data");
     try {
-      await recordLast(ctx, joinPath(masterData, LAST_ARCHIVED_FILE), name);
+      await recordLast(ctx, join(masterData, LAST_ARCHIVED_FILE), name);
     } catch (err) {
       // The file is archived; the marker only saves sync some copying.
       ctx.log.warning(

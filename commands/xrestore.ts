@@ -28,6 +28,7 @@ import {
   errorMessage,
   EXIT_FAILURE,
   EXIT_FATAL_FOR_POSTGRES,
+  isNotFound,
   UsageError,
   WalmgrError,
 } from "../core/errors.ts";
@@ -56,22 +57,17 @@ function existsSync(path: string): boolean {
   }
 }
 
-/** The parent pid from /proc (Deno.ppid as a fall-back). */
+/**
+ * The parent pid, asked anew on each call (`Deno.ppid` is a live getter; the
+ * permission flags of bin/walmgr3 do not allow reading `/proc/self/stat`).
+ */
 function currentPpid(): number {
-  try {
-    const st = Deno.readTextFileSync("/proc/self/stat");
-    const fields = st.slice(st.lastIndexOf(")") + 2).split(" ");
-    const ppid = Number(fields[1]);
-    if (Number.isInteger(ppid)) return ppid;
-  } catch {
-    // no /proc
-  }
   return Deno.ppid;
 }
 
+/** Not found, also when wrapped in a {@link WalmgrError} by core/fsutil.ts. */
 function isNotFoundError(err: unknown): boolean {
-  const e = err instanceof WalmgrError && err.cause !== undefined ? err.cause : err;
-  return e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory;
+  return isNotFound(err instanceof WalmgrError && err.cause !== undefined ? err.cause : err);
 }
 
 /** Retry window in ms for transient failures. */
@@ -219,7 +215,9 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
 
   /** Failure that is not "absent": fatal in archive recovery, 1 in standby mode. */
   const transient = (err: unknown): number => {
-    const msg = errorMessage(err);
+    // retried failures already start with the name
+    const text = errorMessage(err);
+    const msg = text.startsWith(`${name}: `) ? text.slice(name.length + 2) : text;
     if (mode === "archive") {
       log.error(
         `${name}: ${msg}; exiting with ${EXIT_FATAL_FOR_POSTGRES} so that PostgreSQL stops ` +
@@ -236,7 +234,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     try {
       return await retrying(`${name}: cannot check ${path}`, budget, async () => {
         const st = await Deno.stat(path);
-        if (!st.isFile) throw new WalmgrError(`${path} is not a regular file`);
+        if (!st.isFile) throw new WalmgrError("not a regular file");
         return true;
       });
     } catch (err) {

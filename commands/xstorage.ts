@@ -30,8 +30,13 @@
 
 import { expandHome } from "../core/config.ts";
 import { basename, dirname, normalize } from "../core/paths.ts";
-import { UsageError, WalmgrError } from "../core/errors.ts";
-import { commitFileDurable, parseTempName, writeFileDurable } from "../core/fsutil.ts";
+import { errorReason, isNotFound, UsageError, WalmgrError } from "../core/errors.ts";
+import {
+  commitFileDurable,
+  DifferentFileError,
+  parseTempName,
+  writeFileDurable,
+} from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { REMOTE_EXIT } from "../transports/remote_exit.ts";
@@ -127,10 +132,6 @@ function readStdin(limit: number): Uint8Array {
   return buf.subarray(0, readStdinFull(buf));
 }
 
-function isNotFound(err: unknown): boolean {
-  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
-}
-
 function notFound(path: string): WalmgrError {
   return new WalmgrError(`${path}: no such file or directory`, { exitCode: REMOTE_EXIT.NOT_FOUND });
 }
@@ -159,7 +160,6 @@ async function commit(
   temp: string,
 ) {
   const policy = checkPolicy(policyArg);
-  const slash = path.lastIndexOf("/");
   const parsed = parseTempName(basename(temp));
   // compare normalised directories: `walmgr_data = /x/backup/` gives `/x/backup//logs...`
   if (
@@ -177,7 +177,7 @@ async function commit(
         return new WalmgrError(msg);
       };
       if (status !== "0") {
-        const dir = path.slice(0, slash) || "/";
+        const dir = dirname(path);
         const dirGone = await Deno.stat(dir).then((st) => !st.isDirectory, () => true);
         throw await fail(
           dirGone
@@ -215,7 +215,7 @@ async function settle(
   try {
     return await store();
   } catch (err) {
-    if (err instanceof WalmgrError && /already exists with different contents/.test(err.message)) {
+    if (err instanceof DifferentFileError) {
       throw new WalmgrError(err.message, { exitCode: REMOTE_EXIT.DIFFERENT });
     }
     throw err;
@@ -228,7 +228,7 @@ async function get(path: string): Promise<void> {
     file = await Deno.open(path, { read: true });
   } catch (err) {
     if (isNotFound(err)) throw notFound(path);
-    throw new WalmgrError(`cannot read ${path}: ${err instanceof Error ? err.message : err}`);
+    throw new WalmgrError(`cannot read ${path}: ${errorReason(err)}`);
   }
   // raw file bytes are this command's output (a protocol, not console text)
   await log.pipeOut(file.readable);

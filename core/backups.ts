@@ -20,6 +20,7 @@
 
 import { type BackupLabel, parseBackupLabel } from "./backup_label.ts";
 import { log, type LogLevel } from "./log.ts";
+import { trimSlash } from "./paths.ts";
 import { walFileKind } from "./wal.ts";
 
 /** What listing needs from a storage (a Transport has all of it). */
@@ -69,11 +70,7 @@ export interface BackupInfo extends BackupSlot {
   sizeBytes?: number;
 }
 
-/** Strips trailing slashes (keeps `/`). */
-export function trimSlash(p: string): string {
-  const t = p.replace(/\/+$/, "");
-  return t === "" ? "/" : t;
-}
+export { trimSlash };
 
 /** Parent directory and last name of a path. */
 export function splitPath(p: string): { parent: string; name: string } {

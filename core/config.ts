@@ -38,10 +38,10 @@ export function homeDir(): string {
   return Deno.env.get("HOME") ?? "/";
 }
 
-/** Expands a leading `~` or `~/` to the home directory (local paths only). */
-export function expandHome(path: string): string {
-  if (path === "~") return homeDir();
-  if (path.startsWith("~/")) return homeDir().replace(/\/$/, "") + path.slice(1);
+/** Expands a leading `~` or `~/` to the home directory `home` (local paths only). */
+export function expandHome(path: string, home: () => string = homeDir): string {
+  if (path === "~") return home();
+  if (path.startsWith("~/")) return home().replace(/\/+$/, "") + path.slice(1);
   return path;
 }
 

@@ -50,3 +50,16 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? err.name;
   return String(err);
 }
+
+/** First line of an error's message without Deno's ` (os error N): op 'path'` tail. */
+export function errorReason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const msg = err.message.split("\n")[0] ?? err.name;
+  const cut = msg.indexOf(" (os error");
+  return cut > 0 ? msg.slice(0, cut) : msg;
+}
+
+/** True for the file system's "no such file or directory" (also ENOTDIR on the way). */
+export function isNotFound(err: unknown): boolean {
+  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
+}

@@ -14,7 +14,7 @@
  */
 
 import { basename, dirname, join } from "./paths.ts";
-import { WalmgrError } from "./errors.ts";
+import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { isPidAlive } from "./pidfile.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
@@ -43,23 +43,14 @@ const CHUNK = 1 << 20;
 const TEMP_MARK = ".walmgr3-tmp.";
 const TEMP_REGEXP = /^\.(.+)\.walmgr3-tmp\.(\d+)\.(\d+)\.[0-9a-f]+$/;
 
-/** First part of an OS error message, without Deno's `(os error N): op 'path'` tail. */
-function reason(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const msg = err.message.split("\n")[0] ?? err.name;
-  const cut = msg.indexOf(" (os error");
-  return cut > 0 ? msg.slice(0, cut) : msg;
-}
-
 function fsError(action: string, path: string, err: unknown, hint = ""): WalmgrError {
   if (err instanceof WalmgrError) return err;
-  return new WalmgrError(`cannot ${action} ${path}: ${reason(err)}${hint ? `; ${hint}` : ""}`, {
-    cause: err,
-  });
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
+  return new WalmgrError(
+    `cannot ${action} ${path}: ${errorReason(err)}${hint ? `; ${hint}` : ""}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 /**
@@ -260,11 +251,20 @@ async function removeQuietly(path: string): Promise<void> {
   }
 }
 
-function differentError(path: string): WalmgrError {
-  return new WalmgrError(
-    `${path} already exists with different contents; refusing to overwrite ` +
-      `(another cluster archiving to the same place?)`,
-  );
+/** The refusal to overwrite a file that holds different bytes (archive semantics). */
+export class DifferentFileError extends WalmgrError {
+  constructor(where: string) {
+    super(
+      `${where} already exists with different contents; refusing to overwrite ` +
+        `(another cluster archiving to the same place?)`,
+    );
+    this.name = "DifferentFileError";
+  }
+}
+
+/** {@link DifferentFileError} for `where` (a path, or `host:path`). */
+export function differentError(where: string): DifferentFileError {
+  return new DifferentFileError(where);
 }
 
 /** The destination exists and is identical: make sure it is durable, report "identical". */

@@ -25,6 +25,7 @@
  * @module
  */
 
+import { expandHome } from "./config.ts";
 import { basename, dirname, isAbsolute, resolve } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
 import { parseIncludes, readSetting } from "./pgconf.ts";
@@ -192,15 +193,9 @@ function hasPostgres(probe: LayoutProbe, dir: string): boolean {
   return isExecutable(probe, `${dir.replace(/\/+$/, "")}/postgres`);
 }
 
-function expandTilde(probe: LayoutProbe, path: string): string {
-  if (path === "~") return probe.home();
-  if (path.startsWith("~/")) return probe.home().replace(/\/+$/, "") + path.slice(1);
-  return path;
-}
-
 /** An absolute, normalised path (`~` expanded, relative to the probe's cwd). */
 export function absolutePath(probe: LayoutProbe, path: string): string {
-  const p = expandTilde(probe, path.trim());
+  const p = expandHome(path.trim(), () => probe.home());
   return isAbsolute(p) ? resolve(p) : resolve(probe.cwd(), p);
 }
 

@@ -62,6 +62,12 @@ export function resolve(...segments: string[]): string {
   return out.length > 1 ? out.replace(/\/+$/, "") : out;
 }
 
+/** Strips trailing slashes (but keeps `/`). */
+export function trimSlash(p: string): string {
+  const t = p.replace(/\/+$/, "");
+  return t === "" ? "/" : t;
+}
+
 /** True for an absolute path. */
 export function isAbsolute(path: string): boolean {
   return path.startsWith("/");

@@ -7,6 +7,7 @@
  */
 
 import { WalmgrError } from "./errors.ts";
+import { shellQuote } from "./self.ts";
 
 /** What to run and how. */
 export interface RunOptions {
@@ -56,10 +57,7 @@ async function readAll(stream: ReadableStream<Uint8Array> | null): Promise<Uint8
 
 /** Quotes an argument vector for display (logs and dry-run messages). */
 export function displayCommand(argv: readonly string[]): string {
-  return argv.map((
-    a,
-  ) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`))
-    .join(" ");
+  return argv.map(shellQuote).join(" ");
 }
 
 /**

@@ -14,8 +14,8 @@
  * @module
  */
 
-import { basename, dirname } from "../core/paths.ts";
-import { WalmgrError } from "../core/errors.ts";
+import { basename, dirname, trimSlash } from "../core/paths.ts";
+import { errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
 import { appendAtDurable, fsyncDir, mkdirp, removeTree, writeFileDurable } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
@@ -30,17 +30,6 @@ import type {
   TransportOptions,
 } from "./types.ts";
 
-function reason(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const msg = err.message.split("\n")[0] ?? err.name;
-  const cut = msg.indexOf(" (os error");
-  return cut > 0 ? msg.slice(0, cut) : msg;
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
-}
-
 function toFileInfo(name: string, st: Deno.FileInfo): FileInfo {
   return {
     name,
@@ -50,12 +39,6 @@ function toFileInfo(name: string, st: Deno.FileInfo): FileInfo {
     isDirectory: st.isDirectory,
     isSymlink: st.isSymlink,
   };
-}
-
-/** Strips trailing slashes (but keeps `/`). */
-function trimSlash(p: string): string {
-  const t = p.replace(/\/+$/, "");
-  return t === "" ? "/" : t;
 }
 
 /** The rsync argument vector of {@link Transport.syncTree} (exported for tests). */
@@ -91,7 +74,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
       return toFileInfo(basename(path), await Deno.lstat(path));
     } catch (err) {
       if (isNotFound(err)) return null;
-      throw new WalmgrError(`cannot stat ${path}: ${reason(err)}`, { cause: err });
+      throw new WalmgrError(`cannot stat ${path}: ${errorReason(err)}`, { cause: err });
     }
   }
 
@@ -107,7 +90,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
       }
     } catch (err) {
       if (isNotFound(err)) return null;
-      throw new WalmgrError(`cannot list directory ${dir}: ${reason(err)}`, { cause: err });
+      throw new WalmgrError(`cannot list directory ${dir}: ${errorReason(err)}`, { cause: err });
     }
     return out;
   }
@@ -116,7 +99,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     try {
       return await Deno.readFile(path);
     } catch (err) {
-      throw new WalmgrError(`cannot read ${path}: ${reason(err)}`, { cause: err });
+      throw new WalmgrError(`cannot read ${path}: ${errorReason(err)}`, { cause: err });
     }
   }
 
@@ -152,7 +135,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     try {
       await Deno.rename(from, to);
     } catch (err) {
-      throw new WalmgrError(`cannot rename ${from} to ${to}: ${reason(err)}`, { cause: err });
+      throw new WalmgrError(`cannot rename ${from} to ${to}: ${errorReason(err)}`, { cause: err });
     }
     await fsyncDir(dirname(to));
     if (dirname(from) !== dirname(to)) await fsyncDir(dirname(from));
@@ -170,7 +153,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
         await Deno.remove(path);
       } catch (err) {
         if (isNotFound(err)) return;
-        throw new WalmgrError(`cannot remove ${path}: ${reason(err)}`, { cause: err });
+        throw new WalmgrError(`cannot remove ${path}: ${errorReason(err)}`, { cause: err });
       }
     }
     try {

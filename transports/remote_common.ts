@@ -8,9 +8,9 @@
  * @module
  */
 
-import { basename, dirname } from "../core/paths.ts";
-import { WalmgrError } from "../core/errors.ts";
-import { fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
+import { basename, dirname, trimSlash } from "../core/paths.ts";
+import { errorReason, WalmgrError } from "../core/errors.ts";
+import { differentError, fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { describeExit, displayCommand } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
@@ -37,11 +37,7 @@ export function shScript(script: string, words: string[]): string {
   return ["sh", "-c", shellQuote(script), "sh", ...words].join(" ");
 }
 
-/** Strips trailing slashes (keeps `/`). */
-export function trimSlash(p: string): string {
-  const t = p.replace(/\/+$/, "");
-  return t === "" ? "/" : t;
-}
+export { trimSlash };
 
 /** A local path for rsync: absolute, or `./` so that a `:` is never read as a host. */
 export function rsyncLocalArg(p: string): string {
@@ -104,14 +100,6 @@ export async function syncTreeOverSsh(
   if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
 }
 
-/** The first line of an error's message, without Deno's ` (os error N)`. */
-export function errorReason(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const msg = err.message.split("\n")[0] ?? err.name;
-  const cut = msg.indexOf(" (os error");
-  return cut > 0 ? msg.slice(0, cut) : msg;
-}
-
 /** `cannot <what> on <host>: <detail>` (the exit status when there is no detail). */
 export function remoteFailure(
   host: string,
@@ -122,13 +110,8 @@ export function remoteFailure(
   return new WalmgrError(`cannot ${what} on ${host}: ${detail || describeExit(res)}`);
 }
 
-/** The refusal to overwrite a different file (`where`: host:path). */
-export function differentError(where: string): WalmgrError {
-  return new WalmgrError(
-    `${where} already exists with different contents; refusing to overwrite ` +
-      `(another cluster archiving to the same place?)`,
-  );
-}
+/** The refusal to overwrite a different file (`where`: host:path), as the local transport's. */
+export { differentError };
 
 /**
  * The storage primitives of a remote transport, each one round trip to the

@@ -41,6 +41,7 @@
  */
 
 import { splitShellWords as splitWords } from "../core/words.ts";
+import { expandHome } from "../core/config.ts";
 import { ConfigError, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
@@ -281,14 +282,6 @@ export function controlDirCandidates(env: {
   return out.filter((d) => d.length <= CONTROL_DIR_MAX);
 }
 
-function expandTilde(p: string): string {
-  const home = Deno.env.get("HOME");
-  if (!home) return p;
-  if (p === "~") return home;
-  if (p.startsWith("~/")) return `${home.replace(/\/+$/, "")}/${p.slice(2)}`;
-  return p;
-}
-
 /**
  * The private directory for control sockets (created 0700), or `null` when no
  * candidate is usable (connections are then not shared: slower, still correct).
@@ -306,7 +299,7 @@ export function controlDir(configured?: string): string | null {
     } catch { /* none */ }
   }
   const env: Parameters<typeof controlDirCandidates>[0] = { uid, homeHasSsh };
-  if (configured) env.configured = expandTilde(configured);
+  if (configured) env.configured = expandHome(configured);
   const xdg = Deno.env.get("XDG_RUNTIME_DIR");
   if (xdg) env.xdgRuntimeDir = xdg;
   if (home) env.home = home;
