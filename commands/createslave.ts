@@ -53,32 +53,25 @@ import { formatConninfo, parseConninfo, redactConninfo } from "../core/conninfo.
 import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
 import { mkdirp, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
-import { editSettings, readSetting, writeConfFile } from "../core/pgconf.ts";
-import { binVersion, dataDirVersion, findPgProgram, pgProgram } from "../core/pgtools.ts";
+import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import { describeExit, displayCommand, lastLine, type RunResult } from "../core/process.ts";
+import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
-  buildArchiveCleanupCommand,
-  buildRestoreCommand,
-  recoveryPlan,
-  writeRecoverySettings,
-} from "../core/recovery_conf.ts";
+  archivingOff,
+  firstFreeName,
+  lstatOrNull,
+  removeControlFiles,
+  standbyArchiveCleanup,
+} from "../core/standby_prep.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
-import { firstFreeName } from "./restore.ts";
 
 /** Default of `createslave_timeout` (seconds). */
 export const DEFAULT_CREATESLAVE_TIMEOUT = 120;
 
 /** How long a stop of the standby may take during the clean-up. */
 const STOP_TIMEOUT_MS = 60_000;
-
-/** Control files of xrestore that must not survive into a new standby. */
-const CONTROL_FILES: ReadonlyArray<[string, string]> = [
-  ["STOP", "Removing stopfile"],
-  ["PAUSE", "Removing pausefile"],
-  ["PROGRESS", "Removing progress file"],
-];
 
 /** A valid replication slot name: lower-case letters, digits, `_`, at most 63 bytes. */
 export function isValidSlotName(name: string): boolean {
@@ -118,14 +111,6 @@ export function toolError(res: RunResult): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function lstatOrNull(path: string): Deno.FileInfo | null {
-  try {
-    return Deno.lstatSync(path);
-  } catch {
-    return null;
-  }
 }
 
 function isInside(child: string, parent: string): boolean {
@@ -350,28 +335,6 @@ async function dropSlot(
       `primary: drop it there with select pg_drop_replication_slot('${st.slot}')`,
   );
   return `replication slot ${st.slot} is left on the primary`;
-}
-
-/** Sets `archive_mode = 'off'` in the copied postgresql.conf (as restore does). */
-async function archivingOff(ctx: CommandContext, dataDir: string, shown: string): Promise<void> {
-  const conf = `${dataDir}/postgresql.conf`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(conf);
-  } catch {
-    return;
-  }
-  if ((readSetting(text, "archive_mode").value ?? "off").toLowerCase() === "off") return;
-  log.info(
-    `Setting archive_mode = 'off' in ${shown}/postgresql.conf (a standby does not archive with ` +
-      `the master's settings; run setup on it after promotion)`,
-  );
-  const edited = editSettings(text, [["archive_mode", "off"]]);
-  await ctx.fx.act(
-    `write ${shown}/postgresql.conf`,
-    () => writeConfFile(conf, edited),
-    undefined,
-  );
 }
 
 /** The WAL receiver's status: SQL when the standby accepts connections, else its process title. */
@@ -696,26 +659,16 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       if (version === null) {
         throw new WalmgrError(`${st.temp} has no PG_VERSION after pg_basebackup`);
       }
-      const keepBackups = cfg.getInt("keep_backups", 0);
-      const archiveCleanup = keepBackups === 0
-        ? findPgProgram(binDir, "pg_archivecleanup")
-        : undefined;
-      if (keepBackups === 0 && !archiveCleanup) {
-        ctx.log.warning(
-          "pg_archivecleanup not found in slave_bin or PATH: archive_cleanup_command not set",
-        );
-      }
+      const cleanup = standbyArchiveCleanup(binDir, completed, cfg.getInt("keep_backups", 0));
       const recovery = recoveryPlan({
         version,
         restoreCommand: buildRestoreCommand(ctx.self, cfg.file),
         primaryConninfo: conninfo,
         primarySlotName: slot,
-        ...(archiveCleanup
-          ? { archiveCleanupCommand: buildArchiveCleanupCommand(archiveCleanup, completed) }
-          : {}),
+        ...(cleanup ? { archiveCleanupCommand: cleanup } : {}),
       });
       await writeRecoverySettings(st.temp, recovery, ctx.fx, slaveData);
-      await archivingOff(ctx, st.temp, slaveData);
+      await archivingOff(ctx.fx, `${st.temp}/postgresql.conf`, `${slaveData}/postgresql.conf`);
       checkInterrupt();
 
       // Swap the data directories.
@@ -746,12 +699,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
         st.installed = true;
       }, undefined);
 
-      for (const [name, msg] of CONTROL_FILES) {
-        const path = `${completed}/${name}`;
-        if (!lstatOrNull(path)) continue;
-        log.info(`${msg} ${path}`);
-        await ctx.fx.remove(path);
-      }
+      await removeControlFiles(ctx.fx, completed);
       checkInterrupt();
 
       log.info(`Starting postmaster: ${startCmd}`);

@@ -23,16 +23,18 @@ import { expandHome } from "../core/config.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { copyFileDurable, filesEqual, mkdirp, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
-import { editSettings, readSetting, writeConfFile } from "../core/pgconf.ts";
-import { dataDirVersion, findPgProgram } from "../core/pgtools.ts";
+import { writeConfFile } from "../core/pgconf.ts";
+import { dataDirVersion } from "../core/pgtools.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import { describeExit, lastLine } from "../core/process.ts";
+import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
-  buildArchiveCleanupCommand,
-  buildRestoreCommand,
-  recoveryPlan,
-  writeRecoverySettings,
-} from "../core/recovery_conf.ts";
+  archivingOff,
+  firstFreeName,
+  lstatOrNull,
+  removeControlFiles,
+  standbyArchiveCleanup,
+} from "../core/standby_prep.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
@@ -43,14 +45,6 @@ export const CONFIG_FILES = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] 
 function stopTimeoutMs(): number {
   const v = Number(Deno.env.get("WALMGR3_STOP_TIMEOUT_MS"));
   return Number.isFinite(v) && v > 0 ? v : 60_000;
-}
-
-function lstatOrNull(path: string): Deno.FileInfo | null {
-  try {
-    return Deno.lstatSync(path);
-  } catch {
-    return null;
-  }
 }
 
 function statOrNull(path: string): Deno.FileInfo | null {
@@ -93,14 +87,6 @@ function localPath(ctx: CommandContext, key: string, required: boolean): string 
     );
   }
   return resolve(v);
-}
-
-/** First `<target>.<N>` (N = 0, 1, ...) that does not exist. */
-export function firstFreeName(target: string): string {
-  for (let i = 0;; i++) {
-    const name = `${target}.${i}`;
-    if (!lstatOrNull(name)) return name;
-  }
 }
 
 /** Entries of a pg_wal directory that walmgr3 may discard (WAL and PostgreSQL's own files). */
@@ -436,21 +422,7 @@ async function restoreConfig(
     }
   }
 
-  const conf = `${confDir}/postgresql.conf`;
-  const shownConf = `${shownDir}/postgresql.conf`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(conf);
-  } catch {
-    return; // in dry run a file about to be copied may not be there yet
-  }
-  if ((readSetting(text, "archive_mode").value ?? "").toLowerCase() === "off") return;
-  log.info(
-    `Setting archive_mode = 'off' in ${shownConf} (a restored server does not archive with ` +
-      `the master's settings; run setup on it after promotion)`,
-  );
-  const edited = editSettings(text, [["archive_mode", "off"]]);
-  await ctx.fx.act(`write ${shownConf}`, () => writeConfFile(conf, edited), undefined);
+  await archivingOff(ctx.fx, `${confDir}/postgresql.conf`, `${shownDir}/postgresql.conf`);
 }
 
 async function runRestore(ctx: CommandContext, args: string[]): Promise<number> {
@@ -605,18 +577,13 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
 
   // Recovery settings.
   const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
-  const keepBackups = ctx.config.getInt("keep_backups", 0);
-  let cleanup: string | undefined;
-  if (conninfo && keepBackups === 0) {
-    const archiveCleanup = findPgProgram(ctx.config.getPath("slave_bin"), "pg_archivecleanup");
-    if (archiveCleanup) cleanup = buildArchiveCleanupCommand(archiveCleanup, completed);
-    else {
-      ctx.log.warning(
-        "pg_archivecleanup not found in slave_bin or PATH: archive_cleanup_command not set, " +
-          "WAL in completed_wals is not removed as the standby replays it",
-      );
-    }
-  }
+  const cleanup = conninfo
+    ? standbyArchiveCleanup(
+      ctx.config.getPath("slave_bin"),
+      completed,
+      ctx.config.getInt("keep_backups", 0),
+    )
+    : undefined;
   const recovery = recoveryPlan({
     version,
     restoreCommand: buildRestoreCommand(ctx.self, ctx.config.file),
@@ -628,18 +595,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   });
   await writeRecoverySettings(work, recovery, ctx.fx, target);
 
-  // Control files of xrestore (bug 9.2-o: PAUSE and PROGRESS too).
-  for (
-    const [name, msg] of [["STOP", "Removing stopfile"], ["PAUSE", "Removing pausefile"], [
-      "PROGRESS",
-      "Removing progress file",
-    ]] as const
-  ) {
-    const path = `${completed}/${name}`;
-    if (!lstatOrNull(path)) continue;
-    log.info(`${msg} ${path}`);
-    await ctx.fx.remove(path);
-  }
+  await removeControlFiles(ctx.fx, completed);
 
   await restoreConfig(ctx, plan, work, oldKept);
 
