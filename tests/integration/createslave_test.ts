@@ -12,34 +12,22 @@ import {
 } from "../../commands/createslave.ts";
 import { readSetting } from "../../core/pgconf.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { type Cluster, DEBIAN_PG_BIN, freePort, pgTool, startCluster } from "../helpers/cluster.ts";
+import { type Cluster, DEBIAN_PG_BIN, freePort, startCluster } from "../helpers/cluster.ts";
 import {
-  currentUserName,
-  exists,
-  projectRoot,
-  run,
-  type RunResult,
-  type TempDir,
-  tempDir,
-} from "../helpers/tmp.ts";
+  prepareStandby,
+  serverLogTail,
+  show,
+  standbySql,
+  WALMGR,
+  writeIni,
+} from "../helpers/standby.ts";
+import { exists, run, type RunResult, type TempDir, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const WALMGR = `${projectRoot}/bin/walmgr3`;
 const PASSWORD = "s3cret-Pw";
-
-function show(res: RunResult, extra = ""): string {
-  return `exit ${res.code}\n--- stdout\n${res.stdout}\n--- stderr\n${res.stderr}${extra}`;
-}
 
 function walmgr(args: string[]): Promise<RunResult> {
   return run([WALMGR, ...args], { timeoutMs: 240_000 });
-}
-
-async function writeIni(path: string, values: Record<string, string>): Promise<void> {
-  await Deno.writeTextFile(
-    path,
-    "[walmgr]\n" + Object.entries(values).map(([k, v]) => `${k} = ${v}\n`).join(""),
-  );
 }
 
 /** Recursive listing (path, kind, size, mode, mtime) for "nothing changed" checks. */
@@ -162,38 +150,13 @@ interface Setup {
   slot: string;
 }
 
-async function slaveLogTail(s: Setup): Promise<string> {
-  try {
-    return "\n--- standby server log\n" +
-      (await Deno.readTextFile(s.slaveLog)).trimEnd().split("\n").slice(-30).join("\n");
-  } catch {
-    return "\n(no standby server log)";
-  }
+function slaveLogTail(s: Setup): Promise<string> {
+  return serverLogTail(s.slaveLog, "standby server log");
 }
 
 /** One query on the standby through psql; returns trimmed output. */
-async function slaveSql(s: Setup, query: string): Promise<string> {
-  const res = await run([
-    await pgTool(DEBIAN_PG_BIN, "psql"),
-    "-X",
-    "-A",
-    "-t",
-    "-q",
-    "-v",
-    "ON_ERROR_STOP=1",
-    "-h",
-    s.slaveSock,
-    "-p",
-    String(s.slavePort),
-    "-U",
-    currentUserName(),
-    "-d",
-    "postgres",
-    "-c",
-    query,
-  ], { timeoutMs: 60_000 });
-  if (!res.ok) throw new Error(`standby: ${query}: ${res.stderr.trim()}`);
-  return res.stdout.trim();
+function slaveSql(s: Setup, query: string): Promise<string> {
+  return standbySql({ binDir: DEBIAN_PG_BIN, socketDir: s.slaveSock, port: s.slavePort }, query);
 }
 
 async function slotsOnMaster(s: Setup): Promise<Array<{ slot_name: string; active: boolean }>> {
@@ -209,22 +172,18 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
     hba: ["local replication all trust"],
     conf: { wal_level: "replica" },
   });
-  const slaveData = tmp.join("slave/data");
-  const slaveSock = tmp.join("ssock");
-  await Deno.mkdir(slaveSock, { mode: 0o700 });
-  const slavePort = freePort();
-  const slaveLog = tmp.join("standby.log");
+  const sb = await prepareStandby(tmp, DEBIAN_PG_BIN, { logFile: tmp.join("standby.log") });
+  const slaveData = sb.dataDir;
   const walDir = tmp.join("slave/wal");
-  const pgCtl = `${DEBIAN_PG_BIN}/pg_ctl`;
   const ini = tmp.join("slave.ini");
   const s: Setup = {
     tmp,
     master,
     ini,
     slaveData,
-    slavePort,
-    slaveSock,
-    slaveLog,
+    slavePort: sb.port,
+    slaveSock: sb.socketDir,
+    slaveLog: sb.logFile,
     completed: tmp.join("walshipping/logs.complete"),
     slot: defaultSlotName(Deno.hostname()),
   };
@@ -233,9 +192,8 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
     logfile: tmp.join("log/slave.log"),
     slave_data: slaveData,
     slave_bin: DEBIAN_PG_BIN,
-    slave_start_cmd:
-      `${pgCtl} -D ${slaveData} -l ${slaveLog} -o "-p ${slavePort} -k ${slaveSock}" -w -t 60 start`,
-    slave_stop_cmd: `${pgCtl} -D ${slaveData} -m fast -w -t 60 stop`,
+    slave_start_cmd: sb.startCmd,
+    slave_stop_cmd: sb.stopCmd,
     walmgr_data: tmp.join("walshipping"),
     completed_wals: "%(walmgr_data)s/logs.complete",
     partial_wals: "%(walmgr_data)s/logs.partial",
@@ -433,7 +391,9 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
     });
   } finally {
     if (exists(`${slaveData}/postmaster.pid`)) {
-      await run([pgCtl, "-D", slaveData, "-m", "immediate", "-w", "stop"], { timeoutMs: 60_000 });
+      await run([`${DEBIAN_PG_BIN}/pg_ctl`, "-D", slaveData, "-m", "immediate", "-w", "stop"], {
+        timeoutMs: 60_000,
+      });
     }
     await master.dispose();
   }

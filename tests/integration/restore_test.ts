@@ -14,37 +14,23 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "../help
 import {
   type Cluster,
   DEBIAN_PG_BIN,
-  freePort,
   pgTool,
   pgVersions,
   startCluster,
 } from "../helpers/cluster.ts";
 import {
-  currentUserName,
-  exists,
-  projectRoot,
-  run,
-  type RunResult,
-  type TempDir,
-  tempDir,
-} from "../helpers/tmp.ts";
+  prepareStandby,
+  serverLogTail,
+  show,
+  standbySql,
+  WALMGR,
+  writeIni,
+} from "../helpers/standby.ts";
+import { exists, run, type RunResult, type TempDir, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
-
-const WALMGR = `${projectRoot}/bin/walmgr3`;
-
-function show(res: RunResult, extra = ""): string {
-  return `exit ${res.code}\n--- stdout\n${res.stdout}\n--- stderr\n${res.stderr}${extra}`;
-}
 
 function walmgr(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
   return run([WALMGR, ...args], { timeoutMs: 180_000, env });
-}
-
-async function writeIni(path: string, values: Record<string, string>): Promise<void> {
-  await Deno.writeTextFile(
-    path,
-    "[walmgr]\n" + Object.entries(values).map(([k, v]) => `${k} = ${v}\n`).join(""),
-  );
 }
 
 /** Recursive listing (path, kind, size, link target, mode) for "nothing changed" checks. */
@@ -428,12 +414,60 @@ function testArchiveCommand(dir: string): string {
   return `test -f ${dir}/%f || (cp %p ${dir}/.%f.tmp && mv ${dir}/.%f.tmp ${dir}/%f)`;
 }
 
-async function setupMaster(tmp: TempDir): Promise<Setup> {
+/** Creates `walshipping/logs.complete` and `logs.partial` in `tmp`. */
+async function walshipping(tmp: TempDir): Promise<{ walmgrData: string; completed: string }> {
   const walmgrData = tmp.join("walshipping");
   const completed = `${walmgrData}/logs.complete`;
-  const partial = `${walmgrData}/logs.partial`;
   await Deno.mkdir(completed, { recursive: true });
-  await Deno.mkdir(partial);
+  await Deno.mkdir(`${walmgrData}/logs.partial`);
+  return { walmgrData, completed };
+}
+
+/** The slave side of a {@link Setup} around a running `master`; writes its ini. */
+async function slaveSetup(
+  tmp: TempDir,
+  master: Cluster,
+  binDir: string,
+  backupDatadir: "yes" | "no",
+): Promise<Setup> {
+  const walmgrData = tmp.join("walshipping");
+  const sb = await prepareStandby(tmp, binDir);
+  const iniValues: Record<string, string> = {
+    job_name: "wal-slave",
+    logfile: tmp.join("log/slave.log"),
+    slave_data: sb.dataDir,
+    slave_bin: binDir,
+    slave_stop_cmd: sb.stopCmd,
+    slave_start_cmd: sb.startCmd,
+    walmgr_data: walmgrData,
+    completed_wals: "%(walmgr_data)s/logs.complete",
+    partial_wals: "%(walmgr_data)s/logs.partial",
+    full_backup: "%(walmgr_data)s/data.master",
+    config_backup: "%(walmgr_data)s/config.backup",
+    backup_datadir: backupDatadir,
+    keep_backups: "0",
+  };
+  const ini = tmp.join("slave.ini");
+  await writeIni(ini, iniValues);
+  return {
+    tmp,
+    master,
+    walmgrData,
+    completed: `${walmgrData}/logs.complete`,
+    partial: `${walmgrData}/logs.partial`,
+    full: `${walmgrData}/data.master`,
+    configBackup: `${walmgrData}/config.backup`,
+    slaveData: sb.dataDir,
+    slavePort: sb.port,
+    slaveSock: sb.socketDir,
+    slaveLog: sb.logFile,
+    ini,
+    iniValues,
+  };
+}
+
+async function setupMaster(tmp: TempDir): Promise<Setup> {
+  const { completed } = await walshipping(tmp);
   const master = await startCluster({
     name: "rmaster",
     conf: {
@@ -442,47 +476,10 @@ async function setupMaster(tmp: TempDir): Promise<Setup> {
       wal_level: "replica",
     },
   });
-  const slaveSock = tmp.join("ssock");
-  await Deno.mkdir(slaveSock, { mode: 0o700 });
-  const slavePort = freePort();
-  const slaveData = tmp.join("slave/data");
-  const slaveLog = tmp.join("slave-server.log");
-  const pgCtl = `${DEBIAN_PG_BIN}/pg_ctl`;
-  const iniValues: Record<string, string> = {
-    job_name: "wal-slave",
-    logfile: tmp.join("log/slave.log"),
-    slave_data: slaveData,
-    slave_bin: DEBIAN_PG_BIN,
-    slave_stop_cmd: `${pgCtl} -D ${slaveData} -m fast -w -t 60 stop`,
-    slave_start_cmd:
-      `${pgCtl} -D ${slaveData} -l ${slaveLog} -o "-p ${slavePort} -k ${slaveSock}" -w -t 60 start`,
-    walmgr_data: walmgrData,
-    completed_wals: "%(walmgr_data)s/logs.complete",
-    partial_wals: "%(walmgr_data)s/logs.partial",
-    full_backup: "%(walmgr_data)s/data.master",
-    config_backup: "%(walmgr_data)s/config.backup",
-    backup_datadir: "no",
-    keep_backups: "0",
-  };
-  const ini = tmp.join("slave.ini");
-  await writeIni(ini, iniValues);
+  const s = await slaveSetup(tmp, master, DEBIAN_PG_BIN, "no");
   await master.sql("create table t(id int primary key, v text)");
   await master.sql("insert into t values (1, 'one')");
-  return {
-    tmp,
-    master,
-    walmgrData,
-    completed,
-    partial,
-    full: `${walmgrData}/data.master`,
-    configBackup: `${walmgrData}/config.backup`,
-    slaveData,
-    slavePort,
-    slaveSock,
-    slaveLog,
-    ini,
-    iniValues,
-  };
+  return s;
 }
 
 /** A base backup in walmgr3's layout (pg_basebackup -X none) plus the config backup. */
@@ -509,38 +506,17 @@ async function baseBackup(s: Setup): Promise<void> {
   }
 }
 
-async function slaveLogTail(s: Setup): Promise<string> {
-  try {
-    return "\n--- slave server log\n" +
-      (await Deno.readTextFile(s.slaveLog)).trimEnd().split("\n").slice(-30).join("\n");
-  } catch {
-    return "\n(no slave server log)";
-  }
+function slaveLogTail(s: Setup): Promise<string> {
+  return serverLogTail(s.slaveLog, "slave server log");
 }
 
 /** One query on the slave through psql; returns trimmed output. */
-async function slaveSql(s: Setup, query: string): Promise<string> {
-  const res = await run([
-    await pgTool(DEBIAN_PG_BIN, "psql"),
-    "-X",
-    "-A",
-    "-t",
-    "-q",
-    "-v",
-    "ON_ERROR_STOP=1",
-    "-h",
-    s.slaveSock,
-    "-p",
-    String(s.slavePort),
-    "-U",
-    currentUserName(),
-    "-d",
-    "postgres",
-    "-c",
+function slaveSql(s: Setup, query: string): Promise<string> {
+  return standbySql(
+    { binDir: DEBIAN_PG_BIN, socketDir: s.slaveSock, port: s.slavePort },
     query,
-  ], { timeoutMs: 60_000 });
-  if (!res.ok) throw new Error(`slave: ${query}: ${res.stderr.trim()}`);
-  return res.stdout.trim();
+    "slave",
+  );
 }
 
 async function stopSlave(s: Setup): Promise<void> {
@@ -732,12 +708,17 @@ Deno.test("restore an archive-fed slave (PostgreSQL 15): consistent while xresto
       assert(exists(`${s.completed}/PAUSE`));
       const lsn = await slaveSql(s, "select pg_last_wal_replay_lsn()");
       await s.master.sql("insert into t values (3, 'three')");
-      await switchAndArchive(s);
-      // A bounded observation of "nothing happens": replay must not move.
-      for (let i = 0; i < 10; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        assertEquals(await slaveSql(s, "select pg_last_wal_replay_lsn()"), lsn);
-      }
+      const seg = await switchAndArchive(s);
+      // The slave's restore_command has been asked for the archived segment and holds
+      // it back (it checks PAUSE before looking for the file): replay must not move.
+      await waitFor(
+        async () =>
+          (await Deno.readTextFile(s.iniValues.logfile!)).includes(
+            `${seg}: pause requested, sleeping`,
+          ),
+        { what: `xrestore to hold ${seg} back while paused`, timeoutMs: 60_000 },
+      );
+      assertEquals(await slaveSql(s, "select pg_last_wal_replay_lsn()"), lsn);
       assertEquals(await slaveSql(s, "select count(*) from t where id = 3"), "0");
       const c = await walmgr([s.ini, "continue"]);
       assertEquals(c.code, 0, show(c));
@@ -876,55 +857,14 @@ async function sqlBaseBackup(master: Cluster, dir: string): Promise<void> {
 for (const { major, binDir } of await pgVersions()) {
   Deno.test(`restore on PostgreSQL ${major}: tablespace, archive-fed + boot, streaming + boot`, async (t) => {
     await using tmp = await tempDir(`restore-v${major}`);
-    const walmgrData = tmp.join("walshipping");
-    const completed = `${walmgrData}/logs.complete`;
-    const partial = `${walmgrData}/logs.partial`;
-    await Deno.mkdir(completed, { recursive: true });
-    await Deno.mkdir(partial);
+    const { completed } = await walshipping(tmp);
     await using master = await startCluster({
       name: `rm${major}`,
       binDir,
       conf: { archive_mode: "on", archive_command: testArchiveCommand(completed) },
     });
-    const slaveSock = tmp.join("ssock");
-    await Deno.mkdir(slaveSock, { mode: 0o700 });
-    const slavePort = freePort();
-    const slaveData = tmp.join("slave/data");
-    const slaveLog = tmp.join("slave-server.log");
-    const pgCtl = `${binDir}/pg_ctl`;
-    const iniValues: Record<string, string> = {
-      job_name: "wal-slave",
-      logfile: tmp.join("log/slave.log"),
-      slave_data: slaveData,
-      slave_bin: binDir,
-      slave_stop_cmd: `${pgCtl} -D ${slaveData} -m fast -w -t 60 stop`,
-      slave_start_cmd:
-        `${pgCtl} -D ${slaveData} -l ${slaveLog} -o "-p ${slavePort} -k ${slaveSock}" -w -t 60 start`,
-      walmgr_data: walmgrData,
-      completed_wals: "%(walmgr_data)s/logs.complete",
-      partial_wals: "%(walmgr_data)s/logs.partial",
-      full_backup: "%(walmgr_data)s/data.master",
-      config_backup: "%(walmgr_data)s/config.backup",
-      backup_datadir: "yes",
-      keep_backups: "0",
-    };
-    const ini = tmp.join("slave.ini");
-    await writeIni(ini, iniValues);
-    const s: Setup = {
-      tmp,
-      master,
-      walmgrData,
-      completed,
-      partial,
-      full: `${walmgrData}/data.master`,
-      configBackup: `${walmgrData}/config.backup`,
-      slaveData,
-      slavePort,
-      slaveSock,
-      slaveLog,
-      ini,
-      iniValues,
-    };
+    const s = await slaveSetup(tmp, master, binDir, "yes");
+    const { ini, iniValues, partial, slaveData } = s;
     const tsDir = tmp.join("master-ts1");
     await Deno.mkdir(tsDir, { mode: 0o700 });
     await master.sql(`create tablespace ts1 location '${tsDir}'`);

@@ -9,70 +9,16 @@ import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
 import { createRsyncTransport } from "../../transports/rsync.ts";
 import { SshConnection, sshSettings, stopControlMasters } from "../../transports/ssh_connection.ts";
-import type { Transport, TransportOptions } from "../../transports/types.ts";
+import type { Transport } from "../../transports/types.ts";
 import { freePort } from "../helpers/cluster.ts";
-import type { Sshd } from "../helpers/sshd.ts";
-import { startSshd } from "../helpers/sshd.ts";
-import { makeTempDir, projectRoot, removeTree, run } from "../helpers/tmp.ts";
+import { acceptedLogins, remoteEnv } from "../helpers/remote_env.ts";
+import { removeTree, run } from "../helpers/tmp.ts";
 import { transportContract } from "../helpers/transport_contract.ts";
 
 const enc = new TextEncoder();
 
-interface Env {
-  sshd: Sshd;
-  dir: string;
-  controlDir: string;
-  slaveIni: string;
-  options(extra?: Record<string, string>, o?: Partial<TransportOptions>): TransportOptions;
-  cleanup(): Promise<void>;
-}
-
-async function env(): Promise<Env> {
-  const sshd = await startSshd();
-  const dir = await makeTempDir("rsync");
-  const controlDir = `${dir}/cm`;
-  const slaveIni = `${dir}/slave.ini`;
-  await Deno.writeTextFile(
-    slaveIni,
-    `[walmgr]\njob_name = test-slave\nwalmgr_data = ${dir}/storage\n` +
-      `completed_wals = %(walmgr_data)s/logs.complete\n`,
-  );
-  const options = (extra: Record<string, string> = {}, o: Partial<TransportOptions> = {}) => {
-    const settings: Record<string, string> = {
-      ssh_options: `-F ${sshd.sshConfigFile}`,
-      ssh_control_dir: controlDir,
-      ...extra,
-    };
-    return {
-      host: sshd.hostAlias,
-      dryRun: false,
-      setting: (k: string) => settings[k],
-      remoteWalmgr: [`${projectRoot}/bin/walmgr3`],
-      slaveConfig: slaveIni,
-      ...o,
-    };
-  };
-  return {
-    sshd,
-    dir,
-    controlDir,
-    slaveIni,
-    options,
-    async cleanup() {
-      await stopControlMasters(controlDir);
-      await sshd.stop();
-      await removeTree(dir);
-    },
-  };
-}
-
-async function acceptedLogins(sshd: Sshd): Promise<number> {
-  const log = await Deno.readTextFile(sshd.logFile);
-  return log.split("\n").filter((l) => l.includes("Accepted publickey")).length;
-}
-
 transportContract("rsync", async () => {
-  const e = await env();
+  const e = await remoteEnv("rsync");
   return {
     transport: createRsyncTransport(e.options()),
     root: `${e.dir}/storage`,
@@ -82,7 +28,7 @@ transportContract("rsync", async () => {
 
 // putFile goes through rsync -z with compression, through ssh + cat without
 transportContract("rsync with compression = 1", async () => {
-  const e = await env();
+  const e = await remoteEnv("rsync");
   return {
     transport: createRsyncTransport(e.options({ compression: "1" })),
     root: `${e.dir}/storage`,
@@ -91,7 +37,7 @@ transportContract("rsync with compression = 1", async () => {
 });
 
 Deno.test("rsync transport over a real sshd", async (t) => {
-  const e = await env();
+  const e = await remoteEnv("rsync");
   const root = `${e.dir}/storage`;
   const local = `${e.dir}/local`;
   await Deno.mkdir(local);

@@ -10,77 +10,18 @@ import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
 import { uniqueTempName } from "../../core/fsutil.ts";
 import { createSshTransport } from "../../transports/ssh.ts";
-import { SshConnection, sshSettings, stopControlMasters } from "../../transports/ssh_connection.ts";
-import type { Transport, TransportOptions } from "../../transports/types.ts";
+import { SshConnection, sshSettings } from "../../transports/ssh_connection.ts";
+import type { Transport } from "../../transports/types.ts";
 import { freePort } from "../helpers/cluster.ts";
-import type { Sshd } from "../helpers/sshd.ts";
-import { startSshd } from "../helpers/sshd.ts";
+import { acceptedLogins, remoteEnv, writeSlaveIni } from "../helpers/remote_env.ts";
 import { makeTempDir, projectRoot, removeTree, run } from "../helpers/tmp.ts";
 import { transportContract } from "../helpers/transport_contract.ts";
 
 const enc = new TextEncoder();
 const WALMGR3 = `${projectRoot}/bin/walmgr3`;
 
-interface Env {
-  sshd: Sshd;
-  dir: string;
-  controlDir: string;
-  slaveIni: string;
-  options(extra?: Record<string, string>, o?: Partial<TransportOptions>): TransportOptions;
-  cleanup(): Promise<void>;
-}
-
-async function writeSlaveIni(dir: string): Promise<string> {
-  const slaveIni = `${dir}/slave.ini`;
-  await Deno.writeTextFile(
-    slaveIni,
-    `[walmgr]\njob_name = test-slave\nwalmgr_data = ${dir}/storage\n` +
-      `completed_wals = %(walmgr_data)s/logs.complete\n`,
-  );
-  return slaveIni;
-}
-
-async function env(): Promise<Env> {
-  const sshd = await startSshd();
-  const dir = await makeTempDir("ssh");
-  const controlDir = `${dir}/cm`;
-  const slaveIni = await writeSlaveIni(dir);
-  const options = (extra: Record<string, string> = {}, o: Partial<TransportOptions> = {}) => {
-    const settings: Record<string, string> = {
-      ssh_options: `-F ${sshd.sshConfigFile}`,
-      ssh_control_dir: controlDir,
-      ...extra,
-    };
-    return {
-      host: sshd.hostAlias,
-      dryRun: false,
-      setting: (k: string) => settings[k],
-      remoteWalmgr: [WALMGR3],
-      slaveConfig: slaveIni,
-      ...o,
-    };
-  };
-  return {
-    sshd,
-    dir,
-    controlDir,
-    slaveIni,
-    options,
-    async cleanup() {
-      await stopControlMasters(controlDir);
-      await sshd.stop();
-      await removeTree(dir);
-    },
-  };
-}
-
-async function acceptedLogins(sshd: Sshd): Promise<number> {
-  const log = await Deno.readTextFile(sshd.logFile);
-  return log.split("\n").filter((l) => l.includes("Accepted publickey")).length;
-}
-
 transportContract("ssh", async () => {
-  const e = await env();
+  const e = await remoteEnv("ssh");
   return {
     transport: createSshTransport(e.options()),
     root: `${e.dir}/storage`,
@@ -89,7 +30,7 @@ transportContract("ssh", async () => {
 });
 
 Deno.test("ssh transport over a real sshd", async (t) => {
-  const e = await env();
+  const e = await remoteEnv("ssh");
   const root = `${e.dir}/storage`;
   const local = `${e.dir}/local`;
   await Deno.mkdir(local);

@@ -3,18 +3,16 @@
  * local transport (partial_wals is a local directory), through bin/walmgr3.
  */
 
-import { DEBIAN_PG_BIN, startCluster } from "../helpers/cluster.ts";
-import { SSHD_PATH, startSshd } from "../helpers/sshd.ts";
+import { startCluster } from "../helpers/cluster.ts";
+import { startSshd } from "../helpers/sshd.ts";
 import type { Cluster } from "../helpers/cluster.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { exists, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
+import { WALMGR, writeIni } from "../helpers/standby.ts";
+import { exists, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const WALMGR = `${projectRoot}/bin/walmgr3`;
 const MiB = 1024 * 1024;
 const SEG_NAME = /^[0-9A-F]{24}$/;
-
-const hasPg = exists(`${DEBIAN_PG_BIN}/postgres`);
 
 function walmgr(args: string[], opts: { stdin?: Uint8Array | string } = {}): Promise<RunResult> {
   return run([WALMGR, ...args], {
@@ -25,11 +23,6 @@ function walmgr(args: string[], opts: { stdin?: Uint8Array | string } = {}): Pro
 
 function describe(res: RunResult): string {
   return `exit ${res.code}\nstdout: ${res.stdout}\nstderr: ${res.stderr}`;
-}
-
-async function writeIni(path: string, values: Record<string, string | number>): Promise<void> {
-  const body = Object.entries(values).map(([k, v]) => `${k} = ${v}`).join("\n");
-  await Deno.writeTextFile(path, `[walmgr]\n${body}\n`);
 }
 
 interface Layout {
@@ -171,7 +164,6 @@ function killDaemon(pidfile: string): void {
 
 Deno.test({
   name: "sync: file mode copies only written segments up to the current one",
-  ignore: !hasPg,
   async fn(t) {
     await using tmp = await tempDir("syncfile");
     // min_wal_size: checkpoints recycle old segments into future names (kept, not removed).
@@ -282,7 +274,6 @@ Deno.test({
 
 Deno.test({
   name: "sync: record mode ships the flushed byte range, padded to the segment size",
-  ignore: !hasPg,
   async fn(t) {
     await using tmp = await tempDir("syncrec");
     await using pg = await startCluster({ name: "syncrec" });
@@ -331,7 +322,6 @@ Deno.test({
 
 Deno.test({
   name: "syncdaemon -d: pidfile, record shipping, segment switch, SIGHUP reload, -s stop",
-  ignore: !hasPg,
   async fn(t) {
     await using tmp = await tempDir("syncd");
     await using pg = await startCluster({ name: "syncd" });
@@ -444,7 +434,6 @@ Deno.test({
 
 Deno.test({
   name: "syncdaemon survives a database outage and resumes; -k stops it",
-  ignore: !hasPg,
   async fn(t) {
     await using tmp = await tempDir("syncout");
     await using pg = await startCluster({ name: "syncout" });
@@ -503,7 +492,6 @@ Deno.test({
 
 Deno.test({
   name: "sync pads to the cluster's real segment size (initdb --wal-segsize=32)",
-  ignore: !hasPg,
   async fn(t) {
     await using tmp = await tempDir("sync32");
     await using pg = await startCluster({ name: "sync32", initdbArgs: ["--wal-segsize=32"] });
@@ -616,7 +604,6 @@ Deno.test("xpartialsync: writes stdin at an offset, pads, checks its input", asy
 
 Deno.test({
   name: "sync: record mode over the ssh transport (real sshd)",
-  ignore: !hasPg || !exists(SSHD_PATH),
   async fn(t) {
     await using tmp = await tempDir("syncssh");
     await using pg = await startCluster({ name: "syncssh" });

@@ -425,3 +425,19 @@ Deno.test("xrestore refuses a name that is not a WAL file", async () => {
   assertEquals(res.code, 1, show(res));
   assertStringIncludes(res.stderr, "is not a WAL file name");
 });
+
+Deno.test("xrestore: a failure that is not 'absent' is one line naming the segment once", async () => {
+  await using tmp = await tempDir("xr-oneline");
+  const s = await slave(tmp);
+  // a directory where the segment should be: not absent, not readable as a file (also as root)
+  await Deno.mkdir(`${s.completed}/${SEG}`);
+  await Deno.writeTextFile(`${s.data}/recovery.signal`, "");
+  const res = await xrestore(s, [SEG, DEST], { WALMGR3_XRESTORE_RETRY_MS: "0" });
+  assertEquals(res.code, 128, show(res));
+  const errors = res.stderr.split("\n").filter((l) => / ERROR /.test(l));
+  assertEquals(errors.length, 1, show(res));
+  const line = errors[0] as string;
+  assertEquals(line.split(SEG).length - 1, 2, `segment named once, path once: ${line}`);
+  assertStringIncludes(line, `${SEG}: cannot check ${s.completed}/${SEG}: not a regular file`);
+  assertEquals(walDirEntries(s), []);
+});
