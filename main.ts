@@ -49,6 +49,9 @@ function selectCommand(
   throw new UsageError(`no command given after ${pos[0]}`);
 }
 
+/** Commands PostgreSQL (or the other host) runs once per WAL file. */
+const PER_FILE_COMMANDS = new Set(["xarchive", "xrestore", "xstorage", "xpartialsync"]);
+
 /** What {@link run} got to, for {@link main}'s exit code. */
 interface RunState {
   command?: string;
@@ -169,8 +172,13 @@ async function run(argv: readonly string[], state: RunState): Promise<number> {
       if (logfile && !opts.notReally) log.openFile(logfile);
       const declared = early?.declared ??
         await loadIniPlugins(registry, config, opts, spec.name);
+      // Commands run once per WAL file would repeat these in the server log for every
+      // segment: there they are debug lines; every operator command shows them.
+      const perFile = PER_FILE_COMMANDS.has(spec.name);
       for (const w of loaded.warnings) {
-        if (!declared.has(w.key)) log.warning(w.message); // plugins may declare keys
+        if (declared.has(w.key)) continue; // plugins may declare keys
+        if (perFile) log.debug(w.message);
+        else log.warning(w.message);
       }
       if (
         config.getString("use_skylog", "0").trim() !== "" && config.getBool("use_skylog", false)
