@@ -72,6 +72,35 @@ export function iniValue(key: string, value: string): string {
   return v.replaceAll("%", "%%");
 }
 
+/** The first group of both inis: job name, log file (and the master's pid file). */
+function loggingGroup(job: string, pidfile: boolean): Group {
+  return {
+    entries: [
+      { key: "job_name", value: iniValue("job_name", job), comment: ["name used in log lines"] },
+      {
+        key: "logfile",
+        value: iniValue("logfile", `~/log/${job}.log`),
+        comment: ["log file (its directory is created)"],
+      },
+      ...(pidfile
+        ? [{
+          key: "pidfile",
+          value: iniValue("pidfile", `~/pid/${job}.pid`),
+          comment: ["pid file of syncdaemon"],
+        }]
+        : []),
+      { key: "use_skylog", value: "0", comment: ["skylog is not used"] },
+    ],
+  };
+}
+
+/** The header line naming the cluster the ini was guessed for. */
+function guessedFor(layout: { version?: number | string | null; dataDir: string }): string {
+  return `Guessed for the PostgreSQL${
+    layout.version ? ` ${layout.version}` : ""
+  } cluster in ${layout.dataDir}.`;
+}
+
 /** The `--set` values as written (raw ini text), last one winning. */
 function setValues(ctx: CommandContext): Map<string, string> {
   const out = new Map<string, string>();
@@ -292,30 +321,13 @@ async function initMaster(ctx: CommandContext): Promise<number> {
 
   const header = [
     "walmgr3 master configuration, written by walmgr3 --init-master.",
-    `Guessed for the PostgreSQL${
-      layout.version ? ` ${layout.version}` : ""
-    } cluster in ${layout.dataDir}.`,
+    guessedFor(layout),
     "Every key: walmgr3 --ini. Next: walmgr3 --init-slave on the slave, then here:",
     `  walmgr3 ${file} setup`,
     `  walmgr3 ${file} backup`,
   ];
   const groups: Group[] = [
-    {
-      entries: [
-        { key: "job_name", value: iniValue("job_name", job), comment: ["name used in log lines"] },
-        {
-          key: "logfile",
-          value: iniValue("logfile", `~/log/${job}.log`),
-          comment: ["log file (its directory is created)"],
-        },
-        {
-          key: "pidfile",
-          value: iniValue("pidfile", `~/pid/${job}.pid`),
-          comment: ["pid file of syncdaemon"],
-        },
-        { key: "use_skylog", value: "0", comment: ["skylog is not used"] },
-      ],
-    },
+    loggingGroup(job, true),
     {
       comment: ["the master cluster"],
       entries: [
@@ -501,24 +513,12 @@ async function initSlave(ctx: CommandContext): Promise<number> {
 
   const header = [
     "walmgr3 slave configuration, written by walmgr3 --init-slave.",
-    `Guessed for the PostgreSQL${
-      layout.version ? ` ${layout.version}` : ""
-    } cluster in ${layout.dataDir}.`,
+    guessedFor(layout),
     "Every key: walmgr3 --ini. After setup and backup on the master, here:",
     `  walmgr3 ${file} restore`,
   ];
   const groups: Group[] = [
-    {
-      entries: [
-        { key: "job_name", value: iniValue("job_name", job), comment: ["name used in log lines"] },
-        {
-          key: "logfile",
-          value: iniValue("logfile", `~/log/${job}.log`),
-          comment: ["log file (its directory is created)"],
-        },
-        { key: "use_skylog", value: "0", comment: ["skylog is not used"] },
-      ],
-    },
+    loggingGroup(job, false),
     {
       comment: ["the slave cluster; restore replaces slave_data with the newest base backup"],
       entries: [

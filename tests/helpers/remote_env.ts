@@ -12,8 +12,9 @@
  * @module
  */
 
-import { stopControlMasters } from "../../transports/ssh_connection.ts";
-import type { TransportOptions } from "../../transports/types.ts";
+import assert from "node:assert/strict";
+import { SshConnection, sshSettings, stopControlMasters } from "../../transports/ssh_connection.ts";
+import type { Transport, TransportOptions } from "../../transports/types.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
 import { makeTempDir, removeTree } from "./tmp.ts";
 import { WALMGR } from "./standby.ts";
@@ -82,4 +83,38 @@ export async function remoteEnv(prefix: string): Promise<RemoteEnv> {
 export async function acceptedLogins(sshd: Sshd): Promise<number> {
   const log = await Deno.readTextFile(sshd.logFile);
   return log.split("\n").filter((l) => l.includes("Accepted publickey")).length;
+}
+
+/**
+ * Asserts that `tr` and a second transport built by `make` (as the next
+ * archive_command process would) do everything over one ssh login, through a
+ * control socket in a private (0700) directory. Uses `<local>/seg` and
+ * `<root>/share`.
+ */
+export async function assertOneSharedConnection(
+  e: RemoteEnv,
+  name: "rsync" | "ssh",
+  tr: Transport,
+  make: () => Transport,
+  local: string,
+  root: string,
+): Promise<void> {
+  const before = await acceptedLogins(e.sshd);
+  await tr.mkdirp(`${root}/share`);
+  await Deno.writeTextFile(`${local}/seg`, "segment");
+  assert.equal(await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"), "stored");
+  assert.equal(await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"), "identical");
+  await tr.stat(`${root}/share/seg`);
+  await tr.list(`${root}/share`);
+  await tr.syncTree?.(local, `${root}/share/tree`, {});
+  const tr2 = make();
+  assert.deepEqual(await tr2.readFile(`${root}/share/seg`), new TextEncoder().encode("segment"));
+  await tr2.close();
+  assert.equal(await acceptedLogins(e.sshd), before + 1, "one ssh login for everything");
+  const conn = new SshConnection(sshSettings(e.options(), name));
+  assert.ok(await conn.masterRunning(), "ssh -O check finds the shared connection");
+  const sockets = [...Deno.readDirSync(e.controlDir)];
+  assert.equal(sockets.length, 1);
+  assert.ok(sockets[0]?.isFile === false && sockets[0]?.name.length === 40);
+  assert.equal((Deno.statSync(e.controlDir).mode ?? 0) & 0o777, 0o700);
 }

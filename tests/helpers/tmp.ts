@@ -214,3 +214,24 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     clearTimeout(timer);
   }
 }
+
+/**
+ * Recursive listing of `root` (path, kind, size, mode, mtime, link target), for
+ * "nothing changed" checks (dry runs, refusals).
+ */
+export function treeSnapshot(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of [...Deno.readDirSync(dir)].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = `${dir}/${e.name}`;
+      const st = Deno.lstatSync(p);
+      if (st.isSymlink) out.push(`${p} -> ${Deno.readLinkSync(p)}`);
+      else if (st.isDirectory) {
+        out.push(`${p}/ ${(st.mode ?? 0) & 0o777}`);
+        walk(p);
+      } else out.push(`${p} ${st.size} ${(st.mode ?? 0) & 0o777} ${st.mtime?.getTime()}`);
+    }
+  };
+  walk(root);
+  return out;
+}

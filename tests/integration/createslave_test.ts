@@ -21,31 +21,20 @@ import {
   WALMGR,
   writeIni,
 } from "../helpers/standby.ts";
-import { exists, run, type RunResult, type TempDir, tempDir } from "../helpers/tmp.ts";
+import {
+  exists,
+  run,
+  type RunResult,
+  type TempDir,
+  tempDir,
+  treeSnapshot,
+} from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const PASSWORD = "s3cret-Pw";
 
 function walmgr(args: string[]): Promise<RunResult> {
   return run([WALMGR, ...args], { timeoutMs: 240_000 });
-}
-
-/** Recursive listing (path, kind, size, mode, mtime) for "nothing changed" checks. */
-function snapshot(root: string): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of [...Deno.readDirSync(dir)].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = `${dir}/${e.name}`;
-      const st = Deno.lstatSync(p);
-      if (st.isSymlink) out.push(`${p} -> ${Deno.readLinkSync(p)}`);
-      else if (st.isDirectory) {
-        out.push(`${p}/ ${(st.mode ?? 0) & 0o777}`);
-        walk(p);
-      } else out.push(`${p} ${st.size} ${(st.mode ?? 0) & 0o777} ${st.mtime?.getTime()}`);
-    }
-  };
-  walk(root);
-  return out;
 }
 
 /** Entries next to slave_data left by createslave (temp and moved-aside dirs). */
@@ -211,7 +200,7 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
 
   try {
     await t.step("dry run shows the plan and changes nothing", async () => {
-      const before = snapshot(tmp.path);
+      const before = treeSnapshot(tmp.path);
       const res = await walmgr([ini, "createslave", "-n"]);
       assertEquals(res.code, 0, show(res));
       assertMatch(res.stderr, /DRY RUN: would run .*pg_receivewal -w -d .* --create-slot -S /);
@@ -222,7 +211,7 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
       assertStringIncludes(res.stdout, `primary_slot_name = '${s.slot}'`);
       assertStringIncludes(res.stdout, "xrestore %f");
       assert(!(res.stdout + res.stderr).includes(PASSWORD), "the password is never shown");
-      assertEquals(snapshot(tmp.path), before);
+      assertEquals(treeSnapshot(tmp.path), before);
       assertEquals(await slotsOnMaster(s), []);
     });
 

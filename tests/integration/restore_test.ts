@@ -26,29 +26,18 @@ import {
   WALMGR,
   writeIni,
 } from "../helpers/standby.ts";
-import { exists, run, type RunResult, type TempDir, tempDir } from "../helpers/tmp.ts";
+import {
+  exists,
+  run,
+  type RunResult,
+  type TempDir,
+  tempDir,
+  treeSnapshot,
+} from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 function walmgr(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
   return run([WALMGR, ...args], { timeoutMs: 180_000, env });
-}
-
-/** Recursive listing (path, kind, size, link target, mode) for "nothing changed" checks. */
-function snapshot(root: string): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of [...Deno.readDirSync(dir)].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = `${dir}/${e.name}`;
-      const st = Deno.lstatSync(p);
-      if (st.isSymlink) out.push(`${p} -> ${Deno.readLinkSync(p)}`);
-      else if (st.isDirectory) {
-        out.push(`${p}/ ${(st.mode ?? 0) & 0o777}`);
-        walk(p);
-      } else out.push(`${p} ${st.size} ${(st.mode ?? 0) & 0o777} ${st.mtime?.getTime()}`);
-    }
-  };
-  walk(root);
-  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -158,13 +147,13 @@ Deno.test("restore with hand-made backups", async (t) => {
     for (const f of ["STOP", "PAUSE", "PROGRESS"]) {
       await Deno.writeTextFile(`${s.completed}/${f}`, "1\n");
     }
-    const before = snapshot(tmp.path);
+    const before = treeSnapshot(tmp.path);
     const res = await walmgr([s.ini, "restore", "-n"]);
     assertEquals(res.code, 0, show(res));
     assertMatch(res.stdout, /restore_command = '.*slave\.ini xrestore %f "%p" %r'/);
     assertStringIncludes(res.stdout, "recovery_prefetch = 'off'");
     assertStringIncludes(res.stderr, "DRY RUN: would");
-    assertEquals(snapshot(tmp.path), before);
+    assertEquals(treeSnapshot(tmp.path), before);
   });
 
   await t.step("restore moves full_backup into place, keeping the old data as .0", async () => {

@@ -11,7 +11,7 @@ import { createRsyncTransport } from "../../transports/rsync.ts";
 import { SshConnection, sshSettings, stopControlMasters } from "../../transports/ssh_connection.ts";
 import type { Transport } from "../../transports/types.ts";
 import { freePort } from "../helpers/cluster.ts";
-import { acceptedLogins, remoteEnv } from "../helpers/remote_env.ts";
+import { assertOneSharedConnection, remoteEnv } from "../helpers/remote_env.ts";
 import { removeTree, run } from "../helpers/tmp.ts";
 import { transportContract } from "../helpers/transport_contract.ts";
 
@@ -44,29 +44,14 @@ Deno.test("rsync transport over a real sshd", async (t) => {
   const tr: Transport = createRsyncTransport(e.options());
   try {
     await t.step("operations share one ssh connection, also across instances", async () => {
-      const before = await acceptedLogins(e.sshd);
-      await tr.mkdirp(`${root}/share`);
-      await Deno.writeTextFile(`${local}/seg`, "segment");
-      assert.equal(await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"), "stored");
-      assert.equal(
-        await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"),
-        "identical",
+      await assertOneSharedConnection(
+        e,
+        "rsync",
+        tr,
+        () => createRsyncTransport(e.options()),
+        local,
+        root,
       );
-      await tr.stat(`${root}/share/seg`);
-      await tr.list(`${root}/share`);
-      await tr.syncTree?.(local, `${root}/share/tree`, {});
-      // a new transport, as the next archive_command process would build
-      const tr2 = createRsyncTransport(e.options());
-      assert.deepEqual(await tr2.readFile(`${root}/share/seg`), enc.encode("segment"));
-      await tr2.close();
-      assert.equal(await acceptedLogins(e.sshd), before + 1, "one ssh login for everything");
-      const conn = new SshConnection(sshSettings(e.options(), "rsync"));
-      assert.ok(await conn.masterRunning(), "ssh -O check finds the shared connection");
-      const sockets = [...Deno.readDirSync(e.controlDir)];
-      assert.equal(sockets.length, 1);
-      assert.ok(sockets[0]?.isFile === false && sockets[0]?.name.length === 40);
-      const st = Deno.statSync(e.controlDir);
-      assert.equal((st.mode ?? 0) & 0o777, 0o700);
     });
 
     await t.step("a stale or broken control socket does not break archiving", async () => {

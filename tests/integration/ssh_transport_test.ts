@@ -10,10 +10,9 @@ import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
 import { uniqueTempName } from "../../core/fsutil.ts";
 import { createSshTransport } from "../../transports/ssh.ts";
-import { SshConnection, sshSettings } from "../../transports/ssh_connection.ts";
 import type { Transport } from "../../transports/types.ts";
 import { freePort } from "../helpers/cluster.ts";
-import { acceptedLogins, remoteEnv, writeSlaveIni } from "../helpers/remote_env.ts";
+import { assertOneSharedConnection, remoteEnv, writeSlaveIni } from "../helpers/remote_env.ts";
 import { makeTempDir, projectRoot, removeTree, run } from "../helpers/tmp.ts";
 import { transportContract } from "../helpers/transport_contract.ts";
 
@@ -37,21 +36,14 @@ Deno.test("ssh transport over a real sshd", async (t) => {
   const tr: Transport = createSshTransport(e.options());
   try {
     await t.step("operations share one ssh connection, also across instances", async () => {
-      const before = await acceptedLogins(e.sshd);
-      await tr.mkdirp(`${root}/share`);
-      await Deno.writeTextFile(`${local}/seg`, "segment");
-      assert.equal(await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"), "stored");
-      assert.equal(
-        await tr.putFile(`${local}/seg`, `${root}/share/seg`, "identical-ok"),
-        "identical",
+      await assertOneSharedConnection(
+        e,
+        "ssh",
+        tr,
+        () => createSshTransport(e.options()),
+        local,
+        root,
       );
-      await tr.stat(`${root}/share/seg`);
-      await tr.syncTree?.(local, `${root}/share/tree`, {});
-      const tr2 = createSshTransport(e.options());
-      assert.deepEqual(await tr2.readFile(`${root}/share/seg`), enc.encode("segment"));
-      assert.equal(await acceptedLogins(e.sshd), before + 1, "one ssh login for everything");
-      const conn = new SshConnection(sshSettings(e.options(), "ssh"));
-      assert.ok(await conn.masterRunning(), "ssh -O check finds the shared connection");
     });
 
     await t.step("relative and ~ paths are the slave user's home", async () => {
