@@ -61,6 +61,7 @@ import {
 import { hostName } from "../core/config.ts";
 import type { Db } from "../core/db.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { type BackupApi, backupApi } from "../core/pg_versions.ts";
 import { parseLsn, walFileName } from "../core/wal.ts";
 import { HookVeto } from "../plugins/hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
@@ -122,35 +123,6 @@ const SPECIAL_DIRS: ReadonlyArray<{ name: string; sub?: string; quietIfMissing?:
   { name: "pg_log" },
   { name: "log", quietIfMissing: true },
 ];
-
-/** SQL of the non-exclusive backup API for a server version. */
-export interface BackupApi {
-  /** `$1` label, `$2` fast checkpoint; returns the start LSN as `lsn`. */
-  start: string;
-  /** `$1` wait_for_archive; returns `lsn`, `labelfile`, `spcmapfile`. */
-  stop: string;
-}
-
-/** The backup API of `server_version_num` (13 and later). */
-export function backupApi(versionNum: number): BackupApi {
-  if (versionNum >= 150000) {
-    return {
-      start: "select pg_backup_start($1::text, $2::boolean)::text as lsn",
-      stop: "select lsn::text as lsn, labelfile, spcmapfile from pg_backup_stop($1::boolean)",
-    };
-  }
-  if (versionNum >= 130000) {
-    return {
-      start: "select pg_start_backup($1::text, $2::boolean, false)::text as lsn",
-      stop:
-        "select lsn::text as lsn, labelfile, spcmapfile from pg_stop_backup(false, $1::boolean)",
-    };
-  }
-  throw new WalmgrError(
-    `PostgreSQL ${Math.floor(versionNum / 10000)} is not supported for backups: walmgr3 needs ` +
-      `PostgreSQL 13 or later`,
-  );
-}
 
 /** A statement with its parameters inlined, for "Execute SQL:" log lines. */
 export function displaySql(sql: string, params: readonly unknown[]): string {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { WAL_LEVEL_RANK } from "../core/pg_versions.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import {
   editSettings,
@@ -28,15 +29,6 @@ export const STORAGE_KEYS = [
   "full_backup",
   "config_backup",
 ] as const;
-
-/** wal_level values by strength; `archive` and `hot_standby` are `replica` since 9.6. */
-const WAL_LEVEL_RANK: Record<string, number> = {
-  minimal: 0,
-  archive: 1,
-  hot_standby: 1,
-  replica: 1,
-  logical: 2,
-};
 
 const ON_VALUES = new Set(["on", "always", "true", "yes", "1"]);
 

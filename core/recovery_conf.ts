@@ -26,6 +26,7 @@ import type { Effects } from "./effects.ts";
 import { WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { quoteConfValue } from "./pgconf.ts";
+import { hasRecoveryPrefetch, MIN_RESTORE_MAJOR } from "./pg_versions.ts";
 import { shellQuote } from "./self.ts";
 
 /** The signal file that puts a server into recovery. */
@@ -104,9 +105,10 @@ export function buildArchiveCleanupCommand(program: string, completedWals: strin
 
 /** The settings and signal file for `input` (pure). */
 export function recoveryPlan(input: RecoveryInput): RecoveryPlan {
-  if (input.version < 12) {
+  if (input.version < MIN_RESTORE_MAJOR) {
     throw new WalmgrError(
-      `the backup is PostgreSQL ${input.version}; walmgr3 restores PostgreSQL 12 and newer only`,
+      `the backup is PostgreSQL ${input.version}; walmgr3 restores PostgreSQL ` +
+        `${MIN_RESTORE_MAJOR} and newer only`,
     );
   }
   const settings: Array<[string, string]> = [["restore_command", input.restoreCommand]];
@@ -120,7 +122,7 @@ export function recoveryPlan(input: RecoveryInput): RecoveryPlan {
     if (input.archiveCleanupCommand) {
       settings.push(["archive_cleanup_command", input.archiveCleanupCommand]);
     }
-  } else if (input.version >= 15) {
+  } else if (hasRecoveryPrefetch(input.version)) {
     settings.push(["recovery_prefetch", "off"]);
   }
   return { signal: streaming ? "standby.signal" : "recovery.signal", settings, streaming };

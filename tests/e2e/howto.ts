@@ -7,7 +7,8 @@
  * @module
  */
 
-import { type Cluster, pgTool, startCluster } from "../helpers/cluster.ts";
+import { type Cluster, hasPgTool, pgTool, startCluster } from "../helpers/cluster.ts";
+import { psqlText } from "../helpers/pgtext.ts";
 import type { Sshd } from "../helpers/sshd.ts";
 import { projectRoot, run, type RunResult } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -30,6 +31,8 @@ export interface HowtoOptions {
   step(title: string): void;
   /** No primary_conninfo: the slave replays archived WAL only (archive-fed recovery). */
   archiveFed?: boolean;
+  /** Called with each walmgr3 command line before it runs (the demo prints it). */
+  command?(line: string): void;
 }
 
 /** Runs walmgr3; throws with its output when it fails (unless `allowFail`). */
@@ -84,21 +87,7 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
   try {
     o.step("create database pgbdb and generate data with pgbench -i -s 1 -F 80");
     await master.sql("create database pgbdb");
-    const pgbench = await pgTool(o.binDir, "pgbench");
-    const pb = await run([
-      pgbench,
-      "-i",
-      "-s",
-      "1",
-      "-F",
-      "80",
-      "pgbdb",
-      "-h",
-      master.socketDir,
-      "-p",
-      String(master.port),
-    ]);
-    if (!pb.ok) throw new Error(`pgbench -i failed: ${pb.stderr}`);
+    await pgbenchInit(master, o.step);
 
     o.step("write the master configuration file wal-master.ini");
     const remote = o.variant !== "local";
@@ -175,8 +164,14 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     ];
     await Deno.writeTextFile(slaveIni, slaveLines.join("\n"));
 
+    const wm = (args: string[]) => {
+      const ini = args[0] === masterIni ? "wal-master.ini" : "wal-slave.ini";
+      o.command?.(`walmgr3 ${ini} ${args.slice(1).join(" ")}`);
+      return walmgr(args);
+    };
+
     o.step("walmgr3 wal-master.ini setup");
-    await walmgr([masterIni, "setup"]);
+    await wm([masterIni, "setup"]);
 
     o.step("enable replication in pg_hba.conf, max_wal_senders = 3, restart the master");
     const hba = await Deno.readTextFile(`${master.dataDir}/pg_hba.conf`);
@@ -188,7 +183,7 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     await master.restart();
 
     o.step("walmgr3 wal-master.ini backup");
-    const backup = await walmgr([masterIni, "backup"]);
+    const backup = await wm([masterIni, "backup"]);
     const backupOutput = backup.stdout + backup.stderr;
 
     o.step("edit config.backup/postgresql.conf: hot_standby = on, port = <slave port>");
@@ -200,11 +195,17 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     await Deno.writeTextFile(confPath, conf);
 
     o.step("walmgr3 wal-slave.ini restore");
-    const restore = await walmgr([slaveIni, "restore"]);
+    const restore = await wm([slaveIni, "restore"]);
     const restoreOutput = restore.stdout + restore.stderr;
-    const psqlBin = await pgTool(o.binDir, "psql");
     const slave: Queryable = {
       async psql(query: string, database = "postgres") {
+        if (!(await hasPgTool(o.binDir, "psql"))) {
+          return await psqlText(
+            { socketDir: master.socketDir, port: slavePort, user: master.user, database },
+            query,
+          );
+        }
+        const psqlBin = await pgTool(o.binDir, "psql");
         const res = await run([
           psqlBin,
           "-X",
@@ -243,6 +244,48 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     await master.dispose();
     throw err;
   }
+}
+
+/** What `pgbench -i -s 1 -F 80` creates, in SQL (for servers without pgbench beside them). */
+const PGBENCH_INIT_SQL = `
+create table pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
+create table pgbench_tellers (tid int not null, bid int, tbalance int, filler char(84))
+  with (fillfactor = 80);
+create table pgbench_accounts (aid int not null, bid int, abalance int, filler char(84))
+  with (fillfactor = 80);
+create table pgbench_branches (bid int not null, bbalance int, filler char(88))
+  with (fillfactor = 80);
+insert into pgbench_branches (bid, bbalance) select bid, 0 from generate_series(1, 1) as bid;
+insert into pgbench_tellers (tid, bid, tbalance)
+  select tid, (tid - 1) / 10 + 1, 0 from generate_series(1, 10) as tid;
+insert into pgbench_accounts (aid, bid, abalance, filler)
+  select aid, (aid - 1) / 100000 + 1, 0, '' from generate_series(1, 100000) as aid;
+alter table pgbench_branches add primary key (bid);
+alter table pgbench_tellers add primary key (tid);
+alter table pgbench_accounts add primary key (aid);
+`;
+
+/** `pgbench -i -s 1 -F 80 pgbdb` on `master`, or its SQL equivalent when pgbench is missing. */
+export async function pgbenchInit(master: Cluster, step: (t: string) => void): Promise<void> {
+  if (!(await hasPgTool(master.binDir, "pgbench"))) {
+    step("(no pgbench beside this server: the same four tables are created with SQL)");
+    await master.psql(PGBENCH_INIT_SQL, "pgbdb");
+    return;
+  }
+  const pb = await run([
+    await pgTool(master.binDir, "pgbench"),
+    "-i",
+    "-s",
+    "1",
+    "-F",
+    "80",
+    "pgbdb",
+    "-h",
+    master.socketDir,
+    "-p",
+    String(master.port),
+  ]);
+  if (!pb.ok) throw new Error(`pgbench -i failed: ${pb.stderr}`);
 }
 
 /** Waits until the standby accepts queries and returns `select` results from pgbdb. */
@@ -300,4 +343,55 @@ export async function verifyReplication(r: HowtoResult, step: (t: string) => voi
   });
   step("compare checksums of all pgbench tables at the same LSN");
   await samePointInTime(r);
+}
+
+/** One line per walsender on the master and the standby's WAL receiver state. */
+export async function streamingStatus(r: HowtoResult): Promise<{ master: string; slave: string }> {
+  const master = (await r.master.psql(
+    "select 'walsender: ' || coalesce(application_name, '') || ', state ' || state || " +
+      "', sync_state ' || sync_state || ', replay_lsn ' || coalesce(replay_lsn::text, '-') " +
+      "from pg_stat_replication",
+  )).trim();
+  const slave = (await r.slave.psql(
+    "select 'wal receiver: status ' || status || ', received up to ' || " +
+      "coalesce(flushed_lsn::text, '-') from pg_stat_wal_receiver",
+  )).trim();
+  return { master, slave };
+}
+
+/** Waits until the standby streams from the master (pg_stat_wal_receiver says so). */
+export async function waitStreaming(r: HowtoResult): Promise<void> {
+  await waitFor(
+    async () =>
+      (await r.slave.psql("select status from pg_stat_wal_receiver")).trim() === "streaming",
+    { timeoutMs: 60_000, what: "the standby to stream from the master" },
+  );
+}
+
+/**
+ * `walmgr3 wal-slave.ini boot`: waits until the standby has left recovery, then
+ * writes to it. Returns what the written table holds.
+ */
+export async function bootAndWrite(
+  r: HowtoResult,
+  step: (t: string) => void,
+  command?: (line: string) => void,
+): Promise<string> {
+  step("walmgr3 wal-slave.ini boot (stop recovery, promote the standby)");
+  command?.("walmgr3 wal-slave.ini boot");
+  await walmgr([r.slaveIni, "boot"]);
+  await waitFor(async () => {
+    try {
+      return (await r.slave.psql("select pg_is_in_recovery()")).trim() === "f";
+    } catch {
+      return false;
+    }
+  }, { timeoutMs: 120_000, what: "the booted standby to leave recovery" });
+  step("the promoted standby accepts writes");
+  await r.slave.psql(
+    "create table after_boot (id int, note text); " +
+      "insert into after_boot values (1, 'written on the promoted standby')",
+    "pgbdb",
+  );
+  return (await r.slave.psql("select id, note from after_boot", "pgbdb")).trim();
 }

@@ -17,6 +17,7 @@
 
 import postgres from "postgres";
 import { installedEmbeddedPgs } from "./install_pg.ts";
+import { psqlText } from "./pgtext.ts";
 import {
   assertNotRoot,
   currentUserName,
@@ -179,7 +180,10 @@ export interface Cluster extends AsyncDisposable {
   sql<T = Record<string, unknown>>(query: string, params?: unknown[]): Promise<T[]>;
   /** A new postgres.js client to `database` (the caller ends it). */
   connect(opts?: { database?: string; max?: number }): postgres.Sql;
-  /** Runs psql (-X -A -t -q) with `query`; returns stdout, throws on failure. */
+  /**
+   * Runs psql (-X -A -t -q) with `query`; returns stdout, throws on failure. Without a
+   * usable psql, the same output comes from postgres.js ({@link psqlText}).
+   */
   psql(query: string, database?: string): Promise<string>;
   /** Runs `pg_ctl -D <dataDir> ...args` (no throw: check the result). */
   pgCtl(args: string[]): Promise<RunResult>;
@@ -348,6 +352,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       return [...rows] as T[];
     },
     async psql(query: string, database = "postgres") {
+      if (!(await hasPgTool(binDir, "psql"))) {
+        return await psqlText({ socketDir, port, user, database }, query);
+      }
       const exe = await pgTool(binDir, "psql");
       const res = await run([
         exe,

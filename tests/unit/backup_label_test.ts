@@ -11,7 +11,8 @@ import {
   judgeHolder,
   parseLockContent,
 } from "../../core/backup_lock.ts";
-import { backupApi, DATA_EXCLUDES, displaySql } from "../../commands/backup.ts";
+import { DATA_EXCLUDES, displaySql } from "../../commands/backup.ts";
+import { backupApi } from "../../core/pg_versions.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
 
 const PG15_LABEL = `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
