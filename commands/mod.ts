@@ -41,6 +41,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
  */
 const HOT_COMMANDS: Readonly<Record<string, string>> = {
   xarchive: "xarchive",
+  "xarchive-async": "xarchive",
   xrestore: "xrestore",
   xstorage: "xstorage",
   xpartialsync: "sync",

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { isQueued, openSpoolDir } from "../core/archive_spool.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import { basename, dirname, join, resolve } from "../core/paths.ts";
@@ -42,6 +43,40 @@ async function recordLast(ctx: CommandContext, path: string, name: string): Prom
   }, undefined);
 }
 
+/**
+ * With `archive_async = 1`: the spool and destination the foreground waits on,
+ * when `src` is the file PostgreSQL has queued as `name` (its `.ready` file
+ * exists and `src` is `<master_data>/pg_wal/<name>`). Anything else (a file
+ * archived by hand, a dry run) goes the synchronous way.
+ */
+function asyncQueue(
+  ctx: CommandContext,
+  src: string,
+  st: Deno.FileInfo,
+  name: string,
+): { spool: string; destination: string } | null {
+  if (!ctx.config.getBool("archive_async", false)) return null;
+  const masterData = ctx.config.requirePath("master_data");
+  if (!isQueued(masterData, name)) {
+    ctx.log.debug(`${name} is not queued in ${masterData}/pg_wal/archive_status: archiving it now`);
+    return null;
+  }
+  let queuedSt: Deno.FileInfo;
+  try {
+    queuedSt = Deno.statSync(join(masterData, "pg_wal", name));
+  } catch {
+    return null;
+  }
+  if (queuedSt.ino !== st.ino || queuedSt.dev !== st.dev) {
+    ctx.log.debug(`${src} is not ${masterData}/pg_wal/${name}: archiving it now`);
+    return null;
+  }
+  return {
+    spool: openSpoolDir(ctx.config.getPath("archive_spool"), masterData),
+    destination: ctx.config.getString("completed_wals"),
+  };
+}
+
 async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<void> {
   const started = performance.now();
   const kind = walFileKind(name);
@@ -68,10 +103,20 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   await ctx.hooks.emit("before-archive", { path: src, name });
 
   const storeStart = performance.now();
-  const loc = await ctx.location("completed_wals");
-  const dest = join(loc.path, name);
-  const outcome = await loc.transport.putFile(src, dest, "identical-ok");
-  const where = loc.transport.describe(dest);
+  const queued = ctx.dryRun ? null : asyncQueue(ctx, src, st, name);
+  let outcome: "stored" | "identical";
+  let where: string;
+  if (queued) {
+    // asynchronous mode: the worker ships; we wait for its durable "ok"
+    const { awaitShipped } = await import("./xarchive_wait.ts");
+    outcome = await awaitShipped(ctx, { name, source: st, ...queued });
+    where = `${queued.destination}/${name}`;
+  } else {
+    const loc = await ctx.location("completed_wals");
+    const dest = join(loc.path, name);
+    outcome = await loc.transport.putFile(src, dest, "identical-ok");
+    where = loc.transport.describe(dest);
+  }
   if (outcome === "identical") {
     ctx.log.info(`${name} was already archived with identical contents in ${where}`);
   }
@@ -130,6 +175,19 @@ export const xarchiveCommands: CommandSpec[] = [
         ctx.log.error(errorMessage(err));
         return 1;
       }
+    },
+  },
+  {
+    name: "xarchive-async",
+    group: "internal",
+    role: "master",
+    usage: "",
+    minArgs: 0,
+    maxArgs: 0,
+    summary: "background worker of archive_async = 1 (started by xarchive)",
+    async run(ctx) {
+      const { runArchiveWorker } = await import("./xarchive_worker.ts");
+      return await runArchiveWorker(ctx);
     },
   },
 ];

@@ -16,6 +16,7 @@
  * | `remove`, `remove-tree` | `<path>` | (missing is fine) |
  * | `mkdirp` | `<path>` | |
  * | `append` | `<path> <offset> <length> <padTo>` | the bytes / - |
+ * | `serve` | `<dir>` | framed files / one answer per file (commands/xstorage_serve.ts) |
  *
  * Paths must be absolute or start with `~/`. Exit codes: 0 done, 65 a different
  * file exists (put "identical-ok"; nothing changed), 66 not found (get, rename),
@@ -53,6 +54,7 @@ const OPS: Record<string, { args: string[] }> = {
   "remove-tree": { args: ["path"] },
   mkdirp: { args: ["path"] },
   append: { args: ["path", "offset", "length", "padTo"] },
+  serve: { args: ["dir"] },
 };
 
 /** An absolute storage path (`~` expanded), or a usage error. */
@@ -251,6 +253,16 @@ async function run(ctx: CommandContext, args: string[]): Promise<number> {
     if (op === "put") await put(ctx, rest[0] as string, path, size);
     else await commit(ctx, rest[0] as string, path, size, storagePath(rest[3] as string));
     return 0;
+  }
+  if (op === "serve") {
+    if (ctx.dryRun) throw new UsageError("xstorage serve does not run with -n");
+    const { FrameReader, serve } = await import("./xstorage_serve.ts");
+    return await serve({
+      dir: storagePath(rest[0] as string),
+      frames: new FrameReader((buf) => Deno.stdin.readSync(buf)),
+      answer: (line) => ctx.log.out(line),
+      log: ctx.log,
+    });
   }
   // the other operations go through the local transport, loaded only for them
   // (put and commit run once per WAL segment: their start-up stays lean)

@@ -82,6 +82,27 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   },
   command_interval: { role: "master", default: "0", doc: "seconds between periodic_command runs" },
   periodic_command: { role: "master", doc: "shell command run every command_interval seconds" },
+  archive_async: {
+    role: "master",
+    default: "0",
+    doc: "1 = xarchive hands WAL files to a background worker that ships them ahead over one " +
+      "connection (see archive_spool, archive_async_max, archive_async_timeout)",
+  },
+  archive_spool: {
+    role: "master",
+    doc: "directory of the asynchronous archiving status cache; default " +
+      "/tmp/walmgr3-spool-<uid>/<master_data with / as _>",
+  },
+  archive_async_max: {
+    role: "master",
+    default: "64",
+    doc: "WAL files the asynchronous worker ships ahead of PostgreSQL's archiver",
+  },
+  archive_async_timeout: {
+    role: "master",
+    default: "60",
+    doc: "seconds xarchive waits for the asynchronous worker to store one file before exiting 1",
+  },
   backup_fast_checkpoint: {
     role: "both",
     default: "1",

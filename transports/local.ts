@@ -16,12 +16,20 @@
 
 import { basename, dirname, trimSlash } from "../core/paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
-import { appendAtDurable, fsyncDir, mkdirp, removeTree, writeFileDurable } from "../core/fsutil.ts";
+import {
+  appendAtDurable,
+  cleanupStaleTemps,
+  fsyncDir,
+  mkdirp,
+  removeTree,
+  writeFileDurable,
+} from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type {
   ExistingPolicy,
   FileInfo,
+  FileShipper,
   PutOutcome,
   RemoteResult,
   SyncTreeOptions,
@@ -29,6 +37,9 @@ import type {
   TransportCapability,
   TransportOptions,
 } from "./types.ts";
+
+/** Age after which a dead writer's temporary file is removed (as xrestore does). */
+const STALE_TEMP_MS = 60_000;
 
 function toFileInfo(name: string, st: Deno.FileInfo): FileInfo {
   return {
@@ -67,6 +78,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     "syncTree",
     "readFile",
     "runWalmgr",
+    "openShipper",
   ]);
 
   async function stat(path: string): Promise<FileInfo | null> {
@@ -231,6 +243,24 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     return { code: res.code, stdout: res.stdout, stderr: res.stderr };
   }
 
+  /**
+   * Ships in-process: the durable write of every file, after removing stale
+   * temporary files of dead writers (a killed worker's) in `dir`.
+   */
+  async function openShipper(dir: string): Promise<FileShipper> {
+    if (dryRun) throw new WalmgrError("internal error: no file shipper in a dry run");
+    await mkdirp(dir);
+    const stale = await cleanupStaleTemps(dir, STALE_TEMP_MS);
+    if (stale.length > 0) log.info(`removed stale temporary files in ${dir}: ${stale.join(" ")}`);
+    return {
+      put: (localPath, name) =>
+        writeFileDurable(`${trimSlash(dir)}/${name}`, { fromFile: localPath }, {
+          policy: "identical-ok",
+        }),
+      close: () => Promise.resolve(),
+    };
+  }
+
   return {
     name: "local",
     capabilities,
@@ -247,6 +277,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     appendAt,
     syncTree,
     runWalmgr,
+    openShipper,
     close: () => Promise.resolve(),
   };
 }

@@ -15,11 +15,18 @@ import { log } from "../core/log.ts";
 import { describeExit, displayCommand } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
-import { remoteWord, runRemoteWalmgr, safePath, sshErrorLine } from "./ssh_connection.ts";
+import {
+  remoteStoragePath,
+  remoteWord,
+  runRemoteWalmgr,
+  safePath,
+  sshErrorLine,
+} from "./ssh_connection.ts";
 import type { SshConnection } from "./ssh_connection.ts";
 import type {
   ExistingPolicy,
   FileInfo,
+  FileShipper,
   PutOutcome,
   RemoteResult,
   SyncTreeOptions,
@@ -171,6 +178,7 @@ export function createRemoteTransport(
     "syncTree",
     "readFile",
     "runWalmgr",
+    "openShipper",
   ]);
   const describe = (path: string) => `${host}:${path}`;
 
@@ -286,6 +294,13 @@ export function createRemoteTransport(
     return { code: res.code, stdout: res.stdout, stderr: res.stderr };
   }
 
+  /** One `xstorage serve` session (needs walmgr3 on the slave, for rsync too). */
+  async function openShipper(dir: string): Promise<FileShipper> {
+    if (dryRun) throw new WalmgrError("internal error: no file shipper in a dry run");
+    const { openServeShipper } = await import("./serve_client.ts");
+    return await openServeShipper(conn, opts, remoteStoragePath(dir));
+  }
+
   return {
     name,
     capabilities,
@@ -302,6 +317,7 @@ export function createRemoteTransport(
     appendAt,
     syncTree,
     runWalmgr,
+    openShipper,
     // the shared ssh connection stays for the next process (ControlPersist)
     close: () => Promise.resolve(),
   };

@@ -39,6 +39,7 @@ import {
   checkRemoteWalmgr,
   REMOTE_EXIT,
   remoteMessage,
+  remoteStoragePath as storagePath,
   remoteWalmgrCommand,
   remoteWord,
   SshConnection,
@@ -58,13 +59,6 @@ import type { ExistingPolicy, FileInfo, PutOutcome, Transport, TransportOptions 
 const PUT_OVERLAPPED = `t=$1 p=$2 f=$3 n=$4; shift 4; ` +
   `{ (umask 077; set -C; cat > "$t"); echo "$?"; } | "$@" xstorage commit "$p" "$f" "$n" "$t"; ` +
   `r=$?; if [ $r -ne 0 ]; then rm -f -- "$t"; fi; exit $r`;
-
-/** Absolute, `~`-relative, or made `~`-relative (the slave's home). */
-function storagePath(path: string): string {
-  if (path.startsWith("/") || path === "~" || path.startsWith("~/")) return path;
-  if (/^~[A-Za-z0-9._-]+(\/|$)/.test(path)) return path;
-  return `~/${path.replace(/^\.\/+/, "")}`;
-}
 
 function isFileInfo(v: unknown): v is FileInfo {
   if (typeof v !== "object" || v === null) return false;

@@ -229,6 +229,16 @@ export function remoteWord(word: string): string {
   return shellQuote(word);
 }
 
+/**
+ * A storage path for the slave's walmgr3 (which wants absolute or `~/` paths):
+ * absolute, `~`-relative, or made `~`-relative (the slave's home, as ssh does).
+ */
+export function remoteStoragePath(path: string): string {
+  if (path.startsWith("/") || path === "~" || path.startsWith("~/")) return path;
+  if (/^~[A-Za-z0-9._-]+(\/|$)/.test(path)) return path;
+  return `~/${path.replace(/^\.\/+/, "")}`;
+}
+
 /** A storage path made safe for argument positions: a leading `-` gets `./`. */
 export function safePath(path: string): string {
   return path.startsWith("-") ? `./${path}` : path;
@@ -526,6 +536,27 @@ export class SshConnection {
     ]);
     if (this.isConnectionFailure(res)) throw this.connectionError(res);
     return res;
+  }
+
+  /**
+   * Starts `remoteCommand` as a long-lived session with piped stdin, stdout and
+   * stderr (the caller reads both outputs and waits for the status).
+   */
+  spawn(remoteCommand: string): Deno.ChildProcess {
+    const [cmd, ...args] = this.argv(remoteCommand);
+    log.debug(`running ${displayCommand([cmd as string, ...args])}`);
+    try {
+      return new Deno.Command(cmd as string, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (err) {
+      throw new WalmgrError(`cannot run ssh: ${err instanceof Error ? err.message : err}`, {
+        cause: err,
+      });
+    }
   }
 
   /** `ssh -O check`: true when a shared connection is up. */

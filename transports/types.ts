@@ -53,7 +53,27 @@ export interface RemoteResult {
 }
 
 /** Primitives a transport may lack; shared fall-backs live in `transports/fallbacks.ts`. */
-export type TransportCapability = "appendAt" | "syncTree" | "runWalmgr" | "readFile";
+export type TransportCapability =
+  | "appendAt"
+  | "syncTree"
+  | "runWalmgr"
+  | "readFile"
+  | "openShipper";
+
+/**
+ * A long-lived channel that stores many files in one directory (asynchronous
+ * archiving): one connection and one storage process for all of them.
+ */
+export interface FileShipper {
+  /**
+   * Stores the local file `localPath` as `<dir>/<name>` atomically and durably
+   * ("identical-ok": an identical file is success, a different one an error).
+   * Calls may overlap; each resolves once its file is durable.
+   */
+  put(localPath: string, name: string): Promise<PutOutcome>;
+  /** Ends the channel (waits for what is in flight). */
+  close(): Promise<void>;
+}
 
 /** One way of reaching the slave's storage. */
 export interface Transport {
@@ -95,6 +115,8 @@ export interface Transport {
    * Exit codes are returned, not thrown.
    */
   runWalmgr?(args: string[], opts?: { stdin?: Uint8Array }): Promise<RemoteResult>;
+  /** Opens a {@link FileShipper} into the storage directory `dir`. */
+  openShipper?(dir: string): Promise<FileShipper>;
   /** Releases connections (ssh control masters, helper processes). */
   close(): Promise<void>;
 }

@@ -383,6 +383,46 @@ export function transportContract(
         assert.deepEqual(await tr.list(dir), []);
       });
 
+      if (tr.openShipper && tr.capabilities.has("openShipper")) {
+        await t.step("a shipper stores many files over one channel, pipelined", async () => {
+          const dir = join(root, "ship");
+          await tr.mkdirp(dir);
+          const files = [0, 1, 2, 3, 4].map((i) => ({
+            name: `00000001000000000000003${i}`,
+            data: randomBytes(i === 0 ? 0 : 1024 * 1024 + i * 4099),
+          }));
+          for (const f of files) await Deno.writeFile(join(local, f.name), f.data);
+          const other = join(local, "other");
+          await Deno.writeFile(other, randomBytes(1000));
+          await tr.writeFile(join(dir, "000000010000000000000039"), enc.encode("old"), "replace");
+          const shipper = await tr.openShipper!(dir);
+          try {
+            const outcomes = await Promise.all(
+              files.map((f) => shipper.put(join(local, f.name), f.name)),
+            );
+            assert.deepEqual(outcomes, files.map(() => "stored"));
+            assert.equal(
+              await shipper.put(join(local, files[1]!.name), files[1]!.name),
+              "identical",
+            );
+            await assert.rejects(
+              () => shipper.put(other, "000000010000000000000039"),
+              /different contents/,
+            );
+            // the channel survives a refusal
+            assert.equal(await shipper.put(other, "00000001000000000000003A"), "stored");
+          } finally {
+            await shipper.close();
+          }
+          for (const f of files) assert.deepEqual(await tr.readFile(join(dir, f.name)), f.data);
+          assert.deepEqual(
+            await tr.readFile(join(dir, "000000010000000000000039")),
+            enc.encode("old"),
+          );
+          await assertNoHidden(tr, dir);
+        });
+      }
+
       await t.step("no temporary files are left anywhere", async () => {
         await assertNoHidden(tr, root);
         const leftovers = (await localNames(local)).filter((n) => n.startsWith("."));

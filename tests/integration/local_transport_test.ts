@@ -35,6 +35,7 @@ Deno.test("local transport", async (t) => {
       assert.equal(tr.name, "local");
       assert.deepEqual([...tr.capabilities].sort(), [
         "appendAt",
+        "openShipper",
         "readFile",
         "runWalmgr",
         "syncTree",

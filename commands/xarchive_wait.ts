@@ -1,0 +1,137 @@
+/**
+ * The foreground of asynchronous archiving (`archive_async = 1`): what
+ * `xarchive <path> <name>` does for a file PostgreSQL has queued. It never
+ * copies anything itself; it answers from the spool (core/archive_spool.ts):
+ *
+ * - an "ok" record for `<name>` whose source identity (size, mtime, inode,
+ *   device) and destination match: the file is durably stored, exit 0 at once;
+ * - an error record: print it, remove it (the next attempt retries), exit 1;
+ * - nothing yet: make sure the worker (`xarchive-async`) runs, then poll the
+ *   record until `archive_async_timeout` (exit 1 on timeout).
+ *
+ * Loaded only in asynchronous mode, so the synchronous path loads nothing more.
+ *
+ * @module
+ */
+
+import {
+  DEFAULT_ASYNC_TIMEOUT,
+  readStatus,
+  removeStatus,
+  sameIdentity,
+  sourceIdentity,
+  workerIdle,
+} from "../core/archive_spool.ts";
+import { errorMessage, WalmgrError } from "../core/errors.ts";
+import type { CommandContext } from "../plugins/registry.ts";
+
+/** The worker command. */
+export const WORKER_COMMAND = "xarchive-async";
+
+/** How often the foreground looks whether the worker still runs. */
+const WORKER_CHECK_MS = 1000;
+/** A worker that dies over and over is not started more often than this per file. */
+const MAX_STARTS = 5;
+
+/** What the foreground waits for. */
+export interface WaitRequest {
+  name: string;
+  /** The source file PostgreSQL handed us, already stat()ed. */
+  source: Deno.FileInfo;
+  spool: string;
+  /** The `completed_wals` setting the record must name. */
+  destination: string;
+}
+
+/** Starts the worker detached (its own session, no terminal, output to /dev/null). */
+function startWorker(ctx: CommandContext): void {
+  const argv = [...ctx.self];
+  if (ctx.options.verbose > 0) argv.push(`-${"v".repeat(ctx.options.verbose)}`);
+  for (const s of ctx.options.set) argv.push("--set", s);
+  argv.push(ctx.config.file, WORKER_COMMAND);
+  const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  });
+  const full = setsid ? [setsid, ...argv] : argv;
+  try {
+    const child = new Deno.Command(full[0] as string, {
+      args: full.slice(1),
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      ...(setsid ? {} : { detached: true }),
+    }).spawn();
+    child.unref();
+    // reap it if it ends while we still run
+    child.status.catch(() => {});
+  } catch (err) {
+    throw new WalmgrError(
+      `cannot start the archive worker (${full[0]}): ${errorMessage(err)}; ` +
+        `set archive_async = 0 to archive synchronously`,
+    );
+  }
+  ctx.log.debug(`started the archive worker: ${argv.join(" ")}`);
+}
+
+/**
+ * Waits until the spool says `req.name` is durably stored; returns how it was
+ * stored. Throws one line on an error record or a timeout.
+ */
+export async function awaitShipped(
+  ctx: CommandContext,
+  req: WaitRequest,
+): Promise<"stored" | "identical"> {
+  const want = sourceIdentity(req.source);
+  if (!want) {
+    throw new WalmgrError(
+      `xarchive: cannot identify ${req.name} (no inode or mtime on this platform); ` +
+        `set archive_async = 0`,
+    );
+  }
+  const timeoutS = ctx.config.getFloat("archive_async_timeout", DEFAULT_ASYNC_TIMEOUT);
+  const deadline = performance.now() + Math.max(timeoutS, 0) * 1000;
+  let starts = 0;
+  let nextCheck = 0;
+  let pause = 2;
+  for (;;) {
+    const st = readStatus(req.spool, req.name);
+    if (st?.kind === "error") {
+      removeStatus(req.spool, req.name);
+      throw new WalmgrError(`xarchive: archiving ${req.name} failed: ${st.message}`);
+    }
+    if (
+      st?.kind === "ok" && st.destination === req.destination && sameIdentity(st.source, want)
+    ) {
+      return st.outcome;
+    }
+    const now = performance.now();
+    if (now >= deadline) {
+      throw new WalmgrError(
+        `xarchive: timed out after ${timeoutS} s waiting for the archive worker to store ` +
+          `${req.name}; see the logfile (raise archive_async_timeout, or archive_async = 0)`,
+      );
+    }
+    if (now >= nextCheck) {
+      if (workerIdle(req.spool)) {
+        if (starts >= MAX_STARTS) {
+          throw new WalmgrError(
+            `xarchive: the archive worker keeps exiting without storing ${req.name}; ` +
+              `run "walmgr3 ${ctx.config.file} ${WORKER_COMMAND}" by hand to see why`,
+          );
+        }
+        startWorker(ctx);
+        starts++;
+        // give it time to start (Deno start-up) before looking again
+        nextCheck = now + 2 * WORKER_CHECK_MS;
+      } else {
+        nextCheck = now + WORKER_CHECK_MS;
+      }
+    }
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(pause * 2, 20);
+  }
+}

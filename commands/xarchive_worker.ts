@@ -1,0 +1,200 @@
+/**
+ * `xarchive-async`: the background worker of asynchronous archiving
+ * (`archive_async = 1`), started detached by the foreground `xarchive`.
+ *
+ * - One worker per spool: it holds the spool's lock file (flock) while it runs;
+ *   a second one exits at once.
+ * - It reads PostgreSQL's own queue, `<master_data>/pg_wal/archive_status/*.ready`,
+ *   in the archiver's order (history files first, then oldest first), and ships
+ *   up to `archive_async_max` files ahead of the archiver over ONE long-lived
+ *   channel of the transport ({@link Transport.openShipper}: in-process for
+ *   `local`, one `xstorage serve` ssh session for `ssh` and `rsync`), a few
+ *   files in flight at a time.
+ * - The "ok" record of a file (with the source's size, mtime, inode and device)
+ *   is written only after the storage side confirmed it durable; a file that
+ *   changed meanwhile gets none. A failure writes a one-line error record for
+ *   that file and ends the worker (the next `xarchive` starts a new one, which
+ *   retries).
+ * - Records of files that are no longer `.ready` (archived, or gone) are removed.
+ * - It exits after {@link IDLE_EXIT_MS} with nothing to do.
+ *
+ * @module
+ */
+
+import {
+  archiveStatusDir,
+  DEFAULT_ASYNC_MAX,
+  listStatusNames,
+  lockWorker,
+  openSpoolDir,
+  orderReady,
+  readStatus,
+  removeStatus,
+  sameIdentity,
+  sourceIdentity,
+  writeError,
+  writeOk,
+} from "../core/archive_spool.ts";
+import type { SourceIdentity } from "../core/archive_spool.ts";
+import { errorMessage } from "../core/errors.ts";
+import { join } from "../core/paths.ts";
+import type { CommandContext } from "../plugins/registry.ts";
+import type { FileShipper, Transport } from "../transports/types.ts";
+
+/** Files in flight at once (the next one travels while the slave fsyncs). */
+const IN_FLIGHT = 3;
+/** How often the queue is read when there is nothing in flight. */
+const POLL_MS = 50;
+/** The worker exits after this long with nothing to ship. */
+export const IDLE_EXIT_MS = 5_000;
+
+/** Names PostgreSQL has queued (`.ready`), in its archiver's order. */
+export function readyNames(masterData: string): string[] {
+  const out: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(archiveStatusDir(masterData))) {
+      if (e.name.endsWith(".ready")) out.push(e.name.slice(0, -".ready".length));
+    }
+  } catch {
+    return [];
+  }
+  return orderReady(out);
+}
+
+function identityOf(path: string): SourceIdentity | null {
+  try {
+    return sourceIdentity(Deno.statSync(path));
+  } catch {
+    return null;
+  }
+}
+
+/** A shipper for a transport without {@link Transport.openShipper}: one putFile per file. */
+function perFileShipper(transport: Transport, dir: string): FileShipper {
+  return {
+    put: (localPath, name) => transport.putFile(localPath, join(dir, name), "identical-ok"),
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Runs the worker until it is idle; returns the exit code. */
+export async function runArchiveWorker(ctx: CommandContext): Promise<number> {
+  if (ctx.dryRun) {
+    ctx.log.info("DRY RUN: the archive worker ships nothing");
+    return 0;
+  }
+  const masterData = ctx.config.requirePath("master_data");
+  const spool = openSpoolDir(ctx.config.getPath("archive_spool"), masterData);
+  const lock = lockWorker(spool);
+  if (!lock) {
+    ctx.log.debug(`another archive worker holds ${spool}: exiting`);
+    return 0;
+  }
+  try {
+    return await work(ctx, masterData, spool);
+  } finally {
+    lock.close();
+  }
+}
+
+async function work(ctx: CommandContext, masterData: string, spool: string): Promise<number> {
+  const max = Math.max(1, ctx.config.getInt("archive_async_max", DEFAULT_ASYNC_MAX));
+  const destination = ctx.config.getString("completed_wals");
+  const loc = await ctx.location("completed_wals");
+  let opening: Promise<FileShipper> | undefined;
+  const shipper = () =>
+    opening ??= loc.transport.openShipper
+      ? loc.transport.openShipper(loc.path)
+      : Promise.resolve(perFileShipper(loc.transport, loc.path));
+
+  const inFlight = new Map<string, Promise<void>>();
+  let failed = false;
+  let shipped = 0;
+
+  async function ship(name: string): Promise<void> {
+    const path = join(masterData, "pg_wal", name);
+    const before = identityOf(path);
+    try {
+      if (!before) throw new Error(`cannot stat ${path}`);
+      const started = performance.now();
+      const outcome = await (await shipper()).put(path, name);
+      const after = identityOf(path);
+      if (!after || !sameIdentity(before, after)) {
+        ctx.log.warning(`${path} changed while it was shipped; it will be shipped again`);
+        return;
+      }
+      writeOk(spool, name, before, outcome, destination);
+      shipped++;
+      ctx.log.debug(
+        `shipped ${name} (${outcome}) in ${(performance.now() - started).toFixed(1)} ms`,
+      );
+    } catch (err) {
+      failed = true;
+      const msg = errorMessage(err);
+      ctx.log.error(`archive worker: ${name}: ${msg}`);
+      try {
+        writeError(spool, name, msg);
+      } catch (e) {
+        ctx.log.error(errorMessage(e));
+      }
+    }
+  }
+
+  let idleSince = performance.now();
+  let lastQueue = "";
+  for (;;) {
+    const ready = readyNames(masterData);
+    const queued = new Set(ready);
+    // the archiver is still consuming what we shipped ahead: not idle
+    const queue = `${ready.length} ${ready[0] ?? ""}`;
+    if (queue !== lastQueue) idleSince = performance.now();
+    lastQueue = queue;
+    // records of files PostgreSQL no longer has queued are spent
+    for (const n of listStatusNames(spool)) {
+      if (!queued.has(n) && !inFlight.has(n)) removeStatus(spool, n);
+    }
+    let ahead = 0;
+    const todo: string[] = [];
+    for (const name of ready) {
+      if (inFlight.has(name)) continue;
+      const st = readStatus(spool, name);
+      if (st?.kind === "error") continue; // the foreground reports and clears it
+      if (st?.kind === "ok" && st.destination === destination) {
+        const now = identityOf(join(masterData, "pg_wal", name));
+        if (now && sameIdentity(now, st.source)) {
+          ahead++;
+          continue;
+        }
+      }
+      todo.push(name);
+    }
+    while (!failed && todo.length > 0 && inFlight.size < IN_FLIGHT && ahead + inFlight.size < max) {
+      const name = todo.shift() as string;
+      inFlight.set(name, ship(name).finally(() => inFlight.delete(name)));
+    }
+    if (failed) break;
+    if (inFlight.size > 0) {
+      await Promise.race([...inFlight.values(), sleep(POLL_MS)]);
+      idleSince = performance.now();
+      continue;
+    }
+    if (performance.now() - idleSince > IDLE_EXIT_MS) break;
+    await sleep(POLL_MS);
+  }
+  await Promise.allSettled([...inFlight.values()]);
+  if (opening) {
+    try {
+      await (await opening).close();
+    } catch (err) {
+      ctx.log.debug(`closing the storage channel: ${errorMessage(err)}`);
+    }
+  }
+  ctx.log.info(
+    `archive worker: ${shipped} file(s) shipped${failed ? ", stopped by an error" : ""}`,
+  );
+  return failed ? 1 : 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
