@@ -13,6 +13,7 @@
  * @module
  */
 
+import { pgCacheDir } from "./helpers/install_pg.ts";
 import {
   exists,
   isRoot,
@@ -134,6 +135,47 @@ export function parseSummary(stdout: string): { passed: number; failed: number }
   return { passed: Number(last[1]), failed: Number(last[2]) };
 }
 
+/** Result counts of the tests naming one PostgreSQL major version. */
+export interface MatrixRow {
+  major: number;
+  passed: number;
+  failed: number;
+  ignored: number;
+}
+
+/**
+ * The version matrix: deno test's top-level result lines (`<name> ... ok (5s)`)
+ * whose name says `PostgreSQL <major>`, counted per major, lowest first.
+ */
+export function parseMatrix(stdout: string): MatrixRow[] {
+  // deno-lint-ignore no-control-regex
+  const plain = stdout.replace(/\x1b\[[0-9;]*m/g, "");
+  const rows = new Map<number, MatrixRow>();
+  const re = /^(\S.*?) \.\.\. (ok|FAILED|ignored)\b/gm;
+  for (let m = re.exec(plain); m; m = re.exec(plain)) {
+    const v = /PostgreSQL (\d+)/.exec(m[1] ?? "");
+    if (!v) continue;
+    const major = Number(v[1]);
+    const row = rows.get(major) ?? { major, passed: 0, failed: 0, ignored: 0 };
+    if (m[2] === "ok") row.passed++;
+    else if (m[2] === "FAILED") row.failed++;
+    else row.ignored++;
+    rows.set(major, row);
+  }
+  return [...rows.values()].sort((a, b) => a.major - b.major);
+}
+
+/** One line per version: `PostgreSQL 13: PASS (5 passed)`. */
+export function matrixLines(rows: readonly MatrixRow[]): string[] {
+  return rows.map((r) => {
+    const verdict = r.failed > 0 ? "FAIL" : r.passed > 0 ? "PASS" : "NOT RUN";
+    const parts = [`${r.passed} passed`];
+    if (r.failed) parts.push(`${r.failed} failed`);
+    if (r.ignored) parts.push(`${r.ignored} ignored: not installed`);
+    return `PostgreSQL ${r.major}: ${verdict} (${parts.join(", ")})`;
+  });
+}
+
 async function sh(script: string, ...args: string[]): Promise<void> {
   const res = await run(["/bin/sh", "-c", script, "sh", ...args], { timeoutMs: 30 * 60_000 });
   if (!res.ok) throw new Error(`${script} failed: ${res.stderr.trim()}`);
@@ -161,8 +203,8 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
       proj,
     );
     const env: Record<string, string> = {};
-    const cache = `${projectRoot}/.deno/pg`;
-    if (!Deno.env.get("WALMGR3_PG_CACHE") && exists(cache)) {
+    const cache = pgCacheDir();
+    if (exists(cache)) {
       // share the embedded PostgreSQL cache when the user can use it in place, else copy it
       const bins = [...Deno.readDirSync(cache)].filter((e) => /^\d+$/.test(e.name)).map((e) =>
         `${cache}/${e.name}/bin/postgres`
@@ -183,6 +225,7 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
       } else {
         await Deno.mkdir(`${proj}/.deno`);
         await sh('cp -a "$1" "$2"', cache, `${proj}/.deno/pg`);
+        env.WALMGR3_PG_CACHE = `${proj}/.deno/pg`;
       }
     }
     // The test user must be able to run this Deno (npx keeps it under /root).
@@ -201,6 +244,7 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
       DENO_DIR: `${stageDir}/deno_dir`,
       USER: user.name,
       LOGNAME: user.name,
+      WALMGR3_STAGE_DIR: stageDir,
     });
     return { stageDir, env };
   } catch (err) {
@@ -213,8 +257,11 @@ async function stage(userName: string): Promise<{ stageDir: string; env: Record<
  * rsync and sshd are needed by the tests and the demo. As root, missing ones are
  * installed from Debian's packages; as a normal user, say what to install.
  */
-async function ensureSystemPackages(): Promise<void> {
+async function ensureSystemPackages(forTests: boolean): Promise<void> {
   const missing: string[] = [];
+  // the suite needs Debian's PostgreSQL 15 (server and client tools); the demo
+  // does without it (it fetches a server from the npm registry instead)
+  if (forTests && !exists("/usr/lib/postgresql/15/bin/postgres")) missing.push("postgresql");
   if (!(await run(["sh", "-c", "command -v rsync"])).ok) missing.push("rsync");
   if (!exists("/usr/sbin/sshd")) missing.push("openssh-server");
   if (!(await run(["sh", "-c", "command -v ssh && command -v ssh-keygen"])).ok) {
@@ -244,6 +291,37 @@ async function ensureSystemPackages(): Promise<void> {
   }
 }
 
+/**
+ * The unprivileged account to run as (root only): `WALMGR3_TEST_USER`, else
+ * `postgres`; on a machine without a `postgres` account (no Debian PostgreSQL),
+ * a system account `walmgr3-test` is created for the purpose.
+ */
+async function ensureTestUser(): Promise<string> {
+  const wanted = testUserName();
+  if (lookupUser(wanted) || Deno.env.get("WALMGR3_TEST_USER")) return wanted;
+  const fallback = "walmgr3-test";
+  if (lookupUser(fallback)) return fallback;
+  say(`no ${wanted} account: creating the system account ${fallback} to run PostgreSQL`);
+  const res = await run([
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--home-dir",
+    "/nonexistent",
+    "--shell",
+    "/bin/sh",
+    fallback,
+  ]);
+  if (!res.ok) {
+    throw new Error(
+      `cannot create the account ${fallback} (${res.stderr.trim()}); ` +
+        `set WALMGR3_TEST_USER to an unprivileged account`,
+    );
+  }
+  return fallback;
+}
+
 async function main(): Promise<number> {
   const args = [...Deno.args];
   // `--run <script> [args]`: run a script (demo, benchmark) instead of the tests,
@@ -252,14 +330,14 @@ async function main(): Promise<number> {
   if (script) args.shift();
   else if (!hasTarget(args)) args.push("tests/");
   await ensureNodeModules();
-  await ensureSystemPackages();
+  await ensureSystemPackages(!script);
   const denoArgs = script ? ["run", "--allow-all"] : ["test", "--allow-all"];
 
   let result: { code: number; stdout: string };
   if (!isRoot()) {
     result = await tee(Deno.execPath(), [...denoArgs, ...args], { cwd: projectRoot });
   } else {
-    const userName = testUserName();
+    const userName = await ensureTestUser();
     const { stageDir, env } = await stage(userName);
     const proj = `${stageDir}/project`;
     const mapped = args.map((a) =>
@@ -280,6 +358,7 @@ async function main(): Promise<number> {
       );
     } finally {
       if (keepTemp()) say(`kept ${stageDir} (WALMGR3_KEEP_TMP)`);
+      else if (script && args.includes("--keep")) say(`kept ${stageDir} (--keep)`);
       else await removeTree(stageDir);
     }
   }
@@ -293,6 +372,10 @@ async function main(): Promise<number> {
   }
   if (result.code !== 0 && failed === 0) failed = 1;
   if (passed < 0) passed = 0;
+  const matrix = matrixLines(parseMatrix(result.stdout));
+  if (matrix.length) {
+    Deno.stdout.writeSync(encoder.encode(`\nPostgreSQL version matrix:\n${matrix.join("\n")}\n`));
+  }
   Deno.stdout.writeSync(encoder.encode(`tests: ${passed} passed, ${failed} failed\n`));
   return result.code;
 }

@@ -33,6 +33,17 @@ import { waitFor } from "./wait.ts";
 /** Debian's PostgreSQL 15 bin dir (server and all client tools). */
 export const DEBIAN_PG_BIN = "/usr/lib/postgresql/15/bin";
 
+/**
+ * True when Debian's PostgreSQL is installed and not hidden by
+ * `WALMGR3_NO_DEBIAN_PG=1` (which shows how things run on a machine that has only
+ * the embedded servers: no psql, pgbench or pg_controldata anywhere).
+ */
+export function hasDebianPg(): boolean {
+  const hidden = Deno.env.get("WALMGR3_NO_DEBIAN_PG") ?? "";
+  if (hidden !== "" && hidden !== "0") return false;
+  return exists(`${DEBIAN_PG_BIN}/postgres`);
+}
+
 const versionCache = new Map<string, number>();
 
 /** Major version of the `postgres` binary in `binDir` (runs `postgres -V`). */
@@ -57,7 +68,7 @@ export async function pgMajorOfBinDir(binDir: string): Promise<number> {
  */
 export function pgBinDirs(): string[] {
   const dirs: string[] = [];
-  if (exists(`${DEBIAN_PG_BIN}/postgres`)) dirs.push(DEBIAN_PG_BIN);
+  if (hasDebianPg()) dirs.push(DEBIAN_PG_BIN);
   for (const d of (Deno.env.get("WALMGR3_PG_BINS") ?? "").split(":")) {
     if (d && exists(`${d}/postgres`)) dirs.push(d.replace(/\/$/, ""));
   }
@@ -113,7 +124,9 @@ export async function pgTool(binDir: string, name: string): Promise<string> {
   const major = await pgMajorOfBinDir(binDir);
   const range = FALLBACK_RANGE[name];
   const fallback = `${DEBIAN_PG_BIN}/${name}`;
-  if (range && major >= range[0] && major <= range[1] && exists(fallback)) return fallback;
+  if (range && major >= range[0] && major <= range[1] && hasDebianPg() && exists(fallback)) {
+    return fallback;
+  }
   throw new Error(
     `no ${name} usable with PostgreSQL ${major} (${binDir} has none` +
       (range ? `, and Debian 15's works only for ${range[0]}..${range[1]})` : ")"),
