@@ -8,66 +8,12 @@
  */
 
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { startCluster } from "../helpers/cluster.ts";
+import { freePort, startCluster } from "../helpers/cluster.ts";
 import { startSshd } from "../helpers/sshd.ts";
 import { exists, projectRoot, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { stopControlMasters } from "../../transports/ssh_connection.ts";
-
-/** A TCP proxy to `target` that can be switched off and on again on the same port. */
-class Proxy {
-  #listener: Deno.Listener | undefined;
-  #conns = new Set<Deno.Conn>();
-  readonly port: number;
-  readonly target: number;
-
-  constructor(port: number, target: number) {
-    this.port = port;
-    this.target = target;
-  }
-
-  start(): void {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
-    (async () => {
-      for await (const client of this.#listener!) {
-        this.#conns.add(client);
-        Deno.connect({ hostname: "127.0.0.1", port: this.target }).then((server) => {
-          this.#conns.add(server);
-          const close = () => {
-            for (const c of [client, server]) {
-              try {
-                c.close();
-              } catch { /* closed */ }
-              this.#conns.delete(c);
-            }
-          };
-          client.readable.pipeTo(server.writable).catch(() => {}).finally(close);
-          server.readable.pipeTo(client.writable).catch(() => {}).finally(close);
-        }).catch(() => client.close());
-      }
-    })().catch(() => {});
-  }
-
-  stop(): void {
-    try {
-      this.#listener?.close();
-    } catch { /* closed */ }
-    this.#listener = undefined;
-    for (const c of this.#conns) {
-      try {
-        c.close();
-      } catch { /* closed */ }
-    }
-    this.#conns.clear();
-  }
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { TcpProxy as Proxy } from "../helpers/tcp_proxy.ts";
 
 for (const transport of ["rsync", "ssh"] as const) {
   Deno.test({
