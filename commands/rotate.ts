@@ -107,7 +107,13 @@ export async function rotatePrepare(ctx: CommandContext): Promise<string> {
       await t.remove(base, { recursive: true });
     }
   } else if (baseSlot?.kind === "partial") {
-    ctx.log.info(`Reusing unfinished backup directory ${base} as ${work}`);
+    const entries = await t.list(base);
+    if (entries && entries.length === 0) {
+      // the empty directory `setup` made: nothing unfinished about it
+      ctx.log.debug(`Using the empty ${base} as ${work}`);
+    } else {
+      ctx.log.info(`Reusing unfinished backup directory ${base} as ${work}`);
+    }
     await t.rename(base, work);
   } else {
     const backups = slots.filter((s) => s.kind === "backup");

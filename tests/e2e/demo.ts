@@ -167,11 +167,10 @@ async function demo(args: DemoArgs): Promise<boolean> {
         base: dir.path,
         step,
         command,
+        output: (text) => text.trim() && say(indent(text)),
         ...(sshd ? { sshd } : {}),
       }));
     r = howto;
-    say(`\n--- walmgr3 backup said ---\n${indent(howto.backupOutput)}`);
-    say(`\n--- walmgr3 restore said ---\n${indent(howto.restoreOutput)}`);
 
     step("the standby connects to the master and streams its WAL");
     await check("the standby streams from the master", async () => {

@@ -33,6 +33,8 @@ export interface HowtoOptions {
   archiveFed?: boolean;
   /** Called with each walmgr3 command line before it runs (the demo prints it). */
   command?(line: string): void;
+  /** Called with what each walmgr3 command printed (stdout and stderr). */
+  output?(text: string): void;
 }
 
 /** Runs walmgr3; throws with its output when it fails (unless `allowFail`). */
@@ -164,10 +166,12 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     ];
     await Deno.writeTextFile(slaveIni, slaveLines.join("\n"));
 
-    const wm = (args: string[]) => {
+    const wm = async (args: string[]) => {
       const ini = args[0] === masterIni ? "wal-master.ini" : "wal-slave.ini";
       o.command?.(`walmgr3 ${ini} ${args.slice(1).join(" ")}`);
-      return walmgr(args);
+      const res = await walmgr(args);
+      o.output?.(res.stderr + res.stdout); // log lines, then what children printed
+      return res;
     };
 
     o.step("walmgr3 wal-master.ini setup");

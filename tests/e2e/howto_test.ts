@@ -79,6 +79,8 @@ async function howto(
   ) {
     assertStringIncludes(r.backupOutput, line);
   }
+  // the first backup uses the empty directory setup made: nothing "unfinished" to report
+  assertEquals(r.backupOutput.includes("Reusing unfinished"), false, r.backupOutput);
   assertMatch(
     r.restoreOutput,
     /backup_datadir is disabled, deleting old data dir|Move .*data\.master to /,
