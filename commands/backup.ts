@@ -43,13 +43,7 @@
  */
 
 import { parseBackupLabel, relocateTablespaceMap } from "../core/backup_label.ts";
-import {
-  describeHolder,
-  EXIT_LOCK_HELD,
-  judgeHolder,
-  type LockHolder,
-  parseLockContent,
-} from "../core/backup_lock.ts";
+import { EXIT_LOCK_HELD } from "../core/backup_lock.ts";
 import {
   relayRemoteLog,
   remoteReason,
@@ -66,7 +60,7 @@ import { parseLsn, walFileName } from "../core/wal.ts";
 import { HookVeto } from "../plugins/hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { RemoteResult, Transport } from "../transports/types.ts";
-import { releaseLocalLock, takeLocalLock } from "./backup_lock.ts";
+import { acquireLock, localLockOps, type LockOps } from "./backup_lock.ts";
 import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
 
 /**
@@ -448,52 +442,6 @@ async function writeLabelFiles(
   await plan.t.writeFile(`${plan.work}/backup_label`, encoder.encode(stop.labelfile), "replace");
 }
 
-/** The lock protocol, local or remote. */
-interface LockOps {
-  /** Tries to take the lock; returns the holder's line when it is held. */
-  take(): Promise<{ taken: true } | { taken: false; holderLine: string }>;
-  /** Releases a stale lock held by `holder` (conditional); true when released. */
-  releaseStale(holder: LockHolder): Promise<boolean>;
-  /** Releases our own lock. */
-  release(): Promise<void>;
-  /** Command an operator runs to clear a lock by hand. */
-  manualRelease: string;
-}
-
-/** Takes the backup lock, taking over a stale one held by a dead process of this host. */
-async function acquireLock(ctx: CommandContext, ops: LockOps, ownHost: string): Promise<void> {
-  const first = await ops.take();
-  if (first.taken) return;
-  const holder = parseLockContent(first.holderLine);
-  const verdict = judgeHolder(holder, ownHost);
-  if (verdict === "alive") {
-    throw new WalmgrError(
-      `Backup lock already taken: ${describeHolder(holder)} is running a backup; wait for it ` +
-        `to finish`,
-    );
-  }
-  if (verdict !== "stale") {
-    throw new WalmgrError(
-      `Backup lock is held by ${describeHolder(holder)}, which cannot be checked from ` +
-        `${ownHost}; if no backup is running, run "${ops.manualRelease}" and retry`,
-    );
-  }
-  ctx.log.warning(`Taking over the stale backup lock of ${describeHolder(holder)} (not running)`);
-  if (!(await ops.releaseStale(holder))) {
-    throw new WalmgrError(
-      "Backup lock changed hands while taking over the stale lock; retry later",
-    );
-  }
-  const second = await ops.take();
-  if (!second.taken) {
-    throw new WalmgrError(
-      `Backup lock was taken by ${
-        describeHolder(parseLockContent(second.holderLine))
-      } meanwhile; wait for that backup to finish`,
-    );
-  }
-}
-
 /** Runs walmgr3 on the slave through `t`, relaying its log lines. */
 async function remote(t: Transport, args: string[], what: string): Promise<RemoteResult> {
   if (!t.runWalmgr) {
@@ -782,7 +730,6 @@ async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
   const cfg = ctx.config;
   const dataDir = trimSlash(cfg.requirePath("slave_data"));
   const loc = await ctx.location("full_backup");
-  const me = { pid: Deno.pid, host: hostName() };
   return {
     label: "SlaveBackup",
     dataDir,
@@ -792,17 +739,7 @@ async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
     t: loc.transport,
     base: trimSlash(loc.path),
     keepSymlinks: false,
-    lock: {
-      take: () => takeLocalLock(ctx, me.pid, me.host),
-      async releaseStale(holder) {
-        if (holder.pid === null) return false;
-        return (await releaseLocalLock(ctx, { pid: holder.pid, host: holder.host ?? "" })) === 0;
-      },
-      async release() {
-        await releaseLocalLock(ctx, me);
-      },
-      manualRelease: `walmgr3 ${cfg.file} xrelease`,
-    },
+    lock: localLockOps(ctx),
     async openDb() {
       const { openSlaveDb } = await import("../core/slave_db.ts");
       const res = await openSlaveDb(dataDir);

@@ -20,7 +20,10 @@ import {
   describeHolder,
   EXIT_LOCK_HELD,
   formatLockContent,
+  judgeHolder,
   LOCK_FILE_NAME,
+  type LockHolder,
+  parseLockContent,
   removeLock,
 } from "../core/backup_lock.ts";
 import { hostName } from "../core/config.ts";
@@ -103,6 +106,72 @@ export async function releaseLocalLock(
     }, not by pid ${expect?.pid} on ${expect?.host}`,
   );
   return EXIT_LOCK_HELD;
+}
+
+/** The lock protocol, local or remote. */
+export interface LockOps {
+  /** Tries to take the lock; returns the holder's line when it is held. */
+  take(): Promise<{ taken: true } | { taken: false; holderLine: string }>;
+  /** Releases a stale lock held by `holder` (conditional); true when released. */
+  releaseStale(holder: LockHolder): Promise<boolean>;
+  /** Releases our own lock. */
+  release(): Promise<void>;
+  /** Command an operator runs to clear a lock by hand. */
+  manualRelease: string;
+}
+
+/** Takes the backup lock, taking over a stale one held by a dead process of this host. */
+export async function acquireLock(
+  ctx: CommandContext,
+  ops: LockOps,
+  ownHost: string,
+): Promise<void> {
+  const first = await ops.take();
+  if (first.taken) return;
+  const holder = parseLockContent(first.holderLine);
+  const verdict = judgeHolder(holder, ownHost);
+  if (verdict === "alive") {
+    throw new WalmgrError(
+      `Backup lock already taken: ${describeHolder(holder)} is running a backup; wait for it ` +
+        `to finish`,
+    );
+  }
+  if (verdict !== "stale") {
+    throw new WalmgrError(
+      `Backup lock is held by ${describeHolder(holder)}, which cannot be checked from ` +
+        `${ownHost}; if no backup is running, run "${ops.manualRelease}" and retry`,
+    );
+  }
+  ctx.log.warning(`Taking over the stale backup lock of ${describeHolder(holder)} (not running)`);
+  if (!(await ops.releaseStale(holder))) {
+    throw new WalmgrError(
+      "Backup lock changed hands while taking over the stale lock; retry later",
+    );
+  }
+  const second = await ops.take();
+  if (!second.taken) {
+    throw new WalmgrError(
+      `Backup lock was taken by ${
+        describeHolder(parseLockContent(second.holderLine))
+      } meanwhile; wait for that backup to finish`,
+    );
+  }
+}
+
+/** The lock protocol on this host: `<completed_wals>/BACKUPLOCK` of the slave's own config. */
+export function localLockOps(ctx: CommandContext): LockOps {
+  const me = { pid: Deno.pid, host: hostName() };
+  return {
+    take: () => takeLocalLock(ctx, me.pid, me.host),
+    async releaseStale(holder) {
+      if (holder.pid === null) return false;
+      return (await releaseLocalLock(ctx, { pid: holder.pid, host: holder.host ?? "" })) === 0;
+    },
+    async release() {
+      await releaseLocalLock(ctx, me);
+    },
+    manualRelease: `walmgr3 ${ctx.config.file} xrelease`,
+  };
 }
 
 /** Commands this module registers. */

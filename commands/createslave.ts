@@ -39,19 +39,11 @@
  */
 
 import { basename, dirname, resolve } from "../core/paths.ts";
-import {
-  createLock,
-  describeHolder,
-  formatLockContent,
-  judgeHolder,
-  LOCK_FILE_NAME,
-  type LockHolder,
-  removeLock,
-} from "../core/backup_lock.ts";
+import { LOCK_FILE_NAME } from "../core/backup_lock.ts";
 import { hostName } from "../core/config.ts";
 import { formatConninfo, parseConninfo, redactConninfo } from "../core/conninfo.ts";
 import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
-import { mkdirp, removeTree } from "../core/fsutil.ts";
+import { removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
@@ -65,6 +57,7 @@ import {
   removeControlFiles,
   standbyArchiveCleanup,
 } from "../core/standby_prep.ts";
+import { acquireLock, localLockOps } from "./backup_lock.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
 /** Default of `createslave_timeout` (seconds). */
@@ -187,53 +180,17 @@ async function checkTool(ctx: CommandContext, binDir: string | undefined, name: 
   return path;
 }
 
-/** Takes the backup lock, taking over a stale one left by a dead process of this host. */
+/** Takes the backup lock (the slave's `xlock`), taking over a stale one of a dead process. */
 async function takeLock(ctx: CommandContext, st: State): Promise<void> {
-  const host = hostName();
-  if (ctx.dryRun) {
-    log.info(`DRY RUN: would take the backup lock ${st.lockPath} for pid ${Deno.pid} on ${host}`);
-    return;
-  }
-  await mkdirp(dirname(st.lockPath), 0o700);
-  const content = formatLockContent(Deno.pid, host);
-  let res = await createLock(st.lockPath, content);
-  if (!res.taken) {
-    const holder: LockHolder = res.holder;
-    const verdict = judgeHolder(holder, host);
-    if (verdict === "alive") {
-      throw new WalmgrError(
-        `Cannot obtain backup lock: ${describeHolder(holder)} holds it (a backup or createslave ` +
-          `is running); wait for it to finish`,
-      );
-    }
-    if (verdict !== "stale" || holder.pid === null) {
-      throw new WalmgrError(
-        `Cannot obtain backup lock: held by ${describeHolder(holder)}, which cannot be checked ` +
-          `from ${host}; if nothing is running, run "walmgr3 ${ctx.config.file} xrelease" and retry`,
-      );
-    }
-    log.warning(`Taking over the stale backup lock of ${describeHolder(holder)} (not running)`);
-    const removed = await removeLock(st.lockPath, { pid: holder.pid, host: holder.host ?? "" });
-    if (removed !== "released" && removed !== "not-held") {
-      throw new WalmgrError("Cannot obtain backup lock: it changed hands meanwhile; retry later");
-    }
-    res = await createLock(st.lockPath, content);
-    if (!res.taken) {
-      throw new WalmgrError(
-        `Cannot obtain backup lock: taken by ${describeHolder(res.holder)} meanwhile`,
-      );
-    }
-  }
-  st.lockTaken = true;
-  log.info("Backup lock obtained.");
+  await acquireLock(ctx, localLockOps(ctx), hostName());
+  st.lockTaken = !ctx.dryRun;
 }
 
-async function releaseLock(st: State): Promise<void> {
+async function releaseLock(ctx: CommandContext, st: State): Promise<void> {
   if (!st.lockTaken) return;
   st.lockTaken = false;
   try {
-    await removeLock(st.lockPath, { pid: Deno.pid, host: hostName() });
-    log.info("Backup lock released.");
+    await localLockOps(ctx).release();
   } catch (err) {
     log.warning(`could not release the backup lock ${st.lockPath}: ${errorMessage(err)}`);
   }
@@ -738,7 +695,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       );
     }
   } finally {
-    await releaseLock(st);
+    await releaseLock(ctx, st);
     for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
   }
 }
