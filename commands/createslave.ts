@@ -47,7 +47,7 @@ import { removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
-import { postmasterState } from "../core/postmaster.ts";
+import { postmasterState, waitPostmasterGone } from "../core/postmaster.ts";
 import { describeExit, displayCommand, lastLine, type RunResult } from "../core/process.ts";
 import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
@@ -396,12 +396,7 @@ async function stopStartedServer(ctx: CommandContext, tools: Tools, st: State): 
     const res = await ctx.fx.run(argv, { timeoutMs: STOP_TIMEOUT_MS + 10_000 });
     if (!res.ok) log.warning(`pg_ctl stop failed (${describeExit(res)}): ${lastLine(res)}`);
   }
-  const deadline = Date.now() + STOP_TIMEOUT_MS;
-  while ((await postmasterState(st.slaveData)).running) {
-    if (Date.now() >= deadline) return false;
-    await sleep(250);
-  }
-  return true;
+  return await waitPostmasterGone(st.slaveData, STOP_TIMEOUT_MS);
 }
 
 /** Undoes what the run changed; returns what could not be undone (for the error line). */

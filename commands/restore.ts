@@ -25,7 +25,7 @@ import { copyFileDurable, filesEqual, mkdirp, removeTree } from "../core/fsutil.
 import { log } from "../core/log.ts";
 import { writeConfFile } from "../core/pgconf.ts";
 import { dataDirVersion } from "../core/pgtools.ts";
-import { postmasterState } from "../core/postmaster.ts";
+import { postmasterState, waitPostmasterGone } from "../core/postmaster.ts";
 import { describeExit, lastLine } from "../core/process.ts";
 import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
@@ -185,10 +185,7 @@ async function stopServer(ctx: CommandContext, plan: RestorePlan): Promise<void>
     const res = await ctx.fx.shell(stopCmd, { inherit: true });
     if (!res.ok) log.warning(`slave_stop_cmd failed (${describeExit(res)})`);
     if (ctx.dryRun) return;
-    const deadline = Date.now() + stopTimeoutMs();
-    while ((await postmasterState(plan.target)).running && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitPostmasterGone(plan.target, stopTimeoutMs());
   }
   const now = await postmasterState(plan.target);
   if (now.running) {

@@ -69,6 +69,16 @@ export async function postmasterState(dataDir: string): Promise<PostmasterState>
   return { running: true, pid };
 }
 
+/** Waits until no postmaster runs on `dataDir`; false when one still runs after `timeoutMs`. */
+export async function waitPostmasterGone(dataDir: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await postmasterState(dataDir)).running) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return true;
+}
+
 /**
  * Sends `signal` to the postmaster of `dataDir` (skipped in dry run, the state is
  * still read). Returns the state; when not running, nothing is sent and the
