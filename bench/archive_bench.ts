@@ -7,7 +7,8 @@
  * `deno task bench` (as root it runs as the postgres account), or
  * `deno run -A bench/archive_bench.ts [segments]` as a normal user.
  * `WALMGR3_BENCH_SEGMENTS` (default 40) and `WALMGR3_BENCH_TRANSPORTS`
- * (default `local,rsync,ssh`) change what runs; `WALMGR3_BENCH_REPEAT` (default
+ * (default `local,rsync,ssh,local-async,rsync-async,ssh-async`; a `-async`
+ * suffix sets `archive_async = 1`) change what runs; `WALMGR3_BENCH_REPEAT` (default
  * 1) repeats every measurement and reports the median (this machine may be
  * busy with other work); `WALMGR3_BENCH_BREAKDOWN=1` also prints where a
  * segment's time goes (from `xarchive -v` timings and the wall time of each
@@ -27,6 +28,7 @@ import { startCluster } from "../tests/helpers/cluster.ts";
 import { startSshd } from "../tests/helpers/sshd.ts";
 import { projectRoot, tempDir } from "../tests/helpers/tmp.ts";
 import { waitFor } from "../tests/helpers/wait.ts";
+import { workerIdle } from "../core/archive_spool.ts";
 
 const encoder = new TextEncoder();
 function say(text: string): void {
@@ -34,7 +36,9 @@ function say(text: string): void {
 }
 
 const segments = Number(Deno.args[0] ?? Deno.env.get("WALMGR3_BENCH_SEGMENTS") ?? "40");
-const transports = (Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ?? "local,rsync,ssh").split(",")
+const transports = (
+  Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ?? "local,rsync,ssh,local-async,rsync-async,ssh-async"
+).split(",")
   .map((s) => s.trim()).filter(Boolean);
 const repeat = Math.max(1, Number(Deno.env.get("WALMGR3_BENCH_REPEAT") ?? "1") || 1);
 const breakdown = Deno.env.get("WALMGR3_BENCH_BREAKDOWN") === "1";
@@ -47,7 +51,13 @@ await using pg = await startCluster({
   name: "bench",
   conf: { archive_mode: "on", archive_command: "/bin/false", wal_level: "replica" },
 });
-const needsSsh = transports.some((t) => t !== "local");
+/** `rsync-async` -> transport `rsync` with `archive_async = 1`. */
+function parseMethod(m: string): { transport: string; async: boolean } {
+  return m.endsWith("-async")
+    ? { transport: m.slice(0, -"-async".length), async: true }
+    : { transport: m, async: false };
+}
+const needsSsh = transports.some((t) => parseMethod(t).transport !== "local");
 await using sshd = needsSsh ? await startSshd() : undefined;
 await pg.sql("create table bench_t (x int)");
 
@@ -213,13 +223,15 @@ async function readBreakdown(logFile: string, wallFile: string): Promise<Breakdo
 const wrap = Deno.env.get("WALMGR3_BENCH_WRAP") ?? "";
 const sshOptions = Deno.env.get("WALMGR3_BENCH_SSH_OPTIONS") ?? "";
 for (let run = 0; run < repeat; run++) {
-  for (const t of transports) {
-    const store = `${dir.path}/store-${t}-${run}`;
+  for (const method of transports) {
+    const { transport: t, async: isAsync } = parseMethod(method);
+    const spool = `${dir.path}/spool-${method}-${run}`;
+    const store = `${dir.path}/store-${method}-${run}`;
     await Deno.mkdir(store);
-    const ini = `${dir.path}/bench-${t}-${run}.ini`;
-    const slaveIni = `${dir.path}/bench-slave-${t}-${run}.ini`;
-    const logFile = `${dir.path}/xarchive-${t}-${run}.log`;
-    const wallFile = `${dir.path}/wall-${t}-${run}.txt`;
+    const ini = `${dir.path}/bench-${method}-${run}.ini`;
+    const slaveIni = `${dir.path}/bench-slave-${method}-${run}.ini`;
+    const logFile = `${dir.path}/xarchive-${method}-${run}.log`;
+    const wallFile = `${dir.path}/wall-${method}-${run}.txt`;
     await Deno.writeTextFile(
       slaveIni,
       `[walmgr]\ncompleted_wals = ${store}\npartial_wals = ${store}/p\nfull_backup = ${store}/b\n`,
@@ -241,6 +253,7 @@ for (let run = 0; run < repeat; run++) {
         `transport = ${t}`,
         ...(t === "local" ? [] : [`ssh_options = -F ${sshd!.sshConfigFile} ${sshOptions}`.trim()]),
         ...(breakdown ? [`logfile = ${logFile}`] : []),
+        ...(isAsync ? ["archive_async = 1", `archive_spool = ${spool}`] : []),
         "",
       ].join("\n"),
     );
@@ -250,9 +263,15 @@ for (let run = 0; run < repeat; run++) {
       ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 -v ${ini} xarchive %p %f`
       : `${wrap}${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`;
     const ms = await drain(command, segments);
-    let r = results.find((x) => x.name === `walmgr3 ${t}`);
+    if (isAsync) {
+      // the worker exits when idle: let it go before the next measurement
+      await pg.sql("alter system set archive_command = '/bin/false'");
+      await pg.sql("select pg_reload_conf()");
+      await waitFor(() => workerIdle(spool), { timeoutMs: 60_000, what: "the worker to exit" });
+    }
+    let r = results.find((x) => x.name === `walmgr3 ${method}`);
     if (!r) {
-      r = { name: `walmgr3 ${t}`, runs: [], baseRuns: [], parts: [], perSeg: [] };
+      r = { name: `walmgr3 ${method}`, runs: [], baseRuns: [], parts: [], perSeg: [] };
       results.push(r);
     }
     r.runs.push(ms);
@@ -269,14 +288,14 @@ for (let run = 0; run < repeat; run++) {
 
 say("");
 say(
-  `${"method".padEnd(18)} ${"ms/segment".padStart(11)} ${"segments/s".padStart(11)} ` +
+  `${"method".padEnd(20)} ${"ms/segment".padStart(11)} ${"segments/s".padStart(11)} ` +
     `${"plain ms/seg".padStart(13)} ${"ratio".padStart(7)}`,
 );
 for (const r of results) {
   const per = median(r.runs);
   const base = median(r.baseRuns);
   say(
-    `${r.name.padEnd(18)} ${per.toFixed(1).padStart(11)} ${(1000 / per).toFixed(1).padStart(11)} ` +
+    `${r.name.padEnd(20)} ${per.toFixed(1).padStart(11)} ${(1000 / per).toFixed(1).padStart(11)} ` +
       `${base.toFixed(1).padStart(13)} ${(per / base).toFixed(2).padStart(7)}`,
   );
 }

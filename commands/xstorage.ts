@@ -259,7 +259,7 @@ async function run(ctx: CommandContext, args: string[]): Promise<number> {
     const { FrameReader, serve } = await import("./xstorage_serve.ts");
     return await serve({
       dir: storagePath(rest[0] as string),
-      frames: new FrameReader((buf) => Deno.stdin.readSync(buf)),
+      frames: new FrameReader((buf) => Deno.stdin.readSync(buf), (buf) => Deno.stdin.read(buf)),
       answer: (line) => ctx.log.out(line),
       log: ctx.log,
     });

@@ -1,10 +1,12 @@
 /**
  * `xstorage serve <dir>`: the long-lived storage side of asynchronous archiving.
  * One process per worker run stores every file the master's worker sends over
- * one ssh session (framing in transports/serve_protocol.ts), each with the
- * durable write of `core/fsutil.ts` (temporary name, fsync, link, fsync of the
- * directory; an identical existing file is success, a different one is refused
- * and left untouched). The answer for a file is written only once it is durable.
+ * one ssh session (framing in transports/serve_protocol.ts): each file goes to
+ * a new temporary name, then the durable commit of `core/fsutil.ts`
+ * (`commitFileDurable`: fsync, link, fsync of the directory; an identical
+ * existing file is success, a different one is refused and left untouched) runs
+ * while the next file arrives. The answer for a file is written only once it is
+ * durable, in request order.
  *
  * At start it removes stale temporary files of dead writers in `<dir>` (as
  * xrestore does for its directory), so a killed worker leaves nothing behind for
@@ -16,7 +18,13 @@
 
 import { join } from "../core/paths.ts";
 import { errorMessage, UsageError, WalmgrError } from "../core/errors.ts";
-import { cleanupStaleTemps, DifferentFileError, mkdirp, writeFileDurable } from "../core/fsutil.ts";
+import {
+  cleanupStaleTemps,
+  commitFileDurable,
+  DifferentFileError,
+  mkdirp,
+  uniqueTempName,
+} from "../core/fsutil.ts";
 import type { Logger } from "../core/log.ts";
 import {
   formatAnswer,
@@ -29,23 +37,37 @@ import type { ServeAnswer } from "../transports/serve_protocol.ts";
 /** Bytes per read of a file body (a segment arrives in 16 reads). */
 const BODY_CHUNK = 1 << 20;
 
+/** Files whose durable commit may run behind the transfer of the next ones. */
+const MAX_COMMITS = 2;
+
 /** Age after which a dead writer's temporary file is removed (as xrestore does). */
 const STALE_TEMP_MS = 60_000;
 
 /** A synchronous reader of framed stdin: header lines and exact-size bodies. */
 export class FrameReader {
   readonly #read: (buf: Uint8Array) => number | null;
+  readonly #readAsync: (buf: Uint8Array) => Promise<number | null>;
   #buf = new Uint8Array(64 * 1024);
   #start = 0;
   #end = 0;
 
-  /** `read` is a blocking read such as `Deno.stdin.readSync` (null at end of input). */
-  constructor(read: (buf: Uint8Array) => number | null) {
+  /**
+   * `read` is a blocking read such as `Deno.stdin.readSync` (null at end of
+   * input), used for file bodies (fast, and the bytes are on their way);
+   * `readAsync` (e.g. `Deno.stdin.read`) waits for headers without blocking
+   * the event loop, so that durable commits of earlier files can finish and be
+   * answered while the client waits for those answers.
+   */
+  constructor(
+    read: (buf: Uint8Array) => number | null,
+    readAsync: (buf: Uint8Array) => Promise<number | null> = (b) => Promise.resolve(read(b)),
+  ) {
     this.#read = read;
+    this.#readAsync = readAsync;
   }
 
   /** The next line without its newline; `null` at end of input on a frame boundary. */
-  readLine(): string | null {
+  async readLine(): Promise<string | null> {
     for (;;) {
       const nl = this.#buf.subarray(this.#start, this.#end).indexOf(10);
       if (nl >= 0) {
@@ -61,7 +83,7 @@ export class FrameReader {
         this.#end -= this.#start;
         this.#start = 0;
       }
-      const n = this.#read(this.#buf.subarray(this.#end));
+      const n = await this.#readAsync(this.#buf.subarray(this.#end));
       if (n === null || n === 0) {
         if (this.#end === this.#start) return null;
         throw new WalmgrError("xstorage serve: input ended inside a header (connection dropped?)");
@@ -92,35 +114,44 @@ export class FrameReader {
   }
 }
 
-/** One file body of `size` bytes as a stream; `left()` tells what was not read. */
-export function bodyStream(
-  frames: FrameReader,
-  size: number,
-  path: string,
-): { stream: ReadableStream<Uint8Array>; left(): number } {
-  let remaining = size;
-  const stream = new ReadableStream<Uint8Array>({
-    pull(ctl) {
-      if (remaining === 0) {
-        ctl.close();
-        return;
-      }
-      const chunk = frames.readChunk(Math.min(remaining, BODY_CHUNK));
+/**
+ * Receives one file body of `size` bytes into the new temporary file `temp`
+ * (no fsync yet). Returns the bytes not read from the input (non-zero after a
+ * write error: the caller drops them to stay on the frame boundary). Throws
+ * when the input ends early (`temp` is removed).
+ */
+async function receive(frames: FrameReader, size: number, temp: string): Promise<number> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+  } catch {
+    return size;
+  }
+  let left = size;
+  try {
+    while (left > 0) {
+      const chunk = frames.readChunk(Math.min(left, BODY_CHUNK));
       if (chunk.length === 0) {
-        ctl.error(
-          new WalmgrError(
-            `incomplete transfer for ${path}: got ${size - remaining} of ${size} bytes ` +
-              `(connection dropped?); nothing stored`,
-          ),
+        throw new WalmgrError(
+          `incomplete transfer to ${temp}: got ${size - left} of ${size} bytes ` +
+            `(connection dropped?); nothing stored`,
         );
-        return;
       }
-      remaining -= chunk.length;
-      ctl.enqueue(chunk);
-      if (remaining === 0) ctl.close();
-    },
-  });
-  return { stream, left: () => remaining };
+      left -= chunk.length;
+      let off = 0;
+      while (off < chunk.length) off += await f.write(chunk.subarray(off));
+    }
+    return 0;
+  } catch (err) {
+    f.close();
+    await Deno.remove(temp).catch(() => {});
+    if (err instanceof WalmgrError) throw err;
+    return left;
+  } finally {
+    try {
+      f.close();
+    } catch { /* closed above */ }
+  }
 }
 
 /** Reads and drops `n` bytes; false when input ends first. */
@@ -153,9 +184,14 @@ export async function serve(o: ServeOptions): Promise<number> {
   const stale = await cleanupStaleTemps(o.dir, STALE_TEMP_MS);
   if (stale.length > 0) o.log.info(`removed stale temporary files in ${o.dir}: ${stale.join(" ")}`);
   o.answer(`${SERVE_GREETING}\n`);
+  let answered: Promise<void> = Promise.resolve();
+  const inFlight: Promise<void>[] = [];
   for (;;) {
-    const line = o.frames.readLine();
-    if (line === null) return 0;
+    const line = await o.frames.readLine();
+    if (line === null) {
+      await answered;
+      return 0;
+    }
     const header = parsePutHeader(line);
     if (!header) {
       throw new UsageError(
@@ -163,21 +199,43 @@ export async function serve(o: ServeOptions): Promise<number> {
       );
     }
     const path = join(o.dir, header.name);
-    const body = bodyStream(o.frames, header.size, path);
-    let a: ServeAnswer;
+    const temp = uniqueTempName(o.dir, header.name);
+    let left: number;
     try {
-      a = { kind: await writeFileDurable(path, body.stream, { policy: "identical-ok" }) };
+      left = await receive(o.frames, header.size, temp);
     } catch (err) {
-      a = {
-        kind: err instanceof DifferentFileError ? "different" : "error",
-        message: errorMessage(err),
-      };
-    }
-    if (body.left() > 0 && !skip(o.frames, body.left())) {
-      o.log.error(`input ended inside ${path} (connection dropped?); nothing stored`);
+      await Promise.all(inFlight);
+      o.log.error(errorMessage(err));
       return 1;
     }
-    if (a.kind === "error" || a.kind === "different") o.log.error(a.message);
-    o.answer(formatAnswer(a));
+    let commit: Promise<ServeAnswer>;
+    if (left > 0) {
+      if (!skip(o.frames, left)) {
+        await Promise.all(inFlight);
+        o.log.error(`input ended inside ${path} (connection dropped?); nothing stored`);
+        return 1;
+      }
+      await Deno.remove(temp).catch(() => {});
+      commit = Promise.resolve({ kind: "error", message: `cannot write ${temp}` });
+    } else {
+      // the durable commit (fsync, link, fsync of the directory) runs while the
+      // next file arrives; answers still go out in request order
+      commit = commitFileDurable(temp, path, "identical-ok").then(
+        (outcome): ServeAnswer => outcome === "stored" ? { kind: "stored" } : { kind: "identical" },
+        (err): ServeAnswer =>
+          err instanceof DifferentFileError
+            ? { kind: "different", message: errorMessage(err) }
+            : { kind: "error", message: errorMessage(err) },
+      );
+    }
+    answered = answered.then(async () => {
+      const a = await commit;
+      if (a.kind === "error" || a.kind === "different") o.log.error(a.message);
+      o.answer(formatAnswer(a));
+    });
+    const done = answered;
+    inFlight.push(done);
+    done.then(() => inFlight.splice(inFlight.indexOf(done), 1));
+    if (inFlight.length >= MAX_COMMITS) await inFlight[0];
   }
 }

@@ -136,7 +136,7 @@ class AsyncEnv {
         what: `${name} in completed_wals (${this.transport})`,
       });
     }
-    await waitFor(async () => {
+    await waitFor(() => {
       const ready = [...Deno.readDirSync(`${this.pg.dataDir}/pg_wal/archive_status`)]
         .map((e) => e.name).filter((n) => n.endsWith(".ready"));
       return ready.length === 0;
