@@ -84,6 +84,12 @@ keep_symlinks        = 1
 # immediate checkpoint at backup start (0 = spread checkpoint)
 #backup_fast_checkpoint = 1
 
+# asynchronous archiving: a background worker ships WAL ahead over one connection
+#archive_async         = 0
+#archive_spool         = /tmp/walmgr3-spool-<uid>/<master_data with / as _>
+#archive_async_max     = 64
+#archive_async_timeout = 60
+
 # periodic command, run from xarchive or "periodic" at most every command_interval s
 #command_interval    = 600
 #periodic_command    = /var/lib/postgresql/walshipping/periodic.sh
