@@ -1,8 +1,9 @@
 /**
  * Archive benchmark: N ready WAL segments drained by PostgreSQL's own archiver
  * through walmgr3 (local, rsync and ssh transports, the last two through a real
- * sshd on 127.0.0.1), beside a plain `cp` + fsync + rename script on the same
- * kind of WAL. Prints ms/segment and the ratio to the plain script.
+ * sshd on 127.0.0.1), beside a plain script on the same kind of WAL (`cp` + fsync +
+ * rename for local; ssh on a shared connection + `cat` + fsync + rename on the
+ * slave for rsync and ssh). Prints ms/segment and the ratio to the plain script.
  *
  * `deno task bench` (as root it runs as the postgres account), or
  * `deno run -A bench/archive_bench.ts [segments]` as a normal user.
@@ -76,6 +77,27 @@ sync "$d"
 `,
 );
 await Deno.chmod(plain, 0o755);
+
+/**
+ * The same over ssh, as an operator would write it as archive_command: one ssh
+ * session per segment on a shared connection (ControlMaster, like walmgr3's).
+ */
+const plainSsh = `${dir.path}/plain_ssh_archive.sh`;
+if (sshd) {
+  const sshOptions = Deno.env.get("WALMGR3_BENCH_SSH_OPTIONS") ?? "";
+  await Deno.writeTextFile(
+    plainSsh,
+    `#!/bin/sh
+# plain ssh + cat + fsync + rename on the slave: the floor for a remote archive
+set -e
+p=$1; f=$2; d=$3
+exec ssh -F ${sshd.sshConfigFile} ${sshOptions} -o ControlMaster=auto -o ControlPersist=60 \\
+  -o ControlPath=${dir.path}/plain-cm-%C ${sshd.hostAlias} \\
+  "set -e; test ! -f $d/$f; cat > $d/.$f.tmp; sync $d/.$f.tmp; mv $d/.$f.tmp $d/$f; sync $d" < "$p"
+`,
+  );
+  await Deno.chmod(plainSsh, 0o755);
+}
 
 /** Wall time of each process, for the breakdown: `<start ns> <end ns>` per line. */
 const timer = `${dir.path}/timed.sh`;
@@ -171,11 +193,11 @@ say(
  * write cache fills).
  */
 let plainRuns = 0;
-async function plainRun(): Promise<number> {
+async function plainRun(remote: boolean): Promise<number> {
   const plainDir = `${dir.path}/plain${plainRuns++}`;
   await Deno.mkdir(plainDir);
   await makeReady(segments);
-  return await drain(`${plain} %p %f ${plainDir}`, segments);
+  return await drain(`${remote ? plainSsh : plain} %p %f ${plainDir}`, segments);
 }
 
 /** Per-segment means of the debug timings in `logFile` (first segment left out). */
@@ -257,7 +279,7 @@ for (let run = 0; run < repeat; run++) {
         "",
       ].join("\n"),
     );
-    const baseMs = await plainRun();
+    const baseMs = await plainRun(t !== "local");
     await makeReady(segments);
     const command = breakdown
       ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 -v ${ini} xarchive %p %f`
@@ -299,7 +321,10 @@ for (const r of results) {
       `${base.toFixed(1).padStart(13)} ${(per / base).toFixed(2).padStart(7)}`,
   );
 }
-say("\nratio: walmgr3's ms/segment over the plain cp + fsync + rename script run just before it");
+say(
+  "\nratio: walmgr3's ms/segment over a plain script run just before it on the same kind of WAL:\n" +
+    "  local: cp + fsync + rename; rsync/ssh: ssh (shared connection) + cat + fsync + rename",
+);
 if (repeat > 1) {
   for (const r of results) {
     say(
