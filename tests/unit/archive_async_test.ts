@@ -216,3 +216,81 @@ Deno.test("xstorage serve stores pipelined frames durably, refuses different fil
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * A pipe the test writes into: sync reads take what has arrived (null at the
+ * end), async reads wait for more. Like stdin of `xstorage serve` under ssh.
+ */
+function lockStepInput() {
+  let data: Uint8Array = new Uint8Array(0);
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const take = (buf: Uint8Array): number | null => {
+    if (data.length === 0) return ended ? null : 0;
+    const n = Math.min(buf.length, data.length);
+    buf.set(data.subarray(0, n));
+    data = data.slice(n);
+    return n;
+  };
+  return {
+    push(bytes: Uint8Array) {
+      data = concat([data, bytes]);
+      wake?.();
+    },
+    end() {
+      ended = true;
+      wake?.();
+    },
+    read: (buf: Uint8Array) => take(buf),
+    async readAsync(buf: Uint8Array): Promise<number | null> {
+      while (data.length === 0 && !ended) await new Promise<void>((r) => (wake = r));
+      return take(buf);
+    },
+  };
+}
+
+Deno.test("xstorage serve answers a file before the client sends the next (no deadlock)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "walmgr3-serve-" });
+  const enc = new TextEncoder();
+  const input = lockStepInput();
+  const answers: string[] = [];
+  let answered: (() => void) | undefined;
+  const nextAnswer = (count: number) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`serve gave ${answers.length - 1} answers, expected ${count}`)),
+        10_000,
+      );
+      const check = () => {
+        if (answers.length > count) {
+          clearTimeout(timer);
+          resolve();
+        } else answered = check;
+      };
+      check();
+    });
+  try {
+    const serving = serve({
+      dir,
+      frames: new FrameReader(input.read, input.readAsync),
+      answer: (line) => {
+        answers.push(line);
+        answered?.();
+      },
+      log,
+    });
+    // the client of one worker waits for each answer before it sends more
+    for (let i = 1; i <= 3; i++) {
+      const body = enc.encode(`file ${i}`);
+      const name = `00000001000000000000000${i}`;
+      input.push(concat([enc.encode(formatPutHeader(body.length, name)), body]));
+      await nextAnswer(i);
+      assert.equal(answers[i], "stored\n");
+      assert.equal(await Deno.readTextFile(`${dir}/${name}`), `file ${i}`);
+    }
+    input.end();
+    assert.equal(await serving, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
