@@ -541,6 +541,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
   };
 
   let interrupted: Deno.Signal | null = null;
+  const abortChildren = new AbortController();
   const onSignal = (sig: Deno.Signal) => () => {
     if (interrupted) {
       log.error(`interrupted again by ${sig}: exiting without cleaning up (see ${st.temp})`);
@@ -554,6 +555,8 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       Deno.exit(1);
     }
     interrupted = sig;
+    // pg_basebackup may run for hours: stop it now, the clean-up follows
+    abortChildren.abort();
     log.warning(`${sig} received: stopping and cleaning up (send it again to exit at once)`);
   };
   const handlers: Array<[Deno.Signal, () => void]> = ctx.dryRun
@@ -594,7 +597,10 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       ];
       log.info(`Starting pg_basebackup into ${st.temp} (from ${redactConninfo(conn.dsn)})`);
       log.debug(`Running: ${displayCommand(argv)}`);
-      const bb = await ctx.fx.run(argv, { env: { ...conn.env, LC_ALL: "C" } });
+      const bb = await ctx.fx.run(argv, {
+        env: { ...conn.env, LC_ALL: "C" },
+        signal: abortChildren.signal,
+      });
       checkInterrupt();
       if (!bb.ok) {
         throw new WalmgrError(

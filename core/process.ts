@@ -23,6 +23,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Inherit stdout/stderr instead of capturing them. */
   inherit?: boolean;
+  /** When it aborts, the child gets SIGTERM (then SIGKILL after 5 s), as on a timeout. */
+  signal?: AbortSignal;
 }
 
 /** A finished process. */
@@ -94,21 +96,32 @@ export async function runCommand(
     });
   }
   let timedOut = false;
+  let aborted = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const stop = () => {
+    if (killTimer !== undefined) return;
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    killTimer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 5000);
+  };
   if (opts.timeoutMs !== undefined) {
     timer = setTimeout(() => {
       timedOut = true;
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      killTimer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
+      stop();
     }, opts.timeoutMs);
   }
+  const onAbort = () => {
+    aborted = true;
+    stop();
+  };
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener("abort", onAbort, { once: true });
   const writeStdin = (async () => {
     if (opts.stdin === undefined) return;
     try {
@@ -136,12 +149,13 @@ export async function runCommand(
       signal: status.signal,
       stdout: decoder.decode(out),
       stderr: decoder.decode(errOut),
-      ok: !timedOut && status.signal === null && okCodes.includes(status.code),
+      ok: !timedOut && !aborted && status.signal === null && okCodes.includes(status.code),
       timedOut,
     };
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     if (killTimer !== undefined) clearTimeout(killTimer);
+    opts.signal?.removeEventListener("abort", onAbort);
   }
 }
 

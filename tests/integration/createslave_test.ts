@@ -285,6 +285,60 @@ Deno.test("createslave (PostgreSQL 15): dry run, failures undone, a streaming st
       await master.sql("select pg_drop_replication_slot('operator_slot')");
     });
 
+    await t.step(
+      "SIGTERM during pg_basebackup stops it at once and undoes everything",
+      async () => {
+        // a pg_basebackup that would take 90 s (version checks answer normally)
+        const slowBin = tmp.join("slow-bin");
+        await Deno.mkdir(slowBin);
+        for (const e of Deno.readDirSync(DEBIAN_PG_BIN)) {
+          if (e.name !== "pg_basebackup") {
+            await Deno.symlink(`${DEBIAN_PG_BIN}/${e.name}`, `${slowBin}/${e.name}`);
+          }
+        }
+        const marker = tmp.join("basebackup-started");
+        await Deno.writeTextFile(
+          `${slowBin}/pg_basebackup`,
+          `#!/bin/sh\ncase "$1" in --version|-V) exec ${DEBIAN_PG_BIN}/pg_basebackup "$@";; esac\n` +
+            `echo $$ > ${marker}\nexec sleep 90\n`,
+        );
+        await Deno.chmod(`${slowBin}/pg_basebackup`, 0o755);
+        const started = performance.now();
+        const child = new Deno.Command(WALMGR, {
+          args: [ini, "createslave", "--set", `slave_bin=${slowBin}`],
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        const output = child.output();
+        try {
+          await waitFor(() => exists(marker), {
+            what: "pg_basebackup to start",
+            timeoutMs: 60_000,
+          });
+        } finally {
+          child.kill("SIGTERM");
+        }
+        const out = await output;
+        const stderr = new TextDecoder().decode(out.stderr);
+        assertEquals(out.code, 1, stderr);
+        assert(performance.now() - started < 60_000, "walmgr3 did not wait for pg_basebackup");
+        assertMatch(stderr, /ERROR Failed to create .*: interrupted by SIGTERM/);
+        const pid = Number((await Deno.readTextFile(marker)).trim());
+        await waitFor(() => {
+          try {
+            Deno.kill(pid, "SIGCONT");
+            return false;
+          } catch {
+            return true;
+          }
+        }, { what: `pg_basebackup (pid ${pid}) to be gone`, timeoutMs: 10_000 });
+        assertEquals(await Deno.readTextFile(`${slaveData}/old-marker`), "old");
+        assertEquals(leftovers(slaveData), []);
+        assert(!exists(lockFile), "lock released");
+        assertEquals(await slotsOnMaster(s), []);
+      },
+    );
+
     await t.step("SIGTERM while waiting: everything is undone", async () => {
       const child = new Deno.Command(WALMGR, {
         args: [
