@@ -372,6 +372,17 @@ export async function waitStreaming(r: HowtoResult): Promise<void> {
   );
 }
 
+/** Waits until the booted standby has left recovery. */
+export async function waitPromoted(r: HowtoResult): Promise<void> {
+  await waitFor(async () => {
+    try {
+      return (await r.slave.psql("select pg_is_in_recovery()")).trim() === "f";
+    } catch {
+      return false;
+    }
+  }, { timeoutMs: 120_000, what: "the booted standby to leave recovery" });
+}
+
 /**
  * `walmgr3 wal-slave.ini boot`: waits until the standby has left recovery, then
  * writes to it. Returns what the written table holds.
@@ -384,13 +395,7 @@ export async function bootAndWrite(
   step("walmgr3 wal-slave.ini boot (stop recovery, promote the standby)");
   command?.("walmgr3 wal-slave.ini boot");
   await walmgr([r.slaveIni, "boot"]);
-  await waitFor(async () => {
-    try {
-      return (await r.slave.psql("select pg_is_in_recovery()")).trim() === "f";
-    } catch {
-      return false;
-    }
-  }, { timeoutMs: 120_000, what: "the booted standby to leave recovery" });
+  await waitPromoted(r);
   step("the promoted standby accepts writes");
   await r.slave.psql(
     "create table after_boot (id int, note text); " +

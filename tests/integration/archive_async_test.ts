@@ -12,6 +12,7 @@ import { freePort, startCluster } from "../helpers/cluster.ts";
 import type { Cluster } from "../helpers/cluster.ts";
 import { startSshd } from "../helpers/sshd.ts";
 import type { Sshd } from "../helpers/sshd.ts";
+import { writeArchiveInis } from "../helpers/archive_inis.ts";
 import { TcpProxy } from "../helpers/tcp_proxy.ts";
 import { exists, projectRoot, run, tempDir } from "../helpers/tmp.ts";
 import type { TempDir } from "../helpers/tmp.ts";
@@ -48,50 +49,23 @@ class AsyncEnv {
     const sshd = transport === "local" ? undefined : await startSshd();
     const proxy = sshd ? new TcpProxy(freePort(), sshd.port) : undefined;
     proxy?.start();
-    const store = tmp.join("walshipping");
-    const completed = `${store}/logs.complete`;
-    const slaveIni = tmp.join("wal-slave.ini");
-    await Deno.writeTextFile(
-      slaveIni,
-      `[walmgr]\nwalmgr_data = ${store}\ncompleted_wals = %(walmgr_data)s/logs.complete\n` +
-        `partial_wals = %(walmgr_data)s/logs.partial\nfull_backup = %(walmgr_data)s/data.master\n`,
-    );
     const pg = await startCluster({
       name: `async-${transport}`,
       conf: { archive_mode: "on", archive_command: "", wal_level: "replica" },
     });
     const spool = tmp.join("spool");
     const controlDir = tmp.join("cm");
-    const where = sshd ? `${sshd.hostAlias}:${store}` : store;
-    const ini = tmp.join("wal-master.ini");
-    await Deno.writeTextFile(
-      ini,
-      [
-        "[walmgr]",
-        `master_db = ${pg.conninfo}`,
-        `master_data = ${pg.dataDir}`,
-        `master_config = ${pg.dataDir}/postgresql.conf`,
-        `master_bin = ${pg.binDir}`,
-        `slave = ${sshd ? sshd.hostAlias : "localhost"}`,
-        `slave_config = ${slaveIni}`,
-        `transport = ${transport}`,
-        ...(sshd && proxy
-          ? [
-            `ssh_options = -F ${sshd.sshConfigFile} -o Port=${proxy.port} ` +
-            `-o HostKeyAlias=[127.0.0.1]:${sshd.port} -o ConnectTimeout=3`,
-            `ssh_control_dir = ${controlDir}`,
-          ]
-          : []),
-        `completed_wals = ${where}/logs.complete`,
-        `partial_wals = ${where}/logs.partial`,
-        `full_backup = ${where}/data.master`,
+    const { ini, completed } = await writeArchiveInis(tmp.path, pg, {
+      transport,
+      ...(sshd ? { sshd, controlDir } : {}),
+      ...(proxy ? { proxyPort: proxy.port } : {}),
+      extra: [
         "archive_async = 1",
         `archive_spool = ${spool}`,
         "archive_async_timeout = 30",
         `logfile = ${tmp.join("walmgr3.log")}`,
-        "",
-      ].join("\n"),
-    );
+      ],
+    });
     await Deno.mkdir(completed, { recursive: true });
     await pg.sql("create table t (x int)");
     return new AsyncEnv(transport, tmp, pg, ini, completed, spool, controlDir, sshd, proxy);

@@ -7,6 +7,7 @@
  * the same port again.
  */
 
+import { writeArchiveInis } from "../helpers/archive_inis.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freePort, startCluster } from "../helpers/cluster.ts";
 import { startSshd } from "../helpers/sshd.ts";
@@ -26,37 +27,13 @@ for (const transport of ["rsync", "ssh"] as const) {
       const proxy = new Proxy(freePort(), sshd.port);
       proxy.start();
       const controlDir = tmp.join("cm");
-      const store = tmp.join("walshipping");
-      const slaveIni = tmp.join("wal-slave.ini");
-      await Deno.writeTextFile(
-        slaveIni,
-        `[walmgr]\nwalmgr_data = ${store}\ncompleted_wals = %(walmgr_data)s/logs.complete\n` +
-          `partial_wals = %(walmgr_data)s/logs.partial\nfull_backup = %(walmgr_data)s/data.master\n`,
-      );
       await using pg = await startCluster({ name: "outage" });
-      const ini = tmp.join("wal-master.ini");
-      await Deno.writeTextFile(
-        ini,
-        [
-          "[walmgr]",
-          `master_db = ${pg.conninfo}`,
-          `master_data = ${pg.dataDir}`,
-          `master_config = ${pg.dataDir}/postgresql.conf`,
-          `master_bin = ${pg.binDir}`,
-          `slave = ${sshd.hostAlias}`,
-          `slave_config = ${slaveIni}`,
-          `transport = ${transport}`,
-          `ssh_options = -F ${sshd.sshConfigFile} -o Port=${proxy.port} ` +
-          `-o HostKeyAlias=[127.0.0.1]:${sshd.port} -o ConnectTimeout=3`,
-          `ssh_control_dir = ${controlDir}`,
-          `walmgr_data = ${store}`,
-          "completed_wals = %(slave)s:%(walmgr_data)s/logs.complete",
-          "partial_wals = %(slave)s:%(walmgr_data)s/logs.partial",
-          "full_backup = %(slave)s:%(walmgr_data)s/data.master",
-          "",
-        ].join("\n"),
-      );
-      const completed = `${store}/logs.complete`;
+      const { ini, completed } = await writeArchiveInis(tmp.path, pg, {
+        transport,
+        sshd,
+        proxyPort: proxy.port,
+        controlDir,
+      });
       try {
         const setup = await new Deno.Command(`${projectRoot}/bin/walmgr3`, {
           args: [ini, "setup"],
