@@ -25,6 +25,7 @@
  * @module
  */
 
+import { writeArchiveInis } from "../tests/helpers/archive_inis.ts";
 import { startCluster } from "../tests/helpers/cluster.ts";
 import { startSshd } from "../tests/helpers/sshd.ts";
 import { projectRoot, tempDir } from "../tests/helpers/tmp.ts";
@@ -248,37 +249,19 @@ for (let run = 0; run < repeat; run++) {
   for (const method of transports) {
     const { transport: t, async: isAsync } = parseMethod(method);
     const spool = `${dir.path}/spool-${method}-${run}`;
-    const store = `${dir.path}/store-${method}-${run}`;
-    await Deno.mkdir(store);
-    const ini = `${dir.path}/bench-${method}-${run}.ini`;
-    const slaveIni = `${dir.path}/bench-slave-${method}-${run}.ini`;
-    const logFile = `${dir.path}/xarchive-${method}-${run}.log`;
-    const wallFile = `${dir.path}/wall-${method}-${run}.txt`;
-    await Deno.writeTextFile(
-      slaveIni,
-      `[walmgr]\ncompleted_wals = ${store}\npartial_wals = ${store}/p\nfull_backup = ${store}/b\n`,
-    );
-    const loc = t === "local" ? store : `${sshd!.hostAlias}:${store}`;
-    await Deno.writeTextFile(
-      ini,
-      [
-        "[walmgr]",
-        `master_db = ${pg.conninfo}`,
-        `master_data = ${pg.dataDir}`,
-        `master_config = ${pg.dataDir}/postgresql.conf`,
-        `master_bin = ${pg.binDir}`,
-        `slave = ${t === "local" ? "localhost" : sshd!.hostAlias}`,
-        `slave_config = ${slaveIni}`,
-        `completed_wals = ${loc}`,
-        `partial_wals = ${loc}/p`,
-        `full_backup = ${loc}/b`,
-        `transport = ${t}`,
-        ...(t === "local" ? [] : [`ssh_options = -F ${sshd!.sshConfigFile} ${sshOptions}`.trim()]),
+    const runDir = `${dir.path}/${method}-${run}`;
+    await Deno.mkdir(runDir);
+    const logFile = `${runDir}/xarchive.log`;
+    const wallFile = `${runDir}/wall.txt`;
+    const { ini, completed } = await writeArchiveInis(runDir, pg, {
+      transport: t,
+      ...(t === "local" ? {} : { sshd: sshd!, sshOptions }),
+      extra: [
         ...(breakdown ? [`logfile = ${logFile}`] : []),
         ...(isAsync ? ["archive_async = 1", `archive_spool = ${spool}`] : []),
-        "",
-      ].join("\n"),
-    );
+      ],
+    });
+    await Deno.mkdir(completed, { recursive: true });
     const baseMs = await plainRun(t !== "local");
     await makeReady(segments);
     const command = breakdown
