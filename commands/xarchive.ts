@@ -47,7 +47,8 @@ async function recordLast(ctx: CommandContext, path: string, name: string): Prom
  * With `archive_async = 1`: the spool and destination the foreground waits on,
  * when `src` is the file PostgreSQL has queued as `name` (its `.ready` file
  * exists and `src` is `<master_data>/pg_wal/<name>`). Anything else (a file
- * archived by hand, a dry run) goes the synchronous way.
+ * archived by hand, a dry run, a spool directory that cannot be used) goes the
+ * synchronous way.
  */
 function asyncQueue(
   ctx: CommandContext,
@@ -71,10 +72,15 @@ function asyncQueue(
     ctx.log.debug(`${src} is not ${masterData}/pg_wal/${name}: archiving it now`);
     return null;
   }
-  return {
-    spool: openSpoolDir(ctx.config.getPath("archive_spool"), masterData),
-    destination: ctx.config.getString("completed_wals"),
-  };
+  let spool: string;
+  try {
+    spool = openSpoolDir(ctx.config.getPath("archive_spool"), masterData);
+  } catch (err) {
+    // an unusable spool must not stop archiving: ship this file the synchronous way
+    ctx.log.warning(`${errorMessage(err)}; archiving ${name} synchronously`);
+    return null;
+  }
+  return { spool, destination: ctx.config.getString("completed_wals") };
 }
 
 async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<void> {

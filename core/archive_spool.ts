@@ -182,6 +182,27 @@ function ensurePrivateDir(dir: string, uid: number | null, what: string): void {
   }
 }
 
+/** Throws one clear line unless `dir` is a directory this process can create files in. */
+function usableSpool(dir: string): void {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(dir);
+  } catch (err) {
+    throw new WalmgrError(`cannot use archive_spool ${dir}: ${errorReason(err)}`);
+  }
+  if (!st.isDirectory) {
+    throw new WalmgrError(`archive_spool ${dir} is not a directory; remove it or set another`);
+  }
+  try {
+    Deno.openSync(join(dir, WORKER_LOCK), { read: true, write: true, create: true }).close();
+  } catch (err) {
+    throw new WalmgrError(
+      `cannot write in archive_spool ${dir}: ${errorReason(err)}; ` +
+        `set archive_spool to a directory this user can write`,
+    );
+  }
+}
+
 /**
  * The spool directory: `archive_spool`, else {@link defaultSpoolDir}; created
  * (0700, with the per-user parent of the default) when missing.
@@ -200,6 +221,7 @@ export function openSpoolDir(configured: string | undefined, masterData: string)
         );
       }
     }
+    usableSpool(dir);
     return dir;
   }
   const dir = defaultSpoolDir(masterData, uid);

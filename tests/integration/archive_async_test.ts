@@ -292,3 +292,26 @@ Deno.test({
     assert(rec?.kind === "ok" && rec.source.ino === st.ino, "the worker rewrote the record");
   },
 });
+
+Deno.test({
+  name:
+    "archive_async local: an unusable spool falls back to synchronous archiving, with a warning",
+  ...opts,
+  async fn() {
+    await using env = await AsyncEnv.start("local");
+    const [name] = await env.backlog(1) as [string];
+    // someone made the spool a file: no worker can run there
+    await Deno.mkdir(env.spool.replace(/\/[^/]*$/, ""), { recursive: true });
+    await Deno.writeTextFile(env.spool, "not a directory\n");
+    const res = await run([WALMGR, env.ini, "xarchive", `pg_wal/${name}`, name], {
+      cwd: env.pg.dataDir,
+    });
+    assertEquals(res.code, 0, res.stderr);
+    assert(
+      /WARNING .*archive_spool.*archiving \S+ synchronously/.test(res.stderr),
+      `warning about the spool: ${res.stderr}`,
+    );
+    assert(exists(`${env.completed}/${name}`), "the file was not archived");
+    await env.assertStoredIntact();
+  },
+});

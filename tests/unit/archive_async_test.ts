@@ -9,6 +9,7 @@ import {
   defaultSpoolDir,
   formatError,
   formatOk,
+  openSpoolDir,
   orderReady,
   parseStatus,
   sameIdentity,
@@ -290,6 +291,23 @@ Deno.test("xstorage serve answers a file before the client sends the next (no de
     }
     input.end();
     assert.equal(await serving, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openSpoolDir: a configured spool must be a directory this user can write", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "walmgr3-spool-" });
+  try {
+    assert.equal(openSpoolDir(`${dir}/made`, "/data"), `${dir}/made`);
+    assert.ok(Deno.statSync(`${dir}/made`).isDirectory);
+    await Deno.writeTextFile(`${dir}/file`, "x");
+    assert.throws(() => openSpoolDir(`${dir}/file`, "/data"), /is not a directory/);
+    if (Deno.uid() !== 0) {
+      await Deno.mkdir(`${dir}/ro`, { mode: 0o500 });
+      assert.throws(() => openSpoolDir(`${dir}/ro`, "/data"), /cannot write in archive_spool/);
+      await Deno.chmod(`${dir}/ro`, 0o700);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
