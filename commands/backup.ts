@@ -62,6 +62,7 @@ import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { RemoteResult, Transport } from "../transports/types.ts";
 import { acquireLock, localLockOps, type LockOps } from "./backup_lock.ts";
 import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
+import { lstatOrNull } from "../core/fsutil.ts";
 
 /**
  * rsync exclude patterns for the main copy of a data directory. Leading `/`
@@ -298,15 +299,6 @@ async function linkTarget(linkPath: string): Promise<string> {
     else parts.push(p);
   }
   return `/${parts.join("/")}`;
-}
-
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  }
 }
 
 /** Copies a data directory into the work directory (steps 4 of the module doc). */

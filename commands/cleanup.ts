@@ -27,26 +27,10 @@ import { isPidAlive, readPidfile } from "../core/pidfile.ts";
 import { shellQuote } from "../core/self.ts";
 import { removeAuthorizedKeys, sshDir } from "../core/ssh_keys.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import { lstatSyncOrNull, statSyncOrNull } from "../core/fsutil.ts";
 
 function absolute(path: string): string {
   return isAbsolute(path) ? resolve(path) : resolve(Deno.cwd(), path);
-}
-
-function lstatOrNull(path: string): Deno.FileInfo | null {
-  try {
-    return Deno.lstatSync(path);
-  } catch {
-    return null;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function inside(path: string, dir: string): boolean {
@@ -103,8 +87,8 @@ function checkSlaveServer(ctx: CommandContext, slaveData: string | undefined): v
   if (!slaveData) return;
   const pid = readPidfile(`${slaveData}/postmaster.pid`);
   if (pid === null || Number.isNaN(pid) || !isPidAlive(pid)) return;
-  const inRecovery = exists(`${slaveData}/standby.signal`) ||
-    exists(`${slaveData}/recovery.signal`);
+  const inRecovery = statSyncOrNull(`${slaveData}/standby.signal`) !== null ||
+    statSyncOrNull(`${slaveData}/recovery.signal`) !== null;
   if (!inRecovery) return;
   const probe = systemProbe();
   const restore = effectiveSetting(probe, `${slaveData}/postgresql.auto.conf`, "restore_command") ??
@@ -130,7 +114,7 @@ async function cleanupSlave(ctx: CommandContext): Promise<void> {
   } else {
     const wd = absolute(wdRaw);
     checkRemovable(wd, ctx, slaveData);
-    if (!lstatOrNull(wd)) {
+    if (!lstatSyncOrNull(wd)) {
       ctx.log.info(`${wd} does not exist, nothing to remove`);
     } else {
       ctx.log.info(`Removing walmgr data directory: ${wd}`);
@@ -140,7 +124,7 @@ async function cleanupSlave(ctx: CommandContext): Promise<void> {
 
   if (slaveData) {
     for (const old of oldDataDirs(slaveData)) {
-      const st = lstatOrNull(old);
+      const st = lstatSyncOrNull(old);
       ctx.log.info(`Removing old data directory: ${old}`);
       await ctx.fx.remove(old, st?.isDirectory === true && !st.isSymlink);
     }
@@ -207,7 +191,7 @@ async function cleanupMaster(ctx: CommandContext): Promise<void> {
   if (data) {
     for (const name of [".walshipping.last", ".walshipping.periodic"]) {
       const p = `${absolute(data)}/${name}`;
-      if (lstatOrNull(p)) {
+      if (lstatSyncOrNull(p)) {
         ctx.log.info(`Removing ${p}`);
         await ctx.fx.remove(p);
       }
@@ -219,7 +203,7 @@ async function cleanup(ctx: CommandContext): Promise<number> {
   if (ctx.role === "master") await cleanupMaster(ctx);
   else await cleanupSlave(ctx);
   const file = ctx.config.file;
-  if (lstatOrNull(file)) {
+  if (lstatSyncOrNull(file)) {
     ctx.log.info(`Removing config file: ${file}`);
     await ctx.fx.remove(file);
   }

@@ -43,7 +43,7 @@ import { LOCK_FILE_NAME } from "../core/backup_lock.ts";
 import { hostName } from "../core/config.ts";
 import { formatConninfo, parseConninfo, redactConninfo } from "../core/conninfo.ts";
 import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
-import { removeTree } from "../core/fsutil.ts";
+import { lstatSyncOrNull, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
@@ -53,7 +53,6 @@ import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../cor
 import {
   archivingOff,
   firstFreeName,
-  lstatOrNull,
   removeControlFiles,
   standbyArchiveCleanup,
 } from "../core/standby_prep.ts";
@@ -428,11 +427,11 @@ async function rollback(
           st.oldAside = undefined;
         }
       }
-      if (lstatOrNull(st.temp)) {
+      if (lstatSyncOrNull(st.temp)) {
         log.info(`Removing ${st.temp}`);
         await removeTree(st.temp);
       }
-      if (st.walDir !== undefined && lstatOrNull(st.walDir)) {
+      if (st.walDir !== undefined && lstatSyncOrNull(st.walDir)) {
         if (st.walDirExisted) {
           for (const e of [...Deno.readDirSync(st.walDir)]) {
             await removeTree(`${st.walDir}/${e.name}`);
@@ -493,7 +492,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
   };
 
   // The data directory must not be in use.
-  const existing = lstatOrNull(slaveData);
+  const existing = lstatSyncOrNull(slaveData);
   if (existing && !existing.isDirectory) {
     throw new WalmgrError(`${slaveData} exists and is not a directory; move it away`);
   }
@@ -511,7 +510,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
     if (isInside(walDir, slaveData)) {
       throw new ConfigError(`slave_pg_xlog ${walDir} must be outside slave_data ${slaveData}`);
     }
-    const wst = lstatOrNull(walDir);
+    const wst = lstatSyncOrNull(walDir);
     if (wst) {
       walDirExisted = true;
       if (!Deno.statSync(walDir).isDirectory) {
@@ -631,7 +630,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
 
       // Swap the data directories.
       const keepOld = cfg.getBool("backup_datadir", true);
-      if (lstatOrNull(slaveData)) {
+      if (lstatSyncOrNull(slaveData)) {
         const aside = keepOld ? firstFreeName(slaveData) : `${st.temp}.old`;
         log.info(
           keepOld

@@ -23,20 +23,12 @@ import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import { existsSync, writeFileDurable } from "../core/fsutil.ts";
 
 /** How long boot waits for the server to leave recovery (env override for tests). */
 function bootTimeoutMs(): number {
   const v = Number(Deno.env.get("WALMGR3_BOOT_TIMEOUT_MS"));
   return Number.isFinite(v) && v > 0 ? v : 120_000;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function sleep(ms: number): Promise<void> {
@@ -45,7 +37,6 @@ function sleep(ms: number): Promise<void> {
 
 async function writeControlFile(ctx: CommandContext, path: string): Promise<void> {
   await ctx.fx.act(`write ${path}`, async () => {
-    const { writeFileDurable } = await import("../core/fsutil.ts");
     await writeFileDurable(path, new TextEncoder().encode("1\n"), {
       policy: "replace",
       mode: 0o600,
@@ -159,7 +150,6 @@ async function runBoot(ctx: CommandContext): Promise<number> {
           `so that it finishes recovery and promotes when it starts`,
       );
       await ctx.fx.act(`replace ${slaveData}/standby.signal by recovery.signal`, async () => {
-        const { writeFileDurable } = await import("../core/fsutil.ts");
         await writeFileDurable(`${slaveData}/recovery.signal`, new Uint8Array(), {
           policy: "replace",
           mode: 0o600,

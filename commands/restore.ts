@@ -21,7 +21,14 @@ import { dirname, resolve } from "../core/paths.ts";
 import { relocateTablespaceMap } from "../core/backup_label.ts";
 import { expandHome } from "../core/config.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
-import { copyFileDurable, filesEqual, mkdirp, removeTree } from "../core/fsutil.ts";
+import {
+  copyFileDurable,
+  filesEqual,
+  lstatSyncOrNull,
+  mkdirp,
+  removeTree,
+  statSyncOrNull,
+} from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { writeConfFile } from "../core/pgconf.ts";
 import { dataDirVersion } from "../core/pgtools.ts";
@@ -31,7 +38,6 @@ import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../cor
 import {
   archivingOff,
   firstFreeName,
-  lstatOrNull,
   removeControlFiles,
   standbyArchiveCleanup,
 } from "../core/standby_prep.ts";
@@ -45,14 +51,6 @@ export const CONFIG_FILES = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] 
 function stopTimeoutMs(): number {
   const v = Number(Deno.env.get("WALMGR3_STOP_TIMEOUT_MS"));
   return Number.isFinite(v) && v > 0 ? v : 60_000;
-}
-
-function statOrNull(path: string): Deno.FileInfo | null {
-  try {
-    return Deno.statSync(path);
-  } catch {
-    return null;
-  }
 }
 
 function realOrSelf(path: string): string {
@@ -146,7 +144,7 @@ function resolveSource(
     if (src.includes("/")) candidates.push(resolve(src));
   }
   for (const c of candidates) {
-    if (statOrNull(c)?.isDirectory) return { path: resolve(c), move: false };
+    if (statSyncOrNull(c)?.isDirectory) return { path: resolve(c), move: false };
   }
   throw new WalmgrError(
     `backup ${src} not found (looked in ${[...new Set(candidates)].join(", ")}); ` +
@@ -156,15 +154,15 @@ function resolveSource(
 
 /** Checks that `dir` holds a base backup; returns its major version. */
 function checkBackup(dir: string): number {
-  if (!statOrNull(dir)?.isDirectory) {
+  if (!statSyncOrNull(dir)?.isDirectory) {
     throw new WalmgrError(`${dir} does not exist: make a backup first (backup on the master)`);
   }
   const version = dataDirVersion(dir);
   if (version === null) {
     throw new WalmgrError(`${dir} has no PG_VERSION: not a PostgreSQL base backup`);
   }
-  if (!lstatOrNull(`${dir}/backup_label`)) {
-    if (lstatOrNull(`${dir}/backup_label.old`)) {
+  if (!lstatSyncOrNull(`${dir}/backup_label`)) {
+    if (lstatSyncOrNull(`${dir}/backup_label.old`)) {
       throw new WalmgrError(
         `${dir} has backup_label.old but no backup_label: a server was started on it, it is ` +
           `no longer a base backup; restore another backup`,
@@ -206,7 +204,7 @@ async function stopServer(ctx: CommandContext, plan: RestorePlan): Promise<void>
  * holding nothing but WAL. Returns its entries.
  */
 function checkExternalWal(walDir: string): string[] {
-  const st = statOrNull(walDir);
+  const st = statSyncOrNull(walDir);
   if (!st) return [];
   if (!st.isDirectory) throw new WalmgrError(`pg_wal directory ${walDir} is not a directory`);
   const entries = [...Deno.readDirSync(walDir)].map((e) => e.name);
@@ -231,7 +229,7 @@ async function prepareExternalWal(
   oldKept: string | undefined,
   oldWalLink: string | undefined,
 ): Promise<void> {
-  const st = statOrNull(walDir);
+  const st = statSyncOrNull(walDir);
   if (!st) {
     log.info(`Creating ${walDir}`);
     await ctx.fx.act(`create directory ${walDir}`, () => mkdirp(walDir, 0o700), undefined);
@@ -278,14 +276,14 @@ async function prepareExternalWal(
 async function linkTablespaces(ctx: CommandContext, work: string, target: string): Promise<void> {
   const tmpspc = `${work}/tmpspc`;
   const oids = new Set<string>();
-  if (statOrNull(tmpspc)?.isDirectory) {
+  if (statSyncOrNull(tmpspc)?.isDirectory) {
     const names = [...Deno.readDirSync(tmpspc)]
       .filter((e) => e.isDirectory && !e.name.startsWith("."))
       .map((e) => e.name)
       .sort();
     if (names.length) log.info("Linking tablespaces to temporary location");
     const tblspc = `${work}/pg_tblspc`;
-    if (!statOrNull(tblspc)) await ctx.fx.mkdirp(tblspc, 0o700);
+    if (!statSyncOrNull(tblspc)) await ctx.fx.mkdirp(tblspc, 0o700);
     for (const oid of names) {
       if (!/^\d+$/.test(oid)) {
         log.warning(`Ignoring ${tmpspc}/${oid}: not a tablespace oid`);
@@ -296,7 +294,7 @@ async function linkTablespaces(ctx: CommandContext, work: string, target: string
       log.info(`Linking tablespace ${oid} to ${dest}`);
       oids.add(oid);
       await ctx.fx.act(`link ${target}/pg_tblspc/${oid} to ${dest}`, async () => {
-        const st = lstatOrNull(link);
+        const st = lstatSyncOrNull(link);
         if (st?.isDirectory) {
           if ([...Deno.readDirSync(link)].length) {
             throw new WalmgrError(
@@ -313,7 +311,7 @@ async function linkTablespaces(ctx: CommandContext, work: string, target: string
     }
   }
   const mapPath = `${work}/tablespace_map`;
-  if (!lstatOrNull(mapPath)) return;
+  if (!lstatSyncOrNull(mapPath)) return;
   let text: string;
   try {
     text = await Deno.readTextFile(mapPath);
@@ -336,10 +334,10 @@ async function linkTablespaces(ctx: CommandContext, work: string, target: string
 
 /** Copies one config file, recreating a symlink as a symlink. */
 async function copyConf(from: string, to: string): Promise<void> {
-  const st = lstatOrNull(from);
+  const st = lstatSyncOrNull(from);
   if (st?.isSymlink) {
     const target = await Deno.readLink(from);
-    if (lstatOrNull(to)) await Deno.remove(to);
+    if (lstatSyncOrNull(to)) await Deno.remove(to);
     await Deno.symlink(target, to);
     return;
   }
@@ -368,7 +366,7 @@ async function restoreConfig(
     sameDir(confSetting, plan.target);
   const confDir = intoData ? work : confSetting as string;
   const shownDir = intoData ? plan.target : confDir;
-  const haveBackup = backupDir !== undefined && statOrNull(backupDir)?.isDirectory === true;
+  const haveBackup = backupDir !== undefined && statSyncOrNull(backupDir)?.isDirectory === true;
   if (backupDir !== undefined && !haveBackup) {
     log.warning(`Configuration backup ${backupDir} does not exist: config files not restored`);
   }
@@ -379,8 +377,8 @@ async function restoreConfig(
       const old = oldKept ? `${oldKept}/${f}` : undefined;
       const fromBackup = haveBackup ? `${backupDir}/${f}` : undefined;
       let from: string | undefined;
-      if (old && lstatOrNull(old)) from = old;
-      else if (fromBackup && statOrNull(fromBackup)?.isFile) from = fromBackup;
+      if (old && lstatSyncOrNull(old)) from = old;
+      else if (fromBackup && statSyncOrNull(fromBackup)?.isFile) from = fromBackup;
       if (from) {
         log.info(`Restoring ${shownDir}/${f} from ${from}`);
         await ctx.fx.act(
@@ -388,7 +386,7 @@ async function restoreConfig(
           () => copyConf(from, `${confDir}/${f}`),
           undefined,
         );
-      } else if (!lstatOrNull(`${confDir}/${f}`)) {
+      } else if (!lstatSyncOrNull(`${confDir}/${f}`)) {
         if (f === "postgresql.conf") {
           log.warning(
             `No postgresql.conf for ${plan.target} (none in the backup, the old data dir or ` +
@@ -399,18 +397,18 @@ async function restoreConfig(
         }
       }
     }
-  } else if (!statOrNull(confDir)?.isDirectory) {
+  } else if (!statSyncOrNull(confDir)?.isDirectory) {
     log.warning(`Configuration directory does not exist: ${confDir}`);
     return;
   } else if (haveBackup) {
     for (const f of CONFIG_FILES) {
       const from = `${backupDir}/${f}`;
       const to = `${confDir}/${f}`;
-      if (!statOrNull(from)?.isFile) {
+      if (!statSyncOrNull(from)?.isFile) {
         log.warning(`Missing configuration file backup: ${from}`);
         continue;
       }
-      if (!lstatOrNull(to)) {
+      if (!lstatSyncOrNull(to)) {
         log.info(`Restoring ${to} from ${from}`);
         await ctx.fx.act(`copy ${from} to ${to}`, () => copyConf(from, to), undefined);
       } else if (!(await filesEqual(from, to).catch(() => false))) {
@@ -443,7 +441,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   const configuredWal = localPath(ctx, "slave_pg_xlog", false) ??
     localPath(ctx, "slave_pg_wal", false);
   // A backup made with keep_symlinks has pg_wal as a symlink to the same path here.
-  const backupWal = lstatOrNull(`${source}/pg_wal`)?.isSymlink
+  const backupWal = lstatSyncOrNull(`${source}/pg_wal`)?.isSymlink
     ? resolve(source, Deno.readLinkSync(`${source}/pg_wal`))
     : undefined;
   const walLinkValue = configuredWal ?? backupWal;
@@ -472,12 +470,12 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   // The old data directory.
   let oldKept: string | undefined;
   let oldWalLink: string | undefined;
-  const existing = lstatOrNull(target);
+  const existing = lstatSyncOrNull(target);
   if (existing) {
     if (!existing.isDirectory) {
       throw new WalmgrError(`${target} exists and is not a directory; move it away`);
     }
-    const walSt = lstatOrNull(`${target}/pg_wal`);
+    const walSt = lstatSyncOrNull(`${target}/pg_wal`);
     if (walSt?.isSymlink) oldWalLink = resolve(target, Deno.readLinkSync(`${target}/pg_wal`));
     if (ctx.config.getBool("backup_datadir", true)) {
       oldKept = firstFreeName(target);
@@ -533,7 +531,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
     }
   }
   for (const stale of ["postmaster.pid", "postmaster.opts"]) {
-    if (lstatOrNull(`${work}/${stale}`)) await ctx.fx.remove(`${work}/${stale}`);
+    if (lstatSyncOrNull(`${work}/${stale}`)) await ctx.fx.remove(`${work}/${stale}`);
   }
 
   // pg_wal.
@@ -542,13 +540,13 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
     const link = `${target}/pg_wal`;
     log.info(`Linking ${link} to ${walLinkValue}`);
     await ctx.fx.act(`link ${link} to ${walLinkValue}`, async () => {
-      const st = lstatOrNull(link);
+      const st = lstatSyncOrNull(link);
       if (st?.isDirectory) await removeTree(link);
       else if (st) await Deno.remove(link);
       await Deno.symlink(walLinkValue, link);
       await mkdirp(`${walLinkValue}/archive_status`, 0o700);
     }, undefined);
-  } else if (!statOrNull(`${work}/pg_wal/archive_status`)?.isDirectory) {
+  } else if (!statSyncOrNull(`${work}/pg_wal/archive_status`)?.isDirectory) {
     await ctx.fx.act(
       `create directory ${target}/pg_wal/archive_status`,
       () => mkdirp(`${target}/pg_wal/archive_status`, 0o700),
@@ -558,7 +556,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   if (!plan.move) {
     // WAL that came with the backup (copied trees leave pg_wal out).
     const srcWal = `${source}/pg_wal`;
-    const files = lstatOrNull(srcWal)?.isDirectory
+    const files = lstatSyncOrNull(srcWal)?.isDirectory
       ? [...Deno.readDirSync(srcWal)].filter((e) => e.isFile && walFileKind(e.name) !== null)
       : [];
     for (const f of files) {
@@ -597,7 +595,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   await restoreConfig(ctx, plan, work, oldKept);
 
   // PostgreSQL refuses a data directory more open than 0750.
-  const mode = (statOrNull(work)?.mode ?? 0o700) & 0o777;
+  const mode = (statSyncOrNull(work)?.mode ?? 0o700) & 0o777;
   if ((mode & 0o027) !== 0) {
     await ctx.fx.act(`chmod 0700 ${target}`, () => Deno.chmod(target, 0o700), undefined);
   }

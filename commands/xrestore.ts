@@ -32,7 +32,7 @@ import {
   UsageError,
   WalmgrError,
 } from "../core/errors.ts";
-import { cleanupStaleTemps, copyFileDurable } from "../core/fsutil.ts";
+import { cleanupStaleTemps, copyFileDurable, existsSync } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
@@ -46,15 +46,6 @@ const MAX_POLL_MS = 1_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -17,6 +17,7 @@
 import { connectionSummary, resolveConnection, type ResolvedConnection } from "./conninfo.ts";
 import { ConfigError, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
+import { statSyncOrNull } from "./fsutil.ts";
 
 /** Seconds to wait for a connection when the string gives no `connect_timeout`. */
 export const DEFAULT_CONNECT_TIMEOUT = 15;
@@ -165,14 +166,6 @@ function readFileOrThrow(path: string, what: string): string {
   }
 }
 
-function fileExists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The postgres.js `ssl` option for a resolved connection, following libpq's
  * `sslmode`: `disable` none; `allow` and `prefer` (the default) try TLS and fall
@@ -193,13 +186,16 @@ async function sslOption(c: ResolvedConnection, home: string | undefined): Promi
   if (mode === "disable") return false;
   if (mode === "allow" || mode === "prefer") return "prefer";
   const defaultRoot = home ? `${home}/.postgresql/root.crt` : "";
-  if (mode === "require" && (p.sslrootcert || (defaultRoot && fileExists(defaultRoot)))) {
+  if (
+    mode === "require" &&
+    (p.sslrootcert || (defaultRoot && statSyncOrNull(defaultRoot)?.isFile === true))
+  ) {
     mode = "verify-ca";
   }
   const tls: Record<string, unknown> = {};
   const certFile = p.sslcert || (home ? `${home}/.postgresql/postgresql.crt` : "");
   const keyFile = p.sslkey || (home ? `${home}/.postgresql/postgresql.key` : "");
-  if (certFile && fileExists(certFile) && keyFile) {
+  if (certFile && statSyncOrNull(certFile)?.isFile === true && keyFile) {
     tls.cert = readFileOrThrow(certFile, "SSL client certificate");
     tls.key = readFileOrThrow(keyFile, "SSL client key");
     if (p.sslpassword) tls.passphrase = p.sslpassword;
@@ -211,7 +207,7 @@ async function sslOption(c: ResolvedConnection, home: string | undefined): Promi
   tls.rejectUnauthorized = true;
   const rootFile = p.sslrootcert || defaultRoot;
   if (rootFile !== "system") {
-    if (!rootFile || !fileExists(rootFile)) {
+    if (!rootFile || statSyncOrNull(rootFile)?.isFile !== true) {
       throw new ConfigError(
         `root certificate file "${rootFile}" does not exist; either provide the file, use the ` +
           `system's trusted roots with sslrootcert=system, or change sslmode to disable server ` +

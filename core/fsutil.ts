@@ -284,7 +284,8 @@ function linkUnsupported(err: unknown): boolean {
     code === "EMLINK";
 }
 
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+/** `lstat`, or null when `path` does not exist; other errors throw one clear line. */
+export async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
   try {
     return await Deno.lstat(path);
   } catch (err) {
@@ -605,4 +606,27 @@ export async function mkdirp(path: string, mode = 0o700): Promise<void> {
 /** True when `name` looks like one of walmgr3's temporary files. */
 export function isTempName(name: string): boolean {
   return name.startsWith(".") && name.includes(TEMP_MARK) && TEMP_REGEXP.test(name);
+}
+
+/** `lstat` without following a symlink, or null when it fails (missing, unreadable). */
+export function lstatSyncOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** `stat` (following symlinks), or null when it fails (missing, dangling, unreadable). */
+export function statSyncOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** True when something (also a dangling symlink) is at `path`. */
+export function existsSync(path: string): boolean {
+  return lstatSyncOrNull(path) !== null;
 }

@@ -28,6 +28,7 @@ import { log } from "./log.ts";
 import { quoteConfValue } from "./pgconf.ts";
 import { hasRecoveryPrefetch, MIN_RESTORE_MAJOR } from "./pg_versions.ts";
 import { shellQuote } from "./self.ts";
+import { existsSync, writeFileDurable } from "./fsutil.ts";
 
 /** The signal file that puts a server into recovery. */
 export type SignalFile = "standby.signal" | "recovery.signal";
@@ -172,15 +173,6 @@ const STALE_FILES: ReadonlyArray<[string, string]> = [
   ["recovery.signal", "replaced"],
 ];
 
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Masks `password=` values (the log does it too; this is for `log.out`). */
 function masked(text: string): string {
   return text.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)/gi, "$1***");
@@ -221,7 +213,6 @@ export async function writeRecoverySettings(
     );
   }
   await fx.act(`write ${shownAuto}`, async () => {
-    const { writeFileDurable } = await import("./fsutil.ts");
     await writeFileDurable(autoPath, new TextEncoder().encode(text), {
       policy: "replace",
       mode: 0o600,
@@ -229,7 +220,7 @@ export async function writeRecoverySettings(
   }, undefined);
   for (const [name, why] of STALE_FILES) {
     const path = `${dataDir}/${name}`;
-    if (!exists(path)) continue;
+    if (!existsSync(path)) continue;
     if (name === "recovery.conf" || name === "recovery.done") {
       log.warning(`Removing ${displayDir}/${name} (${why})`);
     } else {
@@ -239,7 +230,6 @@ export async function writeRecoverySettings(
   }
   log.info(`Write ${displayDir}/${plan.signal}`);
   await fx.act(`create ${displayDir}/${plan.signal}`, async () => {
-    const { writeFileDurable } = await import("./fsutil.ts");
     await writeFileDurable(`${dataDir}/${plan.signal}`, new Uint8Array(), {
       policy: "replace",
       mode: 0o600,

@@ -13,21 +13,13 @@ import { log } from "./log.ts";
 import { editSettings, readSetting, writeConfFile } from "./pgconf.ts";
 import { findPgProgram } from "./pgtools.ts";
 import { buildArchiveCleanupCommand } from "./recovery_conf.ts";
-
-/** `Deno.lstatSync`, or null when the path cannot be read (missing). */
-export function lstatOrNull(path: string): Deno.FileInfo | null {
-  try {
-    return Deno.lstatSync(path);
-  } catch {
-    return null;
-  }
-}
+import { lstatSyncOrNull } from "./fsutil.ts";
 
 /** First `<target>.<N>` (N = 0, 1, ...) that does not exist. */
 export function firstFreeName(target: string): string {
   for (let i = 0;; i++) {
     const name = `${target}.${i}`;
-    if (!lstatOrNull(name)) return name;
+    if (!lstatSyncOrNull(name)) return name;
   }
 }
 
@@ -62,7 +54,7 @@ const CONTROL_FILES: ReadonlyArray<[string, string]> = [
 export async function removeControlFiles(fx: Effects, completedWals: string): Promise<void> {
   for (const [name, msg] of CONTROL_FILES) {
     const path = `${completedWals}/${name}`;
-    if (!lstatOrNull(path)) continue;
+    if (!lstatSyncOrNull(path)) continue;
     log.info(`${msg} ${path}`);
     await fx.remove(path);
   }

@@ -25,6 +25,7 @@
 
 import { WalmgrError } from "../core/errors.ts";
 import type { FileInfo, PutOutcome, SyncTreeOptions } from "../transports/types.ts";
+import { lstatOrNull } from "../core/fsutil.ts";
 
 /** The primitives {@link syncTreeByFiles} needs (a subset of `Transport`). */
 export interface TreeTarget {
@@ -142,15 +143,6 @@ export function isUnsafeLink(rel: string, target: string): boolean {
     }
   }
   return false;
-}
-
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  }
 }
 
 /**
