@@ -21,7 +21,7 @@ import {
   parseConninfo,
   resolveConnection,
 } from "../core/conninfo.ts";
-import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { errorMessage, fileErrorReason, WalmgrError } from "../core/errors.ts";
 import { guessLayout, type Layout } from "../core/guess_layout.ts";
 import { parseIni } from "../core/ini.ts";
 import { maskPasswords } from "../core/log.ts";
@@ -55,6 +55,24 @@ interface Entry {
 interface Group {
   comment?: string[];
   entries: Entry[];
+}
+
+/**
+ * `walmgr_data` and the four storage keys under it, each prefixed with `host`
+ * (`%(slave)s:` on the master, empty on the slave).
+ */
+function archiveGroup(comment: string, host: string): Group {
+  const under = (dir: string) => `${host}%(walmgr_data)s/${dir}`;
+  return {
+    comment: [comment],
+    entries: [
+      { key: "walmgr_data", value: iniValue("walmgr_data", DEFAULT_WALMGR_DATA) },
+      { key: "completed_wals", value: under("logs.complete") },
+      { key: "partial_wals", value: under("logs.partial") },
+      { key: "full_backup", value: under("data.master") },
+      { key: "config_backup", value: under("config.backup") },
+    ],
+  };
 }
 
 /** Escapes a literal value for the ini (`%` becomes `%%`), refusing what an ini cannot hold. */
@@ -372,16 +390,7 @@ async function initMaster(ctx: CommandContext): Promise<number> {
         },
       ],
     },
-    {
-      comment: ["the archive, on the slave (host:path)"],
-      entries: [
-        { key: "walmgr_data", value: iniValue("walmgr_data", DEFAULT_WALMGR_DATA) },
-        { key: "completed_wals", value: "%(slave)s:%(walmgr_data)s/logs.complete" },
-        { key: "partial_wals", value: "%(slave)s:%(walmgr_data)s/logs.partial" },
-        { key: "full_backup", value: "%(slave)s:%(walmgr_data)s/data.master" },
-        { key: "config_backup", value: "%(slave)s:%(walmgr_data)s/config.backup" },
-      ],
-    },
+    archiveGroup("the archive, on the slave (host:path)", "%(slave)s:"),
     {
       entries: [
         {
@@ -427,14 +436,7 @@ async function readPasswordFile(file: string): Promise<string> {
   try {
     text = await Deno.readTextFile(file);
   } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "no such file"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : err instanceof Deno.errors.IsADirectory
-      ? "it is a directory"
-      : errorMessage(err).split(" (os error")[0];
-    throw new WalmgrError(`cannot read the password file ${file}: ${why}`);
+    throw new WalmgrError(`cannot read the password file ${file}: ${fileErrorReason(err)}`);
   }
   const first = (text.split("\n")[0] ?? "").replace(/\r$/, "");
   if (first === "") {
@@ -537,16 +539,7 @@ async function initSlave(ctx: CommandContext): Promise<number> {
         },
       ],
     },
-    {
-      comment: ["the archive the master fills (local paths here)"],
-      entries: [
-        { key: "walmgr_data", value: iniValue("walmgr_data", DEFAULT_WALMGR_DATA) },
-        { key: "completed_wals", value: "%(walmgr_data)s/logs.complete" },
-        { key: "partial_wals", value: "%(walmgr_data)s/logs.partial" },
-        { key: "full_backup", value: "%(walmgr_data)s/data.master" },
-        { key: "config_backup", value: "%(walmgr_data)s/config.backup" },
-      ],
-    },
+    archiveGroup("the archive the master fills (local paths here)", ""),
     {
       entries: [
         {

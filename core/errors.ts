@@ -59,6 +59,14 @@ export function errorReason(err: unknown): string {
   return cut > 0 ? msg.slice(0, cut) : msg;
 }
 
+/** Why reading a file failed, in a few words ("no such file", "permission denied", ...). */
+export function fileErrorReason(err: unknown): string {
+  if (err instanceof Deno.errors.NotFound) return "no such file";
+  if (err instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (err instanceof Deno.errors.IsADirectory) return "it is a directory";
+  return errorReason(err);
+}
+
 /** True for the file system's "no such file or directory" (also ENOTDIR on the way). */
 export function isNotFound(err: unknown): boolean {
   return err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;

@@ -14,7 +14,7 @@
 
 import { dirname } from "./paths.ts";
 import type { Effects } from "./effects.ts";
-import { WalmgrError } from "./errors.ts";
+import { fileErrorReason, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 
 /** Key files ssh tries by default, in its order (DSA is gone from OpenSSH). */
@@ -103,17 +103,10 @@ export async function readPublicKeyFile(file: string): Promise<PublicKey> {
   try {
     text = await Deno.readTextFile(file);
   } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "no such file"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : err instanceof Deno.errors.IsADirectory
-      ? "it is a directory"
-      : err instanceof Error
-      ? err.message.split(" (os error")[0]
-      : String(err);
     throw new WalmgrError(
-      `cannot read the public key file ${file}: ${why}; pass the master's .pub file ` +
+      `cannot read the public key file ${file}: ${
+        fileErrorReason(err)
+      }; pass the master's .pub file ` +
         `with --ssh-add-key=FILE`,
     );
   }
