@@ -7,8 +7,7 @@
  * @module
  */
 
-import { type Cluster, hasPgTool, pgTool, startCluster } from "../helpers/cluster.ts";
-import { psqlText } from "../helpers/pgtext.ts";
+import { type Cluster, hasPgTool, pgTool, psqlAt, startCluster } from "../helpers/cluster.ts";
 import type { Sshd } from "../helpers/sshd.ts";
 import { projectRoot, run, type RunResult } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -202,32 +201,8 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     const restore = await wm([slaveIni, "restore"]);
     const restoreOutput = restore.stdout + restore.stderr;
     const slave: Queryable = {
-      async psql(query: string, database = "postgres") {
-        if (!(await hasPgTool(o.binDir, "psql"))) {
-          return await psqlText(
-            { socketDir: master.socketDir, port: slavePort, user: master.user, database },
-            query,
-          );
-        }
-        const psqlBin = await pgTool(o.binDir, "psql");
-        const res = await run([
-          psqlBin,
-          "-X",
-          "-A",
-          "-t",
-          "-q",
-          "-h",
-          master.socketDir,
-          "-p",
-          String(slavePort),
-          "-d",
-          database,
-          "-c",
-          query,
-        ]);
-        if (!res.ok) throw new Error(`psql on the standby failed: ${res.stderr.trim()}`);
-        return res.stdout;
-      },
+      psql: (query: string, database = "postgres") =>
+        psqlAt({ binDir: o.binDir, socketDir: master.socketDir, port: slavePort, database }, query),
     };
     return {
       master,

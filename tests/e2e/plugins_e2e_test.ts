@@ -11,7 +11,7 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { DEBIAN_PG_BIN, freePort, pgTool, startCluster } from "../helpers/cluster.ts";
+import { DEBIAN_PG_BIN, freePort, psqlAt, startCluster } from "../helpers/cluster.ts";
 import { exists, projectRoot, run, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { walmgr } from "./howto.ts";
@@ -174,25 +174,11 @@ for (const variant of VARIANTS) {
       assert(exists(`${slaveData}/recovery.signal`), "archive-fed recovery");
       try {
         step("replay: the slave sees the rows written after the backup");
-        const psql = await pgTool(DEBIAN_PG_BIN, "psql");
-        const count = async () => {
-          const res = await run([
-            psql,
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-h",
-            master.socketDir,
-            "-p",
-            String(slavePort),
-            "-d",
-            "postgres",
-            "-c",
+        const count = () =>
+          psqlAt(
+            { binDir: DEBIAN_PG_BIN, socketDir: master.socketDir, port: slavePort },
             "select count(*) from t",
-          ]);
-          return res.ok ? res.stdout.trim() : `(${res.stderr.trim()})`;
-        };
+          ).then((out) => out.trim(), (err) => `(${err instanceof Error ? err.message : err})`);
         await waitFor(async () => (await count()) === "250", {
           timeoutMs: 120_000,
           what: "the standby to replay the archived WAL (250 rows)",

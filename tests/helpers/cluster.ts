@@ -143,6 +143,51 @@ export async function hasPgTool(binDir: string, name: string): Promise<boolean> 
   }
 }
 
+/** A server reached through its unix socket directory and port. */
+export interface PsqlTarget {
+  /** Bin dir of the server (where psql is looked for, see {@link pgTool}). */
+  binDir: string;
+  socketDir: string;
+  port: number;
+  /** Database user (default: the current account). */
+  user?: string;
+  database?: string;
+}
+
+/**
+ * `psql -X -A -t -q -v ON_ERROR_STOP=1 -c <query>` on `t`; returns stdout, throws
+ * with psql's message. Without a usable psql, the same output comes from
+ * postgres.js ({@link psqlText}).
+ */
+export async function psqlAt(t: PsqlTarget, query: string): Promise<string> {
+  const user = t.user ?? currentUserName();
+  const database = t.database ?? "postgres";
+  if (!(await hasPgTool(t.binDir, "psql"))) {
+    return await psqlText({ socketDir: t.socketDir, port: t.port, user, database }, query);
+  }
+  const res = await run([
+    await pgTool(t.binDir, "psql"),
+    "-X",
+    "-A",
+    "-t",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-h",
+    t.socketDir,
+    "-p",
+    String(t.port),
+    "-U",
+    user,
+    "-d",
+    database,
+    "-c",
+    query,
+  ], { env: { LC_ALL: "C", LANG: "C" }, timeoutMs: 120_000 });
+  if (!res.ok) throw new Error(`psql -c ${JSON.stringify(query)} failed: ${res.stderr.trim()}`);
+  return res.stdout;
+}
+
 /** How to create (or adopt) a cluster. */
 export interface ClusterOptions {
   /** Server bin dir (default Debian 15). */
@@ -364,32 +409,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       const rows = await client.unsafe(query, (params ?? []) as postgres.ParameterOrJSON<never>[]);
       return [...rows] as T[];
     },
-    async psql(query: string, database = "postgres") {
-      if (!(await hasPgTool(binDir, "psql"))) {
-        return await psqlText({ socketDir, port, user, database }, query);
-      }
-      const exe = await pgTool(binDir, "psql");
-      const res = await run([
-        exe,
-        "-X",
-        "-A",
-        "-t",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        socketDir,
-        "-p",
-        String(port),
-        "-U",
-        user,
-        "-d",
-        database,
-        "-c",
-        query,
-      ], { env, timeoutMs: 120_000 });
-      if (!res.ok) throw new Error(`psql -c ${JSON.stringify(query)} failed: ${res.stderr.trim()}`);
-      return res.stdout;
+    psql(query: string, database = "postgres") {
+      return psqlAt({ binDir, socketDir, port, user, database }, query);
     },
     pgCtl,
     isRunning,

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { freePort, pgTool } from "./cluster.ts";
-import { currentUserName, projectRoot, run, type RunResult, type TempDir } from "./tmp.ts";
+import { type Cluster, freePort, pgTool, psqlAt, startCluster } from "./cluster.ts";
+import { projectRoot, run, type RunResult, type TempDir } from "./tmp.ts";
 
 /** The walmgr3 launcher of this checkout. */
 export const WALMGR = `${projectRoot}/bin/walmgr3`;
@@ -92,25 +92,43 @@ export async function standbySql(
   query: string,
   label = "standby",
 ): Promise<string> {
-  const res = await run([
-    await pgTool(sb.binDir, "psql"),
+  try {
+    return (await psqlAt(sb, query)).trim();
+  } catch (err) {
+    throw new Error(`${label}: ${err instanceof Error ? err.message : err}`);
+  }
+}
+
+/**
+ * A streaming standby of `master` in `dataDir` (pg_basebackup -R, then started as a
+ * test cluster with `conf`); the caller disposes it.
+ */
+export async function startStreamingStandby(
+  master: Cluster,
+  dataDir: string,
+  opts: { name: string; conf?: Record<string, string> },
+): Promise<Cluster> {
+  const bb = await run([
+    await pgTool(master.binDir, "pg_basebackup"),
+    "-D",
+    dataDir,
+    "-R",
     "-X",
-    "-A",
-    "-t",
-    "-q",
-    "-v",
-    "ON_ERROR_STOP=1",
-    "-h",
-    sb.socketDir,
-    "-p",
-    String(sb.port),
-    "-U",
-    currentUserName(),
-    "-d",
-    "postgres",
+    "stream",
     "-c",
-    query,
-  ], { timeoutMs: 60_000 });
-  if (!res.ok) throw new Error(`${label}: ${query}: ${res.stderr.trim()}`);
-  return res.stdout.trim();
+    "fast",
+    "-h",
+    master.socketDir,
+    "-p",
+    String(master.port),
+    "-U",
+    master.user,
+  ], { timeoutMs: 120_000 });
+  if (!bb.ok) throw new Error(`pg_basebackup failed: ${bb.stderr}`);
+  return await startCluster({
+    name: opts.name,
+    binDir: master.binDir,
+    dataDir,
+    conf: { hot_standby: "on", ...(opts.conf ?? {}) },
+  });
 }

@@ -9,15 +9,10 @@
 import { parseBackupLabel, relocateTablespaceMap } from "../../core/backup_label.ts";
 import { parseLockContent } from "../../core/backup_lock.ts";
 import { walPosition } from "../../core/backups.ts";
-import {
-  type Cluster,
-  DEBIAN_PG_BIN,
-  findPgBinDir,
-  pgTool,
-  startCluster,
-} from "../helpers/cluster.ts";
+import { type Cluster, DEBIAN_PG_BIN, findPgBinDir, startCluster } from "../helpers/cluster.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { exists, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
+import { startStreamingStandby } from "../helpers/standby.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const WALMGR = `${projectRoot}/bin/walmgr3`;
@@ -528,28 +523,7 @@ Deno.test("backup on the slave from a running standby is restorable", async (t) 
   });
   await master.sql("create table t1 as select generate_series(1, 700) as id");
   const standbyDir = `${root}/standby`;
-  const bb = await run([
-    await pgTool(master.binDir, "pg_basebackup"),
-    "-D",
-    standbyDir,
-    "-R",
-    "-X",
-    "stream",
-    "-c",
-    "fast",
-    "-h",
-    master.socketDir,
-    "-p",
-    String(master.port),
-    "-U",
-    master.user,
-  ]);
-  assert(bb.ok, `pg_basebackup failed: ${bb.stderr}`);
-  await using standby = await startCluster({
-    name: "sbstandby",
-    dataDir: standbyDir,
-    conf: { hot_standby: "on" },
-  });
+  await using standby = await startStreamingStandby(master, standbyDir, { name: "sbstandby" });
   await waitFor(async () => {
     const [r] = await standby.sql<{ n: string }>("select count(*)::text as n from t1");
     return r?.n === "700";

@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { DEBIAN_PG_BIN, freePort, pgTool, startCluster } from "../helpers/cluster.ts";
+import { DEBIAN_PG_BIN, freePort, psqlAt, startCluster } from "../helpers/cluster.ts";
 import { startSshd } from "../helpers/sshd.ts";
 import { currentUserName, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -609,26 +609,9 @@ for (const transport of ["rsync", "ssh"]) {
     await step("walmgr3 wal-slave.ini restore", !registered("restore"), async () => {
       const res = await walmgr(home, [slaveIni, "restore"], { ...env, PGPORT: String(slavePort) });
       assertOk(res, "restore");
-      const psql = await pgTool(master.binDir, "psql");
-      const onSlave = async (q: string) => {
-        const r = await run([
-          psql,
-          "-X",
-          "-A",
-          "-t",
-          "-q",
-          "-h",
-          master.socketDir,
-          "-p",
-          String(slavePort),
-          "-d",
-          "postgres",
-          "-c",
-          q,
-        ]);
-        if (!r.ok) throw new Error(r.stderr.trim());
-        return r.stdout.trim();
-      };
+      const onSlave = async (q: string) =>
+        (await psqlAt({ binDir: master.binDir, socketDir: master.socketDir, port: slavePort }, q))
+          .trim();
       await waitFor(
         async () => (await onSlave("select note from quickstart where id = 1")) === "before backup",
         {

@@ -3,9 +3,10 @@
  * (pg_basebackup -R), with an ini and in the ini-less `--synch-standby` form.
  */
 
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { type Cluster, pgTool, startCluster } from "../helpers/cluster.ts";
+import { assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
+import { type Cluster, startCluster } from "../helpers/cluster.ts";
 import { projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
+import { startStreamingStandby } from "../helpers/standby.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const WALMGR = `${projectRoot}/bin/walmgr3`;
@@ -36,28 +37,9 @@ Deno.test("synch-standby with a streaming standby (PostgreSQL 15)", async (t) =>
   await using tmp = await tempDir("synch");
   await using master = await startCluster({ name: "syncmaster" });
   const standbyData = tmp.join("standby");
-  const bb = await run([
-    await pgTool(master.binDir, "pg_basebackup"),
-    "-D",
-    standbyData,
-    "-R",
-    "-X",
-    "stream",
-    "-c",
-    "fast",
-    "-h",
-    master.socketDir,
-    "-p",
-    String(master.port),
-    "-U",
-    master.user,
-  ], { timeoutMs: 120_000 });
-  assert(bb.ok, `pg_basebackup failed: ${bb.stderr}`);
-  await using standby = await startCluster({
+  await using standby = await startStreamingStandby(master, standbyData, {
     name: "syncstandby",
-    binDir: master.binDir,
-    dataDir: standbyData,
-    conf: { cluster_name: "standby1", hot_standby: "on" },
+    conf: { cluster_name: "standby1" },
   });
   await waitFor(async () => {
     const rows = await master.sql<{ application_name: string; state: string }>(
