@@ -12,7 +12,6 @@
  * @module
  */
 
-import { isQueued, openSpoolDir } from "../core/archive_spool.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import { basename, dirname, join, resolve } from "../core/paths.ts";
@@ -50,13 +49,15 @@ async function recordLast(ctx: CommandContext, path: string, name: string): Prom
  * archived by hand, a dry run, a spool directory that cannot be used) goes the
  * synchronous way.
  */
-function asyncQueue(
+async function asyncQueue(
   ctx: CommandContext,
   src: string,
   st: Deno.FileInfo,
   name: string,
-): { spool: string; destination: string } | null {
+): Promise<{ spool: string; destination: string } | null> {
   if (!ctx.config.getBool("archive_async", false)) return null;
+  // only asynchronous mode pays for loading the spool code
+  const { isQueued, openSpoolDir } = await import("../core/archive_spool.ts");
   const masterData = ctx.config.requirePath("master_data");
   if (!isQueued(masterData, name)) {
     ctx.log.debug(`${name} is not queued in ${masterData}/pg_wal/archive_status: archiving it now`);
@@ -109,7 +110,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   await ctx.hooks.emit("before-archive", { path: src, name });
 
   const storeStart = performance.now();
-  const queued = ctx.dryRun ? null : asyncQueue(ctx, src, st, name);
+  const queued = ctx.dryRun ? null : await asyncQueue(ctx, src, st, name);
   let outcome: "stored" | "identical";
   let where: string;
   if (queued) {
