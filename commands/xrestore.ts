@@ -32,7 +32,7 @@ import {
   UsageError,
   WalmgrError,
 } from "../core/errors.ts";
-import { cleanupStaleTemps, copyFileDurable, existsSync } from "../core/fsutil.ts";
+import { cleanupStaleTemps, copyFileDurable, existsSync, STALE_TEMP_MS } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
@@ -244,7 +244,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       await ctx.hooks.emit("before-restore", { name, dest: destPath });
     }
     try {
-      await cleanupStaleTemps(dirname(destPath), 60_000);
+      await cleanupStaleTemps(dirname(destPath), STALE_TEMP_MS);
     } catch (err) {
       log.debug(`cleaning temporary files in ${dirname(destPath)}: ${errorMessage(err)}`);
     }

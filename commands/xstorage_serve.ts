@@ -23,6 +23,7 @@ import {
   commitFileDurable,
   DifferentFileError,
   mkdirp,
+  STALE_TEMP_MS,
   uniqueTempName,
 } from "../core/fsutil.ts";
 import type { Logger } from "../core/log.ts";
@@ -39,9 +40,6 @@ const BODY_CHUNK = 1 << 20;
 
 /** Files whose durable commit may run behind the transfer of the next ones. */
 const MAX_COMMITS = 2;
-
-/** Age after which a dead writer's temporary file is removed (as xrestore does). */
-const STALE_TEMP_MS = 60_000;
 
 /** A synchronous reader of framed stdin: header lines and exact-size bodies. */
 export class FrameReader {

@@ -482,6 +482,12 @@ export async function readFileIfExists(path: string): Promise<Uint8Array | null>
 export const pidAlive: (pid: number) => boolean = isPidAlive;
 
 /**
+ * Age after which the temporary file of a dead writer is removed by the next
+ * writer of the same directory (xrestore, the async worker, xstorage serve).
+ */
+export const STALE_TEMP_MS = 60_000;
+
+/**
  * Removes temporary files left in `dir` by crashed writers: names made by
  * {@link uniqueTempName} whose age (from the later of the name's timestamp and
  * the file's mtime) is at least `maxAgeMs` and whose pid is not alive on this

@@ -22,6 +22,7 @@ import {
   fsyncDir,
   mkdirp,
   removeTree,
+  STALE_TEMP_MS,
   writeFileDurable,
 } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
@@ -37,9 +38,6 @@ import type {
   TransportCapability,
   TransportOptions,
 } from "./types.ts";
-
-/** Age after which a dead writer's temporary file is removed (as xrestore does). */
-const STALE_TEMP_MS = 60_000;
 
 function toFileInfo(name: string, st: Deno.FileInfo): FileInfo {
   return {
