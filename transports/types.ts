@@ -58,7 +58,8 @@ export type TransportCapability =
   | "syncTree"
   | "runWalmgr"
   | "readFile"
-  | "openShipper";
+  | "openShipper"
+  | "openTreeWriter";
 
 /**
  * A long-lived channel that stores many files in one directory (asynchronous
@@ -72,6 +73,52 @@ export interface FileShipper {
    */
   put(localPath: string, name: string): Promise<PutOutcome>;
   /** Ends the channel (waits for what is in flight). */
+  close(): Promise<void>;
+}
+
+/** One entry of a directory tree on the storage side, as {@link TreeWriter.list} sees it. */
+export interface TreeEntry {
+  /** Path relative to the tree's root, `/`-separated, no leading `./`. */
+  path: string;
+  type: "file" | "dir" | "symlink" | "other";
+  /** Size in bytes (files; 0 otherwise). */
+  size: number;
+  /** Modification time in whole seconds since the epoch (floor). */
+  mtimeSec: number;
+}
+
+/**
+ * Writes one directory tree (a base backup's work directory) on the storage
+ * side: files are written in place (the tree is not a backup until its
+ * `backup_label` exists), and {@link TreeWriter.finish} makes everything written
+ * durable (every written file and every directory fsynced, or the filesystem
+ * synced). The bytes come from the caller, which checksums them as they pass:
+ * the writer never decides what to copy.
+ */
+export interface TreeWriter {
+  /** Everything under the root (recursively; symlinks not followed); `[]` when empty or missing. */
+  list(): Promise<TreeEntry[]>;
+  /** `mkdir -p` of `rel` (mode 0700). */
+  mkdir(rel: string): Promise<void>;
+  /** Creates (replacing whatever is there) a symlink `rel` pointing to `target`. */
+  symlink(rel: string, target: string): Promise<void>;
+  /**
+   * Writes a file of exactly `size` bytes at `rel` (parents created, any
+   * existing file or tree there replaced), taking its bytes from `chunks`,
+   * then sets its mode and modification time (`mtimeSec`, whole seconds).
+   * Throws when `chunks` yields more or fewer than `size` bytes.
+   */
+  writeFile(
+    rel: string,
+    size: number,
+    chunks: AsyncIterable<Uint8Array>,
+    meta: { mode: number; mtimeSec: number },
+  ): Promise<void>;
+  /** Removes a file or a tree (missing is fine). */
+  remove(rel: string): Promise<void>;
+  /** Makes everything written so far durable; call once, at the end. */
+  finish(): Promise<void>;
+  /** Releases the writer (a remote writer's process); safe after a failure. */
   close(): Promise<void>;
 }
 
@@ -117,6 +164,8 @@ export interface Transport {
   runWalmgr?(args: string[], opts?: { stdin?: Uint8Array }): Promise<RemoteResult>;
   /** Opens a {@link FileShipper} into the storage directory `dir`. */
   openShipper?(dir: string): Promise<FileShipper>;
+  /** Opens a {@link TreeWriter} on the storage directory `dir` (created when missing). */
+  openTreeWriter?(dir: string): Promise<TreeWriter>;
   /** Releases connections (ssh control masters, helper processes). */
   close(): Promise<void>;
 }
