@@ -62,62 +62,7 @@ import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { RemoteResult, Transport } from "../transports/types.ts";
 import { acquireLock, localLockOps, type LockOps } from "./backup_lock.ts";
 import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
-import { lstatOrNull } from "../core/fsutil.ts";
-
-/**
- * rsync exclude patterns for the main copy of a data directory. Leading `/`
- * anchors a pattern at the top of the data directory. Besides what the manual
- * (and pg_basebackup) leaves out, the directories handled separately (`pg_wal`,
- * log directories, tablespaces, `pg_control`) are excluded here, and `/tmpspc`
- * protects the tablespace copies in the destination from `--delete`.
- */
-export const DATA_EXCLUDES: readonly string[] = [
-  // contents not needed (or harmful) in a backup: the manual's list
-  "/pg_replslot/*",
-  "/pg_dynshmem/*",
-  "/pg_notify/*",
-  "/pg_serial/*",
-  "/pg_snapshots/*",
-  "/pg_stat_tmp/*",
-  "/pg_subtrans/*",
-  "pgsql_tmp*",
-  "pg_internal.init*",
-  "/postmaster.pid",
-  "/postmaster.opts",
-  "/backup_label",
-  "/tablespace_map",
-  // left by the restore this server was started from (9.2-h kept them)
-  "/backup_label.old",
-  "/tablespace_map.old",
-  "/backup_manifest",
-  "/postgresql.auto.conf.tmp",
-  "/current_logfiles.tmp",
-  // restore decides how the copy starts (and recovery.conf stops PostgreSQL 12+)
-  "/standby.signal",
-  "/recovery.signal",
-  "/recovery.conf",
-  // walmgr3's own state files, sockets and their lock files
-  "/.walshipping.*",
-  ".s.PGSQL.*",
-  // handled separately
-  "/pg_wal",
-  "/pg_xlog",
-  "/pg_log",
-  "/log",
-  "/pg_tblspc/*",
-  "/tmpspc",
-  "/global/pg_control",
-];
-
-/** Patterns left out of tablespace copies. */
-const TABLESPACE_EXCLUDES: readonly string[] = ["pgsql_tmp*", "pg_internal.init*"];
-
-/** Directories copied as empty directories (or kept as symlinks), not with their contents. */
-const SPECIAL_DIRS: ReadonlyArray<{ name: string; sub?: string; quietIfMissing?: boolean }> = [
-  { name: "pg_wal", sub: "archive_status" },
-  { name: "pg_log" },
-  { name: "log", quietIfMissing: true },
-];
+import { BackupTree, type StopResult } from "./backup_write.ts";
 
 /** A statement with its parameters inlined, for "Execute SQL:" log lines. */
 export function displaySql(sql: string, params: readonly unknown[]): string {
@@ -129,13 +74,6 @@ export function displaySql(sql: string, params: readonly unknown[]): string {
     /^select lsn::text as lsn, labelfile, spcmapfile from /,
     "select * from ",
   );
-}
-
-/** What `pg_backup_stop` returned. */
-interface StopResult {
-  lsn: string;
-  labelfile: string;
-  spcmapfile: string;
 }
 
 /** One backup session (one connection, start and stop in it). */
@@ -262,22 +200,6 @@ async function checkServer(
   }
 }
 
-const encoder = new TextEncoder();
-
-/** Where and how a backup copies. */
-interface CopyPlan {
-  /** Local data directory to copy. */
-  dataDir: string;
-  /** Transport of `full_backup`. */
-  t: Transport;
-  /** Work directory (storage side). */
-  work: string;
-  /** Keep symlinked pg_wal/log directories as symlinks. */
-  keepSymlinks: boolean;
-  /** Tablespace oids copied to `tmpspc` (filled in by the copy). */
-  tmpspcOids: Set<string>;
-}
-
 function requireSyncTree(t: Transport): NonNullable<Transport["syncTree"]> {
   if (!t.syncTree) {
     throw new WalmgrError(
@@ -285,153 +207,6 @@ function requireSyncTree(t: Transport): NonNullable<Transport["syncTree"]> {
     );
   }
   return t.syncTree.bind(t);
-}
-
-/** Resolves a symlink's target against the link's own directory (fix of 9.2-f). */
-async function linkTarget(linkPath: string): Promise<string> {
-  const target = await Deno.readLink(linkPath);
-  if (target.startsWith("/")) return trimSlash(target);
-  const dir = splitPath(linkPath).parent;
-  const parts: string[] = [];
-  for (const p of `${dir}/${target}`.split("/")) {
-    if (p === "" || p === ".") continue;
-    if (p === "..") parts.pop();
-    else parts.push(p);
-  }
-  return `/${parts.join("/")}`;
-}
-
-/** Copies a data directory into the work directory (steps 4 of the module doc). */
-async function copyDataDir(ctx: CommandContext, plan: CopyPlan): Promise<void> {
-  const { dataDir, t, work } = plan;
-  const sync = requireSyncTree(t);
-  ctx.log.info(`Copying ${dataDir} to ${t.describe(work)}`);
-  await sync(dataDir, work, { excludes: [...DATA_EXCLUDES], delete: true, copyUnsafeLinks: true });
-  await copyTablespaces(ctx, plan);
-  await copySpecialDirs(ctx, plan);
-  // pg_control last: a backup from a standby ends at the minRecoveryPoint it records.
-  await sync(dataDir, work, { includes: ["/global/", "/global/pg_control"], excludes: ["*"] });
-}
-
-async function copyTablespaces(ctx: CommandContext, plan: CopyPlan): Promise<void> {
-  const { dataDir, t, work } = plan;
-  const sync = requireSyncTree(t);
-  const tblspc = `${dataDir}/pg_tblspc`;
-  if (!(await lstatOrNull(tblspc))) return;
-  ctx.log.info("Checking tablespaces");
-  const linked = new Set<string>();
-  const inPlace = new Set<string>();
-  for await (const e of Deno.readDir(tblspc)) {
-    if (e.name.startsWith(".")) continue;
-    const path = `${tblspc}/${e.name}`;
-    const st = await Deno.lstat(path);
-    if (st.isSymlink) {
-      const target = await linkTarget(path);
-      ctx.log.info(`Got tablespace ${e.name}: ${target}`);
-      const tst = await Deno.stat(target).catch(() => null);
-      if (!tst?.isDirectory) {
-        throw new WalmgrError(
-          `tablespace link ${path} points to ${target}, which is not a directory (broken link); ` +
-            `repair the tablespace`,
-        );
-      }
-      linked.add(e.name);
-      await sync(target, `${work}/tmpspc/${e.name}`, {
-        excludes: [...TABLESPACE_EXCLUDES],
-        delete: true,
-      });
-    } else if (st.isDirectory) {
-      ctx.log.info(`Got in-place tablespace ${e.name}`);
-      inPlace.add(e.name);
-      await sync(path, `${work}/pg_tblspc/${e.name}`, {
-        excludes: [...TABLESPACE_EXCLUDES],
-        delete: true,
-      });
-    } else {
-      ctx.log.warning(`Suspicious pg_tblspc entry: ${path}`);
-    }
-  }
-  // Tablespaces dropped since the copy in the work directory was made.
-  for (const [dir, keep] of [[`${work}/tmpspc`, linked], [`${work}/pg_tblspc`, inPlace]] as const) {
-    for (const e of (await t.list(dir)) ?? []) {
-      if (!keep.has(e.name)) await t.remove(`${dir}/${e.name}`, { recursive: true });
-    }
-  }
-  if (linked.size === 0) await t.remove(`${work}/tmpspc`, { recursive: true });
-  for (const oid of linked) plan.tmpspcOids.add(oid);
-}
-
-async function copySpecialDirs(ctx: CommandContext, plan: CopyPlan): Promise<void> {
-  const { dataDir, t, work } = plan;
-  const sync = requireSyncTree(t);
-  for (const old of ["pg_xlog", ...SPECIAL_DIRS.map((s) => s.name)]) {
-    await t.remove(`${work}/${old}`, { recursive: true });
-  }
-  if (ctx.dryRun) {
-    ctx.log.info(
-      "DRY RUN: would create pg_wal/archive_status and empty log directories in the copy",
-    );
-    return;
-  }
-  const stage = await Deno.makeTempDir({ prefix: "walmgr3-backup-" });
-  try {
-    for (const { name, sub, quietIfMissing } of SPECIAL_DIRS) {
-      const src = `${dataDir}/${name}`;
-      const st = await lstatOrNull(src);
-      if (!st) {
-        if (quietIfMissing) ctx.log.debug(`${name} does not exist, skipping`);
-        else ctx.log.info(`${name} does not exist, skipping`);
-        continue;
-      }
-      let asDir = true;
-      if (st.isSymlink && plan.keepSymlinks) {
-        const target = await linkTarget(src);
-        try {
-          await t.mkdirp(sub ? `${target}/${sub}` : target);
-          await Deno.symlink(target, `${stage}/${name}`);
-          ctx.log.info(`Keeping symlink ${name} -> ${target} (created ${target} on the slave)`);
-          asDir = false;
-        } catch (err) {
-          ctx.log.warning(
-            `Unable to create symlinked ${name} on target, copying (${errorMessage(err)})`,
-          );
-        }
-      } else if (!st.isSymlink && !st.isDirectory) {
-        ctx.log.warning(`${src} is not a directory, skipping`);
-        continue;
-      }
-      if (asDir) {
-        await Deno.mkdir(sub ? `${stage}/${name}/${sub}` : `${stage}/${name}`, {
-          recursive: true,
-          mode: 0o700,
-        });
-      }
-    }
-    await sync(stage, work, {});
-  } finally {
-    await Deno.remove(stage, { recursive: true }).catch(() => {});
-  }
-}
-
-/** Writes the label and the tablespace map returned by the stop function into the copy. */
-async function writeLabelFiles(
-  ctx: CommandContext,
-  plan: CopyPlan,
-  stop: StopResult,
-  finalDir: string,
-): Promise<void> {
-  if (ctx.dryRun) {
-    ctx.log.info(`DRY RUN: would write backup_label (and tablespace_map) into ${plan.work}`);
-    return;
-  }
-  if (stop.spcmapfile.trim() !== "") {
-    const map = relocateTablespaceMap(stop.spcmapfile, finalDir, plan.tmpspcOids);
-    await plan.t.writeFile(`${plan.work}/tablespace_map`, encoder.encode(map), "replace");
-  } else {
-    await plan.t.remove(`${plan.work}/tablespace_map`);
-  }
-  // backup_label last: only with it is the directory a backup.
-  await plan.t.writeFile(`${plan.work}/backup_label`, encoder.encode(stop.labelfile), "replace");
 }
 
 /** Runs walmgr3 on the slave through `t`, relaying its log lines. */
@@ -472,7 +247,8 @@ interface BackupRole {
   lock: LockOps;
   openDb(): Promise<{ db: Db; where: string }>;
   prepare(): Promise<string>;
-  finish(): Promise<void>;
+  /** Installs the new backup; `keepPrevious`: expire one backup fewer. */
+  finish(keepPrevious: boolean): Promise<void>;
   purge(): Promise<void>;
   /** Configuration file backup (master only). */
   configBackup?(): Promise<void>;
@@ -493,17 +269,8 @@ async function walSegmentSize(ctx: CommandContext, db: Db): Promise<number> {
   }
 }
 
-/**
- * Warns when the first or the last WAL file the new backup needs is not in
- * `completed_wals` (archiving off or behind; a standby's backup needs the
- * master to archive up to the standby's replay position).
- */
-async function checkWalArchived(
-  ctx: CommandContext,
-  stop: StopResult,
-  segSize: number,
-): Promise<void> {
-  if (ctx.dryRun || !ctx.config.getString("completed_wals").trim()) return;
+/** The WAL files a backup needs at least: its start segment and its end segment. */
+function neededWal(stop: StopResult, segSize: number): string[] {
   const label = parseBackupLabel(stop.labelfile);
   const needed = new Set<string>();
   if (label.startWalFile) needed.add(label.startWalFile);
@@ -512,20 +279,40 @@ async function checkWalArchived(
     const end = parseLsn(stop.lsn);
     needed.add(walFileName(label.startTimeline, end > 0n ? end - 1n : 0n, segSize));
   }
-  try {
-    const loc = await ctx.location("completed_wals");
+  return [...needed];
+}
+
+/**
+ * Waits (at most `backup_wal_timeout` seconds) until the first and the last WAL
+ * file the new backup needs are in `completed_wals`; returns those still
+ * missing. A master's backup normally finds them at once (the stop function
+ * waited for the archiver); a standby's backup ends in a segment the master
+ * archives only when it fills.
+ */
+async function awaitBackupWal(
+  ctx: CommandContext,
+  stop: StopResult,
+  segSize: number,
+): Promise<string[]> {
+  if (ctx.dryRun || !ctx.config.getString("completed_wals").trim()) return [];
+  const needed = neededWal(stop, segSize);
+  const loc = await ctx.location("completed_wals");
+  const dir = loc.path.replace(/\/+$/, "");
+  const timeoutMs = Math.max(0, ctx.config.getInt("backup_wal_timeout", 60)) * 1000;
+  const deadline = Date.now() + timeoutMs;
+  let told = false;
+  for (;;) {
     const missing: string[] = [];
-    for (const f of needed) {
-      if (!(await loc.transport.stat(`${loc.path.replace(/\/+$/, "")}/${f}`))) missing.push(f);
-    }
-    if (missing.length > 0) {
-      ctx.log.warning(
-        `WAL the backup needs is not in ${loc.display} yet (${missing.join(", ")}); the backup ` +
-          `is restorable once it has been archived there`,
+    for (const f of needed) if (!(await loc.transport.stat(`${dir}/${f}`))) missing.push(f);
+    if (missing.length === 0 || Date.now() >= deadline) return missing;
+    if (!told) {
+      ctx.log.info(
+        `Waiting up to ${timeoutMs / 1000} s for ${missing.join(", ")} to be archived in ` +
+          `${loc.display} (backup_wal_timeout)`,
       );
+      told = true;
     }
-  } catch (err) {
-    ctx.log.debug(`cannot check the archive for the backup's WAL: ${errorMessage(err)}`);
+    await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, deadline - Date.now()))));
   }
 }
 
@@ -540,10 +327,12 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
   const ownHost = hostName();
   let locked = false;
   let session: BackupSession | undefined;
+  let tree: BackupTree | undefined;
   let ok = false;
   let failure: unknown;
 
   const cleanup = async () => {
+    await tree?.close();
     const open = session;
     session = undefined;
     if (open) {
@@ -578,8 +367,10 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     locked = true;
     const { db, where } = await role.openDb();
     let api: BackupApi;
+    let versionNum: number;
     try {
-      api = backupApi(await db.serverVersionNum());
+      versionNum = await db.serverVersionNum();
+      api = backupApi(versionNum);
     } catch (err) {
       await db.close().catch(() => {});
       throw err;
@@ -597,22 +388,29 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     const startLsn = await s.start(role.label, fast);
     if (startLsn) ctx.log.debug(`backup started at ${startLsn}`);
 
-    const plan: CopyPlan = {
+    tree = new BackupTree(ctx, {
       dataDir: role.dataDir,
       t: role.t,
       work,
       keepSymlinks: role.keepSymlinks,
-      tmpspcOids: new Set(),
-    };
-    await copyDataDir(ctx, plan);
+    });
+    await tree.copy();
     const stop = await s.stop(role.waitForArchive);
     session = undefined;
     await s.close();
     if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
-    await writeLabelFiles(ctx, plan, stop, finalDir);
-    await checkWalArchived(ctx, stop, segSize);
+    await tree.finish(stop, finalDir, versionNum);
+    const missing = await awaitBackupWal(ctx, stop, segSize);
+    if (missing.length > 0) {
+      ctx.log.warning(
+        `WAL the new backup needs is not archived yet (${missing.join(", ")}): it cannot be ` +
+          `restored until it is, so the previous backup is kept too. On the master run ` +
+          `"select pg_switch_wal()" (or wait for the segment to fill); the next backup expires ` +
+          `the extra one`,
+      );
+    }
     if (role.configBackup) await role.configBackup();
-    await role.finish();
+    await role.finish(missing.length > 0);
     await role.purge();
     ok = true;
   } catch (err) {
@@ -695,8 +493,9 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
       }
       return trimSlash(slaveWork);
     },
-    async finish() {
-      await remoteOk(t, ["xrotate", "finish"], "installing the backup");
+    async finish(keepPrevious) {
+      const args = keepPrevious ? ["xrotate", "finish", "keep-previous"] : ["xrotate", "finish"];
+      await remoteOk(t, args, "installing the backup");
     },
     async purge() {
       await remoteOk(t, ["xpurgewals"], "purging old WAL");
@@ -745,7 +544,7 @@ async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
       return { db: res.db, where: redactConninfo(res.conninfo) };
     },
     prepare: () => rotatePrepare(ctx),
-    finish: () => rotateFinish(ctx),
+    finish: (keepPrevious) => rotateFinish(ctx, { keepPrevious }),
     async purge() {
       await purgeWals(ctx);
     },

@@ -83,6 +83,8 @@ keep_symlinks        = 1
 #hot_standby         = 1
 # immediate checkpoint at backup start (0 = spread checkpoint)
 #backup_fast_checkpoint = 1
+# seconds backup waits for its last WAL in completed_wals (else the previous backup is kept too)
+#backup_wal_timeout  = 60
 
 # asynchronous archiving: a background worker ships WAL ahead over one connection
 #archive_async         = 0
@@ -144,6 +146,7 @@ archive_command      =
 # seconds xrestore waits for a segment in archive-fed mode (0 = until boot)
 #xrestore_wait_timeout = 0
 #backup_fast_checkpoint = 1
+#backup_wal_timeout  = 60
 #transport           = local
 #plugins             =
 #hook_command        =

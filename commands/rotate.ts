@@ -137,19 +137,25 @@ export async function rotatePrepare(ctx: CommandContext): Promise<string> {
  * `xrotate finish`: installs the completed work directory as `<full_backup>`,
  * shifting the older backups, then expires the backups beyond `keep_backups`.
  */
-export async function rotateFinish(ctx: CommandContext): Promise<void> {
+export async function rotateFinish(
+  ctx: CommandContext,
+  o: { keepPrevious?: boolean } = {},
+): Promise<void> {
   const { t, base } = await fullBackupOnSlave(ctx);
   const work = workDirOf(base);
-  const keep = keepBackups(ctx);
+  // a new backup whose WAL is not archived yet keeps the one before it too
+  const keep = keepBackups(ctx) + (o.keepPrevious ? 1 : 0);
   if (!ctx.dryRun) {
     const ws = await t.stat(work);
     if (!ws?.isDirectory) {
       throw new WalmgrError(`no backup to install: ${work} does not exist; run backup`);
     }
-    if (!(await t.stat(`${work}/backup_label`))?.isFile) {
-      throw new WalmgrError(
-        `${work} has no backup_label: that backup did not complete; run backup again`,
-      );
+    for (const f of ["backup_label", "backup_manifest"]) {
+      if (!(await t.stat(`${work}/${f}`))?.isFile) {
+        throw new WalmgrError(
+          `${work} has no ${f}: that backup did not complete; run backup again`,
+        );
+      }
     }
   }
   let slots = await scanSlots(t, base);
@@ -262,9 +268,9 @@ export const rotateCommands: CommandSpec[] = [
     name: "xrotate",
     group: "internal",
     role: "slave",
-    usage: "[prepare|finish]",
+    usage: "[prepare|finish [keep-previous]]",
     minArgs: 0,
-    maxArgs: 1,
+    maxArgs: 2,
     summary: "rotate backups: make room for the next backup (prepare), or install it (finish)",
     async run(ctx, args) {
       const phase = args[0] ?? "prepare";
@@ -274,7 +280,13 @@ export const rotateCommands: CommandSpec[] = [
         return 0;
       }
       if (phase === "finish") {
-        await rotateFinish(ctx);
+        const opt = args[1];
+        if (opt !== undefined && opt !== "keep-previous") {
+          throw new UsageError(
+            `xrotate finish: unknown option ${JSON.stringify(opt)}; use keep-previous`,
+          );
+        }
+        await rotateFinish(ctx, { keepPrevious: opt === "keep-previous" });
         return 0;
       }
       throw new UsageError(

@@ -108,6 +108,12 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     default: "1",
     doc: "start backups with an immediate checkpoint (0 = spread checkpoint)",
   },
+  backup_wal_timeout: {
+    role: "both",
+    default: "60",
+    doc: "seconds backup waits for its last WAL file in completed_wals before it keeps the " +
+      "previous backup too",
+  },
 
   // both
   walmgr_data: { role: "both", doc: "base directory of the archive on the slave" },

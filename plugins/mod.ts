@@ -51,6 +51,8 @@ export type {
   TransportCapability,
   TransportFactory,
   TransportOptions,
+  TreeEntry,
+  TreeWriter,
 } from "../transports/types.ts";
 export type { HookEvent, HookEvents, HookHandler, HookResult } from "./hooks.ts";
 export { HOOK_EVENTS } from "./hooks.ts";
@@ -62,6 +64,7 @@ export type {
   ResolvedLocation,
 } from "./registry.ts";
 export { syncTreeByFiles, type TreeTarget } from "./tree_sync.ts";
+export { treeWriterByFiles } from "./tree_writer_files.ts";
 export { EXEC_PROTOCOL_VERSION } from "./exec_transport.ts";
 
 /** The plugin API version this walmgr3 implements. */

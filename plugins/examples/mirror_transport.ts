@@ -30,6 +30,7 @@ import type {
   SyncTreeOptions,
   Transport,
   TransportOptions,
+  TreeWriter,
   WalmgrPlugin,
 } from "../mod.ts";
 
@@ -104,8 +105,37 @@ export function mirrorTransport(primary: Transport, second: Transport, root: str
       await secondSync.call(second, localDir, m(dir), opts);
     };
   }
+  const { openTreeWriter } = primary;
+  if (openTreeWriter && second.openTreeWriter) {
+    const secondOpen = second.openTreeWriter;
+    t.openTreeWriter = async (dir: string) =>
+      teeWriter(
+        await openTreeWriter.call(primary, dir),
+        await secondOpen.call(second, m(dir)),
+      );
+  }
   if (runWalmgr) t.runWalmgr = (args, opts) => runWalmgr.call(primary, args, opts);
   return t;
+}
+
+/** A tree writer that writes every change to both `a` (listed from) and `b`. */
+function teeWriter(a: TreeWriter, b: TreeWriter): TreeWriter {
+  const each = async (f: (w: TreeWriter) => Promise<void>) => {
+    await f(a);
+    await f(b);
+  };
+  return {
+    list: () => a.list(),
+    mkdir: (rel) => each((w) => w.mkdir(rel)),
+    symlink: (rel, target) => each((w) => w.symlink(rel, target)),
+    async writeFile(rel, size, chunks, meta) {
+      const [x, y] = ReadableStream.from(chunks).tee();
+      await Promise.all([a.writeFile(rel, size, x, meta), b.writeFile(rel, size, y, meta)]);
+    },
+    remove: (rel) => each((w) => w.remove(rel)),
+    finish: () => each((w) => w.finish()),
+    close: () => each((w) => w.close()),
+  };
 }
 
 const plugin: WalmgrPlugin = {

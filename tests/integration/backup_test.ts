@@ -528,7 +528,7 @@ Deno.test("backup on the slave from a running standby is restorable", async (t) 
     const [r] = await standby.sql<{ n: string }>("select count(*)::text as n from t1");
     return r?.n === "700";
   }, { what: "the standby to replay t1" });
-  const l = await writeLayout(root, null, { slave_data: standbyDir });
+  const l = await writeLayout(root, null, { slave_data: standbyDir, backup_wal_timeout: "3" });
   // something written while the standby is behind its last restartpoint
   await master.sql("insert into t1 select generate_series(701, 900)");
 

@@ -11,7 +11,7 @@ import {
   judgeHolder,
   parseLockContent,
 } from "../../core/backup_lock.ts";
-import { DATA_EXCLUDES, displaySql } from "../../commands/backup.ts";
+import { displaySql } from "../../commands/backup.ts";
 import { backupApi } from "../../core/pg_versions.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
 
@@ -138,31 +138,5 @@ Deno.test("backup API: SQL by server version", () => {
   assertEquals(
     displaySql(backupApi(140000).start, ["it's", false]),
     "select pg_start_backup('it''s', false, false)",
-  );
-});
-
-Deno.test("backup excludes: the manual's list, postgresql.auto.conf kept", () => {
-  for (
-    const p of [
-      "/pg_replslot/*",
-      "/pg_dynshmem/*",
-      "/pg_notify/*",
-      "/pg_serial/*",
-      "/pg_snapshots/*",
-      "/pg_stat_tmp/*",
-      "/pg_subtrans/*",
-      "pgsql_tmp*",
-      "pg_internal.init*",
-      "/postmaster.pid",
-      "/postmaster.opts",
-      "/backup_label",
-      "/tablespace_map",
-      "/pg_wal",
-    ]
-  ) {
-    assert(DATA_EXCLUDES.includes(p), `${p} is excluded`);
-  }
-  assert(
-    !DATA_EXCLUDES.some((p) => p.includes("conf") && !p.includes(".tmp") && p !== "/recovery.conf"),
   );
 });
