@@ -13,16 +13,20 @@
  * 3. The non-exclusive backup API in one session on `master_db`:
  *    `pg_backup_start(label, fast)` (15+) or `pg_start_backup(label, fast, false)`
  *    (13-14).
- * 4. `master_data` is copied with `syncTree` (rsync) leaving out what the
- *    PostgreSQL manual says to leave out ({@link DATA_EXCLUDES}), keeping
- *    `postgresql.auto.conf` and the configuration files; each tablespace goes to
- *    `tmpspc/<oid>`; `pg_wal` and the log directory become empty directories (or,
- *    with `keep_symlinks` and a remote slave, symlinks to the same path there);
- *    `global/pg_control` is copied last.
+ * 4. `master_data` is copied by walmgr3 itself (`commands/backup_write.ts`,
+ *    `backup_copy.ts`, `backup_source.ts`): what pg_basebackup leaves out is left
+ *    out, each file's SHA-256 is computed while it is copied, files a reused work
+ *    directory already holds are kept only when its previous manifest proves
+ *    them unchanged; each tablespace goes to `tmpspc/<oid>`; `pg_wal` and the log
+ *    directory become empty directories (or, with `keep_symlinks` and a remote
+ *    slave, symlinks to the same path there); `global/pg_control` is copied last.
  * 5. `pg_backup_stop(true)` / `pg_stop_backup(false, true)`: waits until the
  *    last WAL the backup needs is archived, returns `backup_label` and
  *    `tablespace_map`, which are written into the copy (never into the live data
- *    directory). The map points at `<full_backup>/tmpspc/<oid>`.
+ *    directory). The map points at `<full_backup>/tmpspc/<oid>`. Then the
+ *    copy is made durable and `backup_manifest` written. Until the backup's
+ *    first and last WAL files are in `completed_wals` (at most
+ *    `backup_wal_timeout` seconds), installing it keeps the previous backup too.
  * 6. The configuration files of `master_config`'s directory go to
  *    `config_backup`.
  * 7. `xrotate finish` (the copy becomes `data.master`, older ones shift, the
@@ -42,7 +46,7 @@
  * @module
  */
 
-import { parseBackupLabel, relocateTablespaceMap } from "../core/backup_label.ts";
+import { parseBackupLabel } from "../core/backup_label.ts";
 import { EXIT_LOCK_HELD } from "../core/backup_lock.ts";
 import {
   relayRemoteLog,
