@@ -256,6 +256,7 @@ say(
 
 for (let r = 0; r < repeat; r++) {
   const rep = repeat > 1 ? ` (run ${r + 1}/${repeat})` : "";
+  const noteRun = repeat > 1 ? `run ${r + 1}: ` : "";
 
   // floor: cp -a of every top-level entry but pg_wal, then sync
   const floorDir = `${dir.path}/r${r}-floor`;
@@ -320,7 +321,9 @@ sync; exit $s`,
   // filler (a fresh directory: fewer than 2 backups exist), then pgbench, then the
   // measured second backup, into the recycled directory of the first
   const filler = await walmgrBackup(local.ini, local.full, "walmgr3 filler backup");
-  notes.push(`filler walmgr3 backup (fresh directory, no settle): ${filler.seconds.toFixed(2)} s`);
+  notes.push(
+    `${noteRun}filler walmgr3 backup (fresh directory, no settle): ${filler.seconds.toFixed(2)} s`,
+  );
   const bench = await timed([pgbench, "-T", String(pgbenchSeconds)], { env: pg.env });
   const tps = /tps = (\d+)/.exec(bench.res.stdout)?.[1] ?? "?";
   await settle();
@@ -328,7 +331,7 @@ sync; exit $s`,
   record("second", second.seconds, second.bytes);
   const recycled = /Recycling expired backup directory/.test(second.output);
   notes.push(
-    `second walmgr3 backup after pgbench -T ${pgbenchSeconds} (${tps} tps): work directory ` +
+    `${noteRun}second walmgr3 backup after pgbench -T ${pgbenchSeconds} (${tps} tps): work directory ` +
       (recycled ? "the recycled first backup" : "NOT reported as recycled (see its log)"),
   );
   say(`${ROW.second}: ${second.seconds.toFixed(2)} s${rep}`);
