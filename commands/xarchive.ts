@@ -3,7 +3,8 @@
  * it in the data directory with `%p` (relative path) and `%f` (file name).
  *
  * Exit 0 only when the file is durably stored in `completed_wals` (an existing
- * file with identical bytes counts; different bytes are never overwritten).
+ * file with identical bytes counts; different bytes are never overwritten),
+ * with its SHA-256 sidecar (transports/put_wal.ts).
  * Every failure exits 1, never above 125: PostgreSQL restarts its archiver on
  * such codes instead of retrying the file.
  *
@@ -17,6 +18,7 @@ import { uniqueTempName } from "../core/fsutil.ts";
 import { basename, dirname, join, resolve } from "../core/paths.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import { putWalFile } from "../transports/put_wal.ts";
 
 /** File in `master_data` holding the name of the last archived segment (read by `sync`). */
 export const LAST_ARCHIVED_FILE = ".walshipping.last";
@@ -121,7 +123,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   } else {
     const loc = await ctx.location("completed_wals");
     const dest = join(loc.path, name);
-    outcome = await loc.transport.putFile(src, dest, "identical-ok");
+    outcome = await putWalFile(loc.transport, src, dest);
     where = loc.transport.describe(dest);
   }
   if (outcome === "identical") {

@@ -9,7 +9,7 @@
  *   up to `archive_async_max` files ahead of the archiver over ONE long-lived
  *   channel of the transport ({@link Transport.openShipper}: in-process for
  *   `local`, one `xstorage serve` ssh session for `ssh` and `rsync`), a few
- *   files in flight at a time.
+ *   files in flight at a time, each with its SHA-256 sidecar.
  * - The "ok" record of a file (with the source's size, mtime, inode and device)
  *   is written only after the storage side confirmed it durable; a file that
  *   changed meanwhile gets none. A failure writes a one-line error record for
@@ -39,6 +39,7 @@ import type { SourceIdentity } from "../core/archive_spool.ts";
 import { errorMessage } from "../core/errors.ts";
 import { join } from "../core/paths.ts";
 import type { CommandContext } from "../plugins/registry.ts";
+import { putWalFile } from "../transports/put_wal.ts";
 import type { FileShipper, Transport } from "../transports/types.ts";
 
 /** Files in flight at once (the next one travels while the slave fsyncs). */
@@ -69,10 +70,13 @@ function identityOf(path: string): SourceIdentity | null {
   }
 }
 
-/** A shipper for a transport without {@link Transport.openShipper}: one putFile per file. */
+/**
+ * A shipper for a transport without {@link Transport.openShipper}: one store
+ * per file, with its SHA-256 sidecar as xarchive does.
+ */
 function perFileShipper(transport: Transport, dir: string): FileShipper {
   return {
-    put: (localPath, name) => transport.putFile(localPath, join(dir, name), "identical-ok"),
+    put: (localPath, name) => putWalFile(transport, localPath, join(dir, name)),
     close: () => Promise.resolve(),
   };
 }

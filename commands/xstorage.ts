@@ -9,6 +9,7 @@
  * | --- | --- | --- |
  * | `put` | `<identical-ok\|replace> <path> <size>` | file bytes / `stored` or `identical` |
  * | `commit` | `<identical-ok\|replace> <path> <size> <temp>` | cat's exit status / as `put` |
+ * | `commit-sum` | `identical-ok <path> <size> <temp>` | as `commit`, plus the SHA-256 sidecar |
  * | `get` | `<path>` | - / file bytes |
  * | `stat` | `<path>` | - / JSON FileInfo or `null` |
  * | `list` | `<dir>` | - / JSON FileInfo array or `null` |
@@ -24,7 +25,10 @@
  * whose length is not the announced size (a dropped connection), leaving
  * nothing behind; so does `commit` for a `temp` (a temporary name of `path`,
  * which the slave's shell filled with `cat` meanwhile, see transports/ssh.ts)
- * of the wrong size or after a failed `cat`. With `-n` nothing is changed.
+ * of the wrong size or after a failed `cat`. `commit-sum` (an archived WAL
+ * file) also records the SHA-256 of the stored bytes in the file's sidecar
+ * (core/wal_checksums.ts), hashed from `temp` while it is fsynced, written
+ * durably after the file. With `-n` nothing is changed.
  *
  * @module
  */
@@ -46,6 +50,7 @@ import type { ExistingPolicy, Transport } from "../transports/types.ts";
 const OPS: Record<string, { args: string[] }> = {
   put: { args: ["policy", "path", "size"] },
   commit: { args: ["policy", "path", "size", "temp"] },
+  "commit-sum": { args: ["policy", "path", "size", "temp"] },
   get: { args: ["path"] },
   stat: { args: ["path"] },
   list: { args: ["dir"] },
@@ -152,7 +157,8 @@ async function put(ctx: CommandContext, policyArg: string, path: string, size: n
  * `commit`: the ssh transport's put of a WAL segment. The slave's shell streams
  * the bytes into `temp` with `cat` while this walmgr3 starts (start-up and
  * transfer overlap), then writes cat's exit status to our stdin; we check it and
- * the size, and store `temp` as `path` durably. `temp` is removed on failure.
+ * the size, and store `temp` as `path` durably (with its SHA-256 sidecar when
+ * `sum`). `temp` is removed on failure.
  */
 async function commit(
   ctx: CommandContext,
@@ -160,8 +166,12 @@ async function commit(
   path: string,
   size: number,
   temp: string,
+  sum: boolean,
 ) {
   const policy = checkPolicy(policyArg);
+  if (sum && policy !== "identical-ok") {
+    throw new UsageError(`xstorage commit-sum: policy must be identical-ok, got ${policy}`);
+  }
   const parsed = parseTempName(basename(temp));
   // compare normalised directories: `walmgr_data = /x/backup/` gives `/x/backup//logs...`
   if (
@@ -196,7 +206,7 @@ async function commit(
         if (!isNotFound(err)) throw err;
       }
       if (got !== size) throw await fail(incomplete(path, Math.max(got, 0), size).message);
-      return await settle(() => commitFileDurable(temp, path, policy));
+      return await settle(() => commitFileDurable(temp, path, policy, sum ? { sum: true } : {}));
     },
     "stored" as const,
   );
@@ -247,11 +257,14 @@ async function run(ctx: CommandContext, args: string[]): Promise<number> {
   if (rest.length !== spec.args.length) {
     throw new UsageError(`xstorage ${op} takes ${spec.args.map((a) => `<${a}>`).join(" ")}`);
   }
-  if (op === "put" || op === "commit") {
+  if (op === "put" || op === "commit" || op === "commit-sum") {
     const path = storagePath(rest[1] as string);
     const size = count("size", rest[2] as string);
     if (op === "put") await put(ctx, rest[0] as string, path, size);
-    else await commit(ctx, rest[0] as string, path, size, storagePath(rest[3] as string));
+    else {
+      const temp = storagePath(rest[3] as string);
+      await commit(ctx, rest[0] as string, path, size, temp, op === "commit-sum");
+    }
     return 0;
   }
   if (op === "serve") {

@@ -8,7 +8,13 @@
  * while the next file arrives. The answer for a file is written only once it is
  * durable, in request order.
  *
- * At start it removes stale temporary files of dead writers in `<dir>` (as
+ * Every file also gets its SHA-256 sidecar (core/wal_checksums.ts): the bytes
+ * are hashed as they arrive (WebCrypto, off the main thread, so the next file
+ * keeps arriving), and the sidecar is written durably after the file and
+ * before its answer.
+ *
+ * At start it removes stale temporary files of dead writers in `<dir>` and in
+ * its sidecar directory (as
  * xrestore does for its directory), so a killed worker leaves nothing behind for
  * long; a connection that drops mid-file leaves no file under a final name
  * (the partial temporary file is removed).
@@ -27,6 +33,8 @@ import {
   uniqueTempName,
 } from "../core/fsutil.ts";
 import type { Logger } from "../core/log.ts";
+import { Sha256 } from "../core/sha256.ts";
+import { WAL_SUMS_DIR } from "../core/wal_checksums.ts";
 import {
   formatAnswer,
   parsePutHeader,
@@ -114,11 +122,16 @@ export class FrameReader {
 
 /**
  * Receives one file body of `size` bytes into the new temporary file `temp`
- * (no fsync yet). Returns the bytes not read from the input (non-zero after a
- * write error: the caller drops them to stay on the frame boundary). Throws
- * when the input ends early (`temp` is removed).
+ * (no fsync yet), each chunk also into `sum`. Returns the bytes not read from
+ * the input (non-zero after a write error: the caller drops them to stay on
+ * the frame boundary). Throws when the input ends early (`temp` is removed).
  */
-async function receive(frames: FrameReader, size: number, temp: string): Promise<number> {
+async function receive(
+  frames: FrameReader,
+  size: number,
+  temp: string,
+  sum: Sha256,
+): Promise<number> {
   let f: Deno.FsFile;
   try {
     f = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
@@ -138,6 +151,7 @@ async function receive(frames: FrameReader, size: number, temp: string): Promise
       left -= chunk.length;
       let off = 0;
       while (off < chunk.length) off += await f.write(chunk.subarray(off));
+      await sum.update(chunk);
     }
     return 0;
   } catch (err) {
@@ -179,7 +193,10 @@ export interface ServeOptions {
  */
 export async function serve(o: ServeOptions): Promise<number> {
   await mkdirp(o.dir);
-  const stale = await cleanupStaleTemps(o.dir, STALE_TEMP_MS);
+  const stale = [
+    ...await cleanupStaleTemps(o.dir, STALE_TEMP_MS),
+    ...await cleanupStaleTemps(join(o.dir, WAL_SUMS_DIR), STALE_TEMP_MS),
+  ];
   if (stale.length > 0) o.log.info(`removed stale temporary files in ${o.dir}: ${stale.join(" ")}`);
   o.answer(`${SERVE_GREETING}\n`);
   let answered: Promise<void> = Promise.resolve();
@@ -198,9 +215,10 @@ export async function serve(o: ServeOptions): Promise<number> {
     }
     const path = join(o.dir, header.name);
     const temp = uniqueTempName(o.dir, header.name);
+    const sum = new Sha256(header.size);
     let left: number;
     try {
-      left = await receive(o.frames, header.size, temp);
+      left = await receive(o.frames, header.size, temp, sum);
     } catch (err) {
       await Promise.all(inFlight);
       o.log.error(errorMessage(err));
@@ -218,7 +236,7 @@ export async function serve(o: ServeOptions): Promise<number> {
     } else {
       // the durable commit (fsync, link, fsync of the directory) runs while the
       // next file arrives; answers still go out in request order
-      commit = commitFileDurable(temp, path, "identical-ok").then(
+      commit = commitFileDurable(temp, path, "identical-ok", { sum: sum.digest() }).then(
         (outcome): ServeAnswer => outcome === "stored" ? { kind: "stored" } : { kind: "identical" },
         (err): ServeAnswer =>
           err instanceof DifferentFileError

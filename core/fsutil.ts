@@ -10,12 +10,20 @@
  * sees a partial file under its final name, and a crash leaves at most a hidden
  * temporary file that {@link cleanupStaleTemps} recognises.
  *
+ * Archived WAL files also get their SHA-256 sidecar (`sum` of
+ * {@link writeFileDurable} and {@link commitFileDurable}, see
+ * {@link writeWalSumDurable}): hashed from the bytes as they are written or
+ * compared, never by a second read, and written durably after the file.
+ *
  * @module
  */
 
 import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
+import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
+import { Sha256, sha256File, sha256Hex } from "./sha256.ts";
+import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
 export type WritePolicy =
@@ -35,6 +43,12 @@ export interface WriteDurableOptions {
   policy: WritePolicy;
   /** Permission bits of a newly stored file (default `0o600`; the umask applies). */
   mode?: number;
+  /**
+   * Also record the SHA-256 of the stored bytes in the file's sidecar
+   * (core/wal_checksums.ts) with {@link writeWalSumDurable}, after the file;
+   * "identical-ok" only.
+   */
+  sum?: boolean;
 }
 
 /** Chunk size for copying and comparing (segments are 16 MiB and more). */
@@ -136,8 +150,16 @@ function bytesEqual(compare: Compare, a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && compare(a, b) === 0;
 }
 
-/** True when the two files have the same bytes (sizes first, then chunked compare). */
-export async function filesEqual(a: string, b: string): Promise<boolean> {
+/**
+ * True when the two files have the same bytes (sizes first, then chunked
+ * compare). `feedA` gets the chunks of `a` as they are read: all of them when
+ * the answer is true.
+ */
+export async function filesEqual(
+  a: string,
+  b: string,
+  feedA?: (chunk: Uint8Array) => Promise<void>,
+): Promise<boolean> {
   const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
   if (sa.size !== sb.size) return false;
   const compare = await compareFn();
@@ -152,6 +174,7 @@ export async function filesEqual(a: string, b: string): Promise<boolean> {
         if (na !== nb) return false;
         if (na === 0) return true;
         if (!bytesEqual(compare, ba.subarray(0, na), bb.subarray(0, nb))) return false;
+        await feedA?.(ba.subarray(0, na));
         if (na < CHUNK) return true;
       }
     } finally {
@@ -183,18 +206,25 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
   }
 }
 
-/** Writes `source` to the new file `temp` (O_EXCL), optionally fsyncing it. */
+/**
+ * Writes `source` to the new file `temp` (O_EXCL), optionally fsyncing it.
+ * `sum` gets every byte written (not for a `Uint8Array` source: hash the array
+ * itself); its digest is started before the fsync, so that both overlap.
+ */
 async function writeTemp(
   temp: string,
   source: DurableSource,
   mode: number,
   sync: boolean,
+  sum?: Sha256,
 ): Promise<void> {
   let src: Deno.FsFile | undefined;
   if (!(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
     try {
       src = await Deno.open(source.fromFile, { read: true });
+      if (sum) sum.reserve((await src.stat()).size);
     } catch (err) {
+      src?.close();
       throw fsError("read", source.fromFile, err);
     }
   }
@@ -210,7 +240,10 @@ async function writeTemp(
         if (source instanceof Uint8Array) {
           await writeAll(f, source);
         } else if (source instanceof ReadableStream) {
-          for await (const chunk of source) await writeAll(f, chunk);
+          for await (const chunk of source) {
+            await writeAll(f, chunk);
+            await sum?.update(chunk);
+          }
         } else if (src) {
           const buf = new Uint8Array(CHUNK);
           for (;;) {
@@ -222,12 +255,14 @@ async function writeTemp(
             }
             if (n === 0) break;
             await writeAll(f, buf.subarray(0, n));
+            await sum?.update(buf.subarray(0, n));
             if (n < CHUNK) break;
           }
         }
       } catch (err) {
         throw fsError("write", temp, err);
       }
+      void sum?.digest();
       if (sync) {
         try {
           await f.sync();
@@ -360,23 +395,42 @@ function notRegular(path: string): WalmgrError {
  * "identical-ok" and an atomic replacement with "replace". When absent, the
  * source goes to a temporary file (O_EXCL, fsync), then to the final name, then
  * the directory is fsynced. The temporary file is removed on every failure.
+ *
+ * With `sum`, the SHA-256 of the bytes (hashed as they are copied or compared)
+ * then goes to the file's sidecar ({@link writeWalSumDurable}) before this
+ * returns; a failure there is an error (the file itself stays stored).
  */
 export async function writeFileDurable(
   path: string,
   source: DurableSource,
   opts: WriteDurableOptions,
 ): Promise<WriteOutcome> {
+  if (opts.sum && opts.policy !== "identical-ok") {
+    throw new WalmgrError(`internal error: a checksum sidecar for ${path} needs identical-ok`);
+  }
   const dir = dirname(path);
   const mode = opts.mode ?? 0o600;
   const existing = await lstatOrNull(path);
   if (existing && !existing.isFile) throw notRegular(path);
+  // an array is hashed as it is (off the main thread, meanwhile); other sources chunk by chunk
+  const arraySum = opts.sum && source instanceof Uint8Array ? sha256Hex(source) : undefined;
+  arraySum?.catch(() => {});
+  const sum = opts.sum && !arraySum ? new Sha256() : undefined;
+  const hex = () => (arraySum ?? (sum as Sha256).digest());
+  const done = async (outcome: WriteOutcome): Promise<WriteOutcome> => {
+    if (opts.sum) await recordWalSum(path, await hex(), outcome);
+    return outcome;
+  };
 
   if (existing && !(source instanceof ReadableStream)) {
     let same: boolean;
     try {
-      same = source instanceof Uint8Array
-        ? await fileEqualsBytes(path, source)
-        : await filesEqual(source.fromFile, path);
+      if (source instanceof Uint8Array) {
+        same = await fileEqualsBytes(path, source);
+      } else {
+        sum?.reserve(existing.size);
+        same = await filesEqual(source.fromFile, path, sum && ((c) => sum.update(c)));
+      }
     } catch (err) {
       if (
         !(source instanceof Uint8Array) && isNotFound(err) && !(await lstatOrNull(source.fromFile))
@@ -385,15 +439,16 @@ export async function writeFileDurable(
       }
       throw fsError("compare with", path, err);
     }
-    if (same) return await settleIdentical(path);
+    if (same) return await done(await settleIdentical(path));
     if (opts.policy === "identical-ok") throw differentError(path);
+    // "replace" (never with a sum): the chunks fed to no one are not needed
   }
 
   const temp = uniqueTempName(dir, basename(path));
   let committed = false;
   try {
     if (existing && source instanceof ReadableStream) {
-      await writeTemp(temp, source, mode, false);
+      await writeTemp(temp, source, mode, false, sum);
       let same: boolean;
       try {
         same = await filesEqual(temp, path);
@@ -401,18 +456,29 @@ export async function writeFileDurable(
         if (!isNotFound(err)) throw fsError("compare with", path, err);
         same = false; // removed meanwhile: store ours
       }
-      if (same) return await settleIdentical(path);
+      if (same) return await done(await settleIdentical(path));
       if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
       await fsyncFile(temp);
     } else {
-      await writeTemp(temp, source, mode, true);
+      await writeTemp(temp, source, mode, true, sum);
     }
     const outcome = await commitTemp(temp, path, opts.policy);
     committed = true;
-    return outcome;
+    return await done(outcome);
   } finally {
     if (!committed) await removeQuietly(temp);
   }
+}
+
+/** Options of {@link commitFileDurable}. */
+export interface CommitDurableOptions {
+  /**
+   * Record the SHA-256 of the stored bytes in the file's sidecar
+   * ({@link writeWalSumDurable}) after the file ("identical-ok" only): `true`
+   * hashes `temp` here (read while it is fsynced), a promise is the hash of
+   * `temp`'s bytes that the caller computed while writing them.
+   */
+  sum?: true | Promise<string>;
 }
 
 /**
@@ -427,31 +493,102 @@ export async function commitFileDurable(
   temp: string,
   path: string,
   policy: WritePolicy,
+  opts: CommitDurableOptions = {},
 ): Promise<WriteOutcome> {
   let committed = false;
+  let hex: Promise<string> | undefined = opts.sum === true ? undefined : opts.sum;
   try {
+    if (opts.sum && policy !== "identical-ok") {
+      throw new WalmgrError(`internal error: a checksum sidecar for ${path} needs identical-ok`);
+    }
     const existing = await lstatOrNull(path);
     if (existing && !existing.isFile) throw notRegular(path);
     if (existing) {
+      const sum = opts.sum === true ? new Sha256(existing.size) : undefined;
       let same: boolean;
       try {
-        same = await filesEqual(temp, path);
+        same = await filesEqual(temp, path, sum && ((c) => sum.update(c)));
       } catch (err) {
         if (!isNotFound(err) || !(await lstatOrNull(temp))) {
           throw fsError("compare with", path, err);
         }
         same = false; // removed meanwhile: store ours
       }
-      if (same) return await settleIdentical(path);
+      if (same) {
+        const outcome = await settleIdentical(path);
+        if (opts.sum) await recordWalSum(path, await (hex ?? (sum as Sha256).digest()), outcome);
+        return outcome;
+      }
       if (policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
     }
-    await fsyncFile(temp);
+    if (opts.sum === true) {
+      // read back from the page cache and hashed while the fsync runs; both end
+      // before `temp` is linked or renamed away
+      const [h] = await Promise.all([
+        sha256File(temp).catch((err) => {
+          throw fsError("read", temp, err);
+        }),
+        fsyncFile(temp),
+      ]);
+      hex = Promise.resolve(h);
+    } else {
+      await fsyncFile(temp);
+    }
     const outcome = await commitTemp(temp, path, policy);
     committed = true;
+    if (hex) await recordWalSum(path, await hex, outcome);
     return outcome;
   } finally {
     if (!committed) await removeQuietly(temp);
   }
+}
+
+/** What {@link writeWalSumDurable} found and did. */
+export type WalSumResult =
+  /** The sidecar was missing and is now written. */
+  | "written"
+  /** The sidecar already held this checksum (it is fsynced again). */
+  | "present"
+  /** The sidecar held something else (another checksum, or garbage) and is replaced. */
+  | "replaced";
+
+/**
+ * Records `hex`, the SHA-256 of the stored file `path`, in its sidecar
+ * (`<dir>/.walmgr3-sha256/<name>.sha256`, core/wal_checksums.ts): the sidecar
+ * directory is created when missing (parent fsynced), the sidecar written to a
+ * temporary name, fsynced, renamed, and its directory fsynced. A sidecar that
+ * already holds `hex` is only fsynced (with its directory): it may be the one
+ * a crash interrupted before its fsync. Call it only after `path` is durable
+ * and known to hold the bytes `hex` was computed from.
+ */
+export async function writeWalSumDurable(path: string, hex: string): Promise<WalSumResult> {
+  const name = basename(path);
+  const sumPath = walSumPath(dirname(path), name);
+  const sumDir = dirname(sumPath);
+  const current = await readFileIfExists(sumPath);
+  if (current && parseWalSum(new TextDecoder().decode(current), name) === hex.toLowerCase()) {
+    await fsyncFile(sumPath);
+    await fsyncDir(sumDir);
+    return "present";
+  }
+  if (!current) await mkdirp(sumDir);
+  const text = new TextEncoder().encode(formatWalSum(hex, name));
+  await writeFileDurable(sumPath, text, { policy: "replace" });
+  return current ? "replaced" : "written";
+}
+
+/** {@link writeWalSumDurable} after a store; says so when it had to replace a wrong sidecar. */
+async function recordWalSum(path: string, hex: string, outcome: WriteOutcome): Promise<void> {
+  const done = await writeWalSumDurable(path, hex);
+  if (done !== "replaced") return;
+  const sumPath = walSumPath(dirname(path), basename(path));
+  log.warning(
+    outcome === "identical"
+      ? `${sumPath} did not hold the SHA-256 of ${path}, whose bytes are identical to the ` +
+        `source just archived; replaced it with ${hex}`
+      : `${sumPath} was left from an earlier file of that name; replaced it with the SHA-256 ` +
+        `of the file just stored (${hex})`,
+  );
 }
 
 /** Atomically and durably copies the file `src` to `dst` (see {@link writeFileDurable}). */

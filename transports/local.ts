@@ -26,6 +26,7 @@ import {
   writeFileDurable,
 } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { WAL_SUMS_DIR } from "../core/wal_checksums.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type {
   ExistingPolicy,
@@ -127,6 +128,15 @@ export function createLocalTransport(opts: TransportOptions): Transport {
       return Promise.resolve("stored");
     }
     return writeFileDurable(path, { fromFile: localPath }, { policy });
+  }
+
+  /** The copy and its SHA-256 sidecar, hashed from the bytes as they are copied. */
+  function putFileWithSum(localPath: string, path: string): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${localPath} to ${path} with its SHA-256 sidecar`);
+      return Promise.resolve("stored");
+    }
+    return writeFileDurable(path, { fromFile: localPath }, { policy: "identical-ok", sum: true });
   }
 
   async function getFile(path: string, localPath: string): Promise<void> {
@@ -242,19 +252,20 @@ export function createLocalTransport(opts: TransportOptions): Transport {
   }
 
   /**
-   * Ships in-process: the durable write of every file, after removing stale
-   * temporary files of dead writers (a killed worker's) in `dir`.
+   * Ships in-process: the durable write of every file with its SHA-256
+   * sidecar, after removing stale temporary files of dead writers (a killed
+   * worker's) in `dir` and in its sidecar directory.
    */
   async function openShipper(dir: string): Promise<FileShipper> {
     if (dryRun) throw new WalmgrError("internal error: no file shipper in a dry run");
     await mkdirp(dir);
-    const stale = await cleanupStaleTemps(dir, STALE_TEMP_MS);
+    const stale = [
+      ...await cleanupStaleTemps(dir, STALE_TEMP_MS),
+      ...await cleanupStaleTemps(`${trimSlash(dir)}/${WAL_SUMS_DIR}`, STALE_TEMP_MS),
+    ];
     if (stale.length > 0) log.info(`removed stale temporary files in ${dir}: ${stale.join(" ")}`);
     return {
-      put: (localPath, name) =>
-        writeFileDurable(`${trimSlash(dir)}/${name}`, { fromFile: localPath }, {
-          policy: "identical-ok",
-        }),
+      put: (localPath, name) => putFileWithSum(localPath, `${trimSlash(dir)}/${name}`),
       close: () => Promise.resolve(),
     };
   }
@@ -268,6 +279,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     readFile,
     writeFile,
     putFile,
+    putFileWithSum,
     getFile,
     rename,
     remove,

@@ -138,6 +138,8 @@ export interface RemoteOps {
     path: string,
     policy: ExistingPolicy,
   ): Promise<PutOutcome>;
+  /** putFile "identical-ok" plus the file's SHA-256 sidecar (Transport.putFileWithSum). */
+  putFileWithSum(localPath: string, size: number, path: string): Promise<PutOutcome>;
   rename(from: string, to: string): Promise<void>;
   remove(path: string, recursive: boolean): Promise<void>;
   mkdirp(path: string): Promise<void>;
@@ -234,6 +236,14 @@ export function createRemoteTransport(
     return await ops.putFile(localPath, await localFileSize(localPath), path, policy);
   }
 
+  async function putFileWithSum(localPath: string, path: string): Promise<PutOutcome> {
+    if (dryRun) {
+      log.info(`DRY RUN: would copy ${localPath} to ${describe(path)} with its SHA-256 sidecar`);
+      return "stored";
+    }
+    return await ops.putFileWithSum(localPath, await localFileSize(localPath), path);
+  }
+
   async function rename(from: string, to: string): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
@@ -310,6 +320,7 @@ export function createRemoteTransport(
     readFile,
     writeFile,
     putFile,
+    putFileWithSum,
     getFile,
     rename,
     remove,

@@ -22,6 +22,16 @@
  *   checksums on each side (~30 ms per segment more). With `compression` set,
  *   rsync does the copy (`rsync -a -z -e "ssh ..." --rsync-path="sh -c
  *   '<commit>' ..." <file> host:<temp>`, same commit in the same ssh session).
+ * - putFileWithSum (xarchive: the file and its SHA-256 sidecar): this process
+ *   reads the file once and writes it to ssh's stdin while WebCrypto hashes the
+ *   same bytes on another thread, then sends the checksum after them; on the
+ *   slave `dd` takes exactly the announced byte count, `read` the checksum,
+ *   and after the same commit the sidecar is written (temporary name, `sync`,
+ *   `mv`, `sync` of its directory; one already holding the checksum is only
+ *   synced). Hashing here costs the slave nothing (its coreutils `sha256sum`
+ *   runs at a fifth of the speed, in series) and overlaps the transfer. With
+ *   `compression` the file is hashed first (a read of its own) and the
+ *   checksum passed as an argument of the same rsync commit.
  * - writeFile: the same as putFile, with the bytes written to ssh's stdin.
  * - stat/list: `find -printf`; readFile/getFile: `cat` streamed into a local
  *   temporary file (fsync, rename); rename: `mv -T` + fsync of both directories;
@@ -40,8 +50,11 @@
  */
 
 import { basename, dirname } from "../core/paths.ts";
-import { WalmgrError } from "../core/errors.ts";
+import { errorReason, WalmgrError } from "../core/errors.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
+import { log } from "../core/log.ts";
+import { Sha256, SHA256_WHOLE_MAX, sha256File, sha256Hex } from "../core/sha256.ts";
+import { walSumPath } from "../core/wal_checksums.ts";
 import { describeExit, lastLine } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
 import {
@@ -83,8 +96,46 @@ const COMMIT = [
   `rm -f -- "$t"; echo "$f exists and is not a regular file; remove it or fix the path" >&2; exit 1`,
 ].join("; ");
 
+/**
+ * After {@link COMMIT} (run in a subshell, its status in `$r`): when the file
+ * is stored or identical, its sidecar `$sf` in `$sd` gets `$h  <name>`
+ * (temporary name `$st`, sync, mv, sync of `$sd`; `$sd` created and `$d`
+ * synced when missing). A sidecar that already says so is synced only; one
+ * that says something else is replaced, and `sum-replaced` printed.
+ */
+const SUM = `r=$?; if [ $r -ne 0 ] && [ $r -ne ${REMOTE_EXIT.IDENTICAL} ]; then exit $r; fi; ` +
+  `b=\${f##*/}; if [ -f "$sf" ] && [ ! -h "$sf" ]; then ` +
+  `if [ "$(cat -- "$sf")" = "$h  $b" ]; then sync -- "$sf" "$sd" || exit 1; exit $r; fi; ` +
+  `echo sum-replaced; elif [ ! -d "$sd" ]; then ` +
+  `(umask 077; mkdir -- "$sd" 2>/dev/null) || [ -d "$sd" ] || ` +
+  `{ echo "cannot create directory $sd" >&2; exit 1; }; sync -- "$d" || exit 1; fi; ` +
+  `(umask 077; set -C; printf '%s  %s\\n' "$h" "$b" > "$st") || { rm -f -- "$st"; exit 1; }; ` +
+  `sync -- "$st" || { rm -f -- "$st"; exit 1; }; ` +
+  `mv -f -T -- "$st" "$sf" || { rm -f -- "$st"; exit 1; }; sync -- "$sd" || exit 1; exit $r`;
+
+/** Refuses a checksum `$h` that is not 64 lower-case hex digits (`$t` removed). */
+const CHECK_SUM =
+  `if [ "\${#h}" -ne 64 ] || case $h in *[!0-9a-f]*) true;; *) false;; esac; then ` +
+  `rm -f -- "$t"; echo "no valid checksum after the bytes of $t (connection dropped?)" >&2; ` +
+  `exit 1; fi`;
+
+/**
+ * putFileWithSum: `$n` bytes from stdin to `$t` (exactly: `dd` stops at the
+ * count), then the checksum line, then {@link COMMIT} and {@link SUM}.
+ */
+const PUT_DD_SUM = `t=$1 f=$2 d=$3 p=$4 n=$5 sd=$6 sf=$7 st=$8; ` +
+  `(umask 077; set -C; dd bs=1048576 count="$n" iflag=count_bytes,fullblock status=none > "$t") ` +
+  `|| { rm -f -- "$t"; exit 1; }; IFS= read -r h || h=; s=$(wc -c < "$t") || s=-1; ` +
+  `if [ "$s" -ne "$n" ]; then rm -f -- "$t"; ` +
+  `echo "incomplete transfer to $t: got $s of $n bytes" >&2; exit 1; fi; ${CHECK_SUM}; ` +
+  `(${COMMIT}); ${SUM}`;
+
 /** `rsync "$@"` (the server side of a push), then {@link COMMIT}. */
 const PUT_RSYNC = `t=$1 f=$2 d=$3 p=$4; shift 4; rsync "$@" || exit $?; ${COMMIT}`;
+
+/** {@link PUT_RSYNC} with the checksum `$h` as an argument, then {@link SUM}. */
+const PUT_RSYNC_SUM = `t=$1 f=$2 d=$3 p=$4 sd=$5 sf=$6 st=$7 h=$8; shift 8; ` +
+  `rsync "$@" || exit $?; ${CHECK_SUM}; (${COMMIT}); ${SUM}`;
 
 /** Bytes from stdin to `$t` (byte count `$n` checked), then {@link COMMIT}. */
 const PUT_CAT = `t=$1 f=$2 d=$3 p=$4 n=$5; (umask 077; set -C; cat > "$t") || ` +
@@ -119,6 +170,56 @@ const APPEND = `p=$1 o=$2 n=$3 z=$4 d=$5; t=$(mktemp) || exit 1; (cat > "$t") ||
   `dd if="$t" of="$p" bs=1048576 seek="$o" oflag=seek_bytes conv=notrunc status=none || ` +
   `{ rm -f -- "$t"; exit 1; }; fi; rm -f -- "$t"; truncate -s ">$z" -- "$p" || exit 1; ` +
   `sync -- "$p" || exit 1; if [ $c = 1 ]; then sync -- "$d" || exit 1; fi`;
+
+/**
+ * The local file `localPath` (`size` bytes, read once) followed by its SHA-256
+ * in hex and a newline, hashed off the main thread while the bytes are sent.
+ * Errors the stream when the file does not have `size` bytes (the slave then
+ * stores nothing).
+ */
+function bytesThenSum(localPath: string, size: number): ReadableStream<Uint8Array> {
+  let file: Deno.FsFile | undefined;
+  // a segment is read and hashed in one piece (no copy); larger files by 1 MiB chunks
+  const whole = size <= SHA256_WHOLE_MAX;
+  const sum = whole ? undefined : new Sha256(size);
+  let hex: Promise<string> | undefined;
+  let left = size;
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      try {
+        file ??= await Deno.open(localPath, { read: true });
+        if (left > 0) {
+          const buf = new Uint8Array(whole ? size : Math.min(left, 1 << 20));
+          let off = 0;
+          while (off < buf.length) {
+            const n = await file.read(buf.subarray(off));
+            if (n === null) throw new Error(`it shrank while it was sent`);
+            off += n;
+          }
+          left -= buf.length;
+          if (sum) await sum.update(buf);
+          else hex = sha256Hex(buf);
+          hex?.catch(() => {});
+          ctl.enqueue(buf);
+          return;
+        }
+        const digest = await (hex ?? (sum ? sum.digest() : sha256Hex(new Uint8Array(0))));
+        file.close();
+        file = undefined;
+        ctl.enqueue(new TextEncoder().encode(`${digest}\n`));
+        ctl.close();
+      } catch (err) {
+        file?.close();
+        file = undefined;
+        ctl.error(new WalmgrError(`cannot read ${localPath}: ${errorReason(err)}`, { cause: err }));
+      }
+    },
+    cancel() {
+      file?.close();
+      file = undefined;
+    },
+  });
+}
 
 function parseFindLine(line: string, name: string): FileInfo | null {
   const m = /^(\S) (\d+) (\d+(?:\.\d+)?) ?/.exec(line);
@@ -240,6 +341,61 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     return outcome(path, res, `copy ${localPath} to`);
   }
 
+  /**
+   * The file and its SHA-256 sidecar (see the module doc): the file's bytes
+   * and then the checksum go to ssh's stdin, or with `compression` the
+   * checksum is computed first and rsync copies the file.
+   */
+  async function putFileWithSum(
+    localPath: string,
+    size: number,
+    path: string,
+  ): Promise<PutOutcome> {
+    const { temp, words } = commitWords(path, "identical-ok");
+    const p = safePath(path);
+    const sumPath = walSumPath(dirname(p), basename(p));
+    const sumWords = [
+      dirname(sumPath),
+      sumPath,
+      uniqueTempName(dirname(sumPath), basename(sumPath)),
+    ]
+      .map(remoteWord);
+    let res: RunResult;
+    if (!conn.settings.compression) {
+      res = await conn.exec(shScript(PUT_DD_SUM, [...words, String(size), ...sumWords]), {
+        stdin: () => Promise.resolve(bytesThenSum(localPath, size)),
+      });
+    } else {
+      let hex: string;
+      try {
+        hex = await sha256File(localPath);
+      } catch (err) {
+        throw new WalmgrError(`cannot read ${localPath}: ${errorReason(err)}`, { cause: err });
+      }
+      res = await conn.run(() => [
+        "rsync",
+        "-a",
+        "-z",
+        "-e",
+        conn.rsh(),
+        `--rsync-path=${shScript(PUT_RSYNC_SUM, [...words, ...sumWords, hex])}`,
+        rsyncLocalArg(localPath),
+        rsyncRemote(host, temp),
+      ]);
+      if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
+    }
+    const stored = outcome(path, res, `copy ${localPath} to`);
+    if (/^sum-replaced$/m.test(res.stdout)) {
+      log.warning(
+        `${describe(sumPath)} did not hold the SHA-256 of ${basename(p)} ` +
+          (stored === "identical"
+            ? "(identical to the source just archived); replaced it"
+            : "(left from an earlier file of that name); replaced it"),
+      );
+    }
+    return stored;
+  }
+
   async function rename(from: string, to: string): Promise<void> {
     const a = safePath(from);
     const b = safePath(to);
@@ -288,6 +444,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     fetchTo,
     writeFile,
     putFile,
+    putFileWithSum,
     rename,
     remove,
     mkdirp,

@@ -3,10 +3,12 @@
  * on the slave that stores many files sent over one ssh session (asynchronous
  * archiving). No imports, so that both sides load nothing else for it.
  *
- * - server, once ready (stale temporary files cleaned): `walmgr3-serve 1\n`
+ * - server, once ready (stale temporary files cleaned): `walmgr3-serve 2\n`
+ *   (version 2: every file is stored with its SHA-256 sidecar, see
+ *   core/wal_checksums.ts; a version 1 server wrote none, and is refused)
  * - client, per file: `put <size> <name>\n` followed by exactly `<size>` bytes
  * - server, per file, in order, after the file is durably stored (fsync of file
- *   and directory) or refused: `stored\n`, `identical\n`,
+ *   and directory, its sidecar too) or refused: `stored\n`, `identical\n`,
  *   `different <message>\n` (a different file exists; nothing changed) or
  *   `error <message>\n`
  * - the client ends the session by closing its side at a frame boundary.
@@ -18,7 +20,7 @@
  */
 
 /** The server's first line. */
-export const SERVE_GREETING = "walmgr3-serve 1";
+export const SERVE_GREETING = "walmgr3-serve 2";
 
 /** The longest header or answer line either side accepts. */
 export const SERVE_LINE_MAX = 4096;

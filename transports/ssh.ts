@@ -13,6 +13,11 @@
  * into a temporary name while walmgr3 starts, so that Deno's start-up (~50 ms)
  * overlaps the transfer instead of preceding it; `xstorage commit` then checks
  * cat's exit status and the byte count and stores the file durably.
+ * putFileWithSum (xarchive) is the same with `xstorage commit-sum`: the slave
+ * hashes the temporary file (read back from its page cache while it is
+ * fsynced, so the checksum names the bytes stored, not the bytes sent) and
+ * writes the SHA-256 sidecar after the file. Warnings of the slave's walmgr3
+ * (a sidecar it had to replace) are repeated here.
  *
  * Puts send the byte count along: a connection that drops mid-transfer gives the
  * slave an early end of input, which it refuses instead of storing a short file.
@@ -31,6 +36,7 @@
 
 import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
+import { log } from "../core/log.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -53,11 +59,12 @@ import type { ExistingPolicy, FileInfo, PutOutcome, Transport, TransportOptions 
  * file `$t` while walmgr3 starts (Deno's start-up overlaps the transfer), then
  * `xstorage commit` reads cat's exit status from the pipe, checks the size
  * (`$n`: a dropped connection gives cat an early end of input) and stores the
- * file durably. Arguments: temp, policy, path, size, then the walmgr3 command
- * and its ini. Exit status: that of `xstorage commit` (127: no walmgr3).
+ * file durably. Arguments: temp, policy, path, size, the xstorage operation
+ * (`commit` or `commit-sum`), then the walmgr3 command and its ini. Exit
+ * status: that of `xstorage commit` (127: no walmgr3).
  */
-const PUT_OVERLAPPED = `t=$1 p=$2 f=$3 n=$4; shift 4; ` +
-  `{ (umask 077; set -C; cat > "$t"); echo "$?"; } | "$@" xstorage commit "$p" "$f" "$n" "$t"; ` +
+const PUT_OVERLAPPED = `t=$1 p=$2 f=$3 n=$4 o=$5; shift 5; ` +
+  `{ (umask 077; set -C; cat > "$t"); echo "$?"; } | "$@" xstorage "$o" "$p" "$f" "$n" "$t"; ` +
   `r=$?; if [ $r -ne 0 ]; then rm -f -- "$t"; fi; exit $r`;
 
 function isFileInfo(v: unknown): v is FileInfo {
@@ -140,6 +147,11 @@ export function createSshTransport(opts: TransportOptions): Transport {
   function putOutcome(path: string, res: RunResult, what: string): PutOutcome {
     if (res.code === REMOTE_EXIT.DIFFERENT) throw differentError(describe(path));
     if (!res.ok) throw failure(`${what} ${path}`, res);
+    // the slave's walmgr3 logs warnings (a replaced sidecar) to its stderr
+    for (const line of res.stderr.split("\n")) {
+      const m = / WARNING (.*)$/.exec(line);
+      if (m) log.warning(`${host}: ${m[1]}`);
+    }
     const out = res.stdout.trim();
     if (out === "stored" || out === "identical") return out;
     throw new WalmgrError(
@@ -157,11 +169,25 @@ export function createSshTransport(opts: TransportOptions): Transport {
     return putOutcome(path, res, "write");
   }
 
-  async function putFile(
+  function putFile(
     localPath: string,
     size: number,
     path: string,
     policy: ExistingPolicy,
+  ): Promise<PutOutcome> {
+    return putOverlapped(localPath, size, path, policy, "commit");
+  }
+
+  function putFileWithSum(localPath: string, size: number, path: string): Promise<PutOutcome> {
+    return putOverlapped(localPath, size, path, "identical-ok", "commit-sum");
+  }
+
+  async function putOverlapped(
+    localPath: string,
+    size: number,
+    path: string,
+    policy: ExistingPolicy,
+    op: "commit" | "commit-sum",
   ): Promise<PutOutcome> {
     const target = storagePath(path);
     const temp = uniqueTempName(dirname(target), basename(target));
@@ -172,7 +198,7 @@ export function createSshTransport(opts: TransportOptions): Transport {
         "-c",
         shellQuote(PUT_OVERLAPPED),
         "sh",
-        ...[temp, policy, target, String(size)].map((w) => remoteWord(w)),
+        ...[temp, policy, target, String(size), op].map((w) => remoteWord(w)),
         remoteWalmgrCommand(opts, []),
       ].join(" "),
       localPath,
@@ -219,6 +245,7 @@ export function createSshTransport(opts: TransportOptions): Transport {
     fetchTo,
     writeFile,
     putFile,
+    putFileWithSum,
     rename,
     remove,
     mkdirp,

@@ -68,7 +68,8 @@ export type TransportCapability =
 export interface FileShipper {
   /**
    * Stores the local file `localPath` as `<dir>/<name>` atomically and durably
-   * ("identical-ok": an identical file is success, a different one an error).
+   * ("identical-ok": an identical file is success, a different one an error),
+   * with its SHA-256 sidecar as {@link Transport.putFileWithSum} does.
    * Calls may overlap; each resolves once its file is durable.
    */
   put(localPath: string, name: string): Promise<PutOutcome>;
@@ -142,6 +143,13 @@ export interface Transport {
   writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome>;
   /** Atomically and durably copies the local file `localPath` to `path`. */
   putFile(localPath: string, path: string, policy: ExistingPolicy): Promise<PutOutcome>;
+  /**
+   * putFile with "identical-ok", plus the SHA-256 of the stored bytes in the
+   * file's sidecar (core/wal_checksums.ts), durable before this resolves (an
+   * archived WAL file). Without it, `transports/put_wal.ts` falls back to
+   * hashing on this side and writeFile of the sidecar.
+   */
+  putFileWithSum?(localPath: string, path: string): Promise<PutOutcome>;
   /** Atomically copies `path` to the local file `localPath` (temp name, fsync, rename). */
   getFile(path: string, localPath: string): Promise<void>;
   /** Renames within the storage (atomic on one filesystem). */
