@@ -24,6 +24,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["createslave", async () => (await import("./createslave.ts")).createslaveCommands],
   ["backup", async () => (await import("./backup.ts")).backupCommands],
   ["listbackups", async () => (await import("./listbackups.ts")).listbackupsCommands],
+  ["verify", async () => (await import("./verify.ts")).verifyCommands],
   ["restore", async () => (await import("./restore.ts")).restoreCommands],
   ["xarchive", async () => (await import("./xarchive.ts")).xarchiveCommands],
   ["xrestore", async () => (await import("./xrestore.ts")).xrestoreCommands],

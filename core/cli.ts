@@ -34,6 +34,8 @@ export interface CliOptions {
   stop: boolean;
   kill: boolean;
   json: boolean;
+  /** `--all` (verify: every backup). */
+  all: boolean;
   /** Positional arguments: ini, command, command arguments. */
   positionals: string[];
 }
@@ -63,6 +65,7 @@ const OPTIONS = {
   stop: { type: "boolean", short: "s" },
   kill: { type: "boolean", short: "k" },
   json: { type: "boolean" },
+  all: { type: "boolean" },
 } as const;
 
 /** Names of options that take a value, for error messages. */
@@ -157,6 +160,7 @@ export function parseCommandLine(argv: readonly string[]): CliOptions {
     stop: flag("stop"),
     kill: flag("kill"),
     json: flag("json"),
+    all: flag("all"),
     positionals,
   };
   const strings: Array<[keyof CliOptions, OptionName]> = [

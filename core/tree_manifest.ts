@@ -14,23 +14,30 @@ import type { ManifestFile } from "./backup_manifest.ts";
 /** Read size of {@link sha256File}. */
 export const HASH_READ_SIZE = 1 << 20;
 
-/** SHA-256 (lower-case hex) and size of the file at `path`, read once in 1 MiB blocks. */
+/**
+ * SHA-256 (lower-case hex) and size of the file at `path`, read once in 1 MiB
+ * blocks; with `headBytes`, also its first bytes (a WAL page header) from the
+ * same read.
+ */
 export async function sha256File(
   path: string,
   signal?: AbortSignal,
-): Promise<{ sha256: string; size: number }> {
+  headBytes = 0,
+): Promise<{ sha256: string; size: number; head: Uint8Array }> {
   const hash = createHash("sha256");
   const buf = new Uint8Array(HASH_READ_SIZE);
+  const head = new Uint8Array(headBytes);
   let size = 0;
   using file = await Deno.open(path, { read: true });
   for (;;) {
     signal?.throwIfAborted();
     const n = await file.read(buf);
     if (n === null) break;
+    if (size < headBytes) head.set(buf.subarray(0, Math.min(n, headBytes - size)), size);
     hash.update(buf.subarray(0, n));
     size += n;
   }
-  return { sha256: hash.digest("hex"), size };
+  return { sha256: hash.digest("hex"), size, head: head.subarray(0, Math.min(size, headBytes)) };
 }
 
 /** One regular file found by {@link walkFiles}. */
