@@ -6,7 +6,9 @@
  * ini in process, master ini over ssh), and finds each injected fault with its
  * own line: a deleted segment, a flipped byte in a segment, a segment with
  * another's content, a missing `.history`, a changed backup file, a file added
- * to a backup, a missing manifest, and a backup whose end WAL is gone.
+ * to a backup, a missing manifest, and a backup whose end WAL is gone. A standby
+ * promoted inside a segment (timeline 2's first page still says timeline 1)
+ * passes too.
  */
 
 import { createHash } from "node:crypto";
@@ -19,6 +21,7 @@ import { writeArchiveInis } from "../helpers/archive_inis.ts";
 import { type Cluster, hasDebianPg, pgTool, startCluster } from "../helpers/cluster.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { startSshd } from "../helpers/sshd.ts";
+import { startStreamingStandby } from "../helpers/standby.ts";
 import { projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -406,4 +409,74 @@ Deno.test({
       await flipByte(`${full}.0/global/pg_filenode.map`, 10);
     }
   });
+});
+
+Deno.test({
+  name:
+    "verify: PostgreSQL 15: a standby promoted inside a segment (its first page is timeline 1's)",
+  ignore: !hasDebianPg(),
+}, async () => {
+  await using tmp = await tempDir("verify-promote-it");
+  const root = tmp.path;
+  const store = `${root}/walshipping`;
+  const completed = `${store}/logs.complete`;
+  await Deno.mkdir(completed, { recursive: true });
+  const archiveCommand = `test ! -f '${completed}/%f' && cp %p '${completed}/%f'`;
+  await using pg = await startCluster({
+    name: "vpmaster",
+    conf: { wal_level: "replica", archive_mode: "on", archive_command: archiveCommand },
+  });
+  const { slaveIni } = await writeArchiveInis(root, pg, { transport: "local" });
+  await pg.sql("create table t1 as select g as id from generate_series(1, 1000) g");
+  await takeBackup(pg, `${store}/data.master`, completed);
+  await using sb = await startStreamingStandby(pg, `${root}/standby`, {
+    name: "vpstandby",
+    conf: { archive_mode: "on", archive_command: archiveCommand },
+  });
+  // Some WAL that is streamed but never archived by the master (no switch), then failover.
+  await pg.sql("insert into t1 select g from generate_series(1, 5000) g");
+  const [m] = await pg.sql<{ lsn: string }>("select pg_current_wal_lsn()::text as lsn");
+  await waitFor(async () => {
+    const [r] = await sb.sql<{ ok: boolean }>(
+      `select pg_last_wal_replay_lsn() >= '${m?.lsn}'::pg_lsn as ok`,
+    );
+    return r?.ok === true;
+  }, { what: `the standby to replay ${m?.lsn}` });
+  await pg.stop();
+  const promote = await sb.pgCtl(["promote", "-w"]);
+  assert(promote.ok, `${promote.stdout}${promote.stderr}`);
+  await waitFor(async () => {
+    try {
+      return (await Deno.stat(`${completed}/00000002.history`)).isFile;
+    } catch {
+      return false;
+    }
+  }, { what: "00000002.history archived" });
+  await archivedUpTo(sb, completed);
+  await archivedUpTo(sb, completed);
+  await writeSidecars(completed);
+
+  const names = [...Deno.readDirSync(completed)].map((e) => e.name).sort();
+  const firstTl2 = names.find((n) => /^00000002[0-9A-F]{16}$/.test(n)) as string;
+  const head = new Uint8Array(8);
+  {
+    using f = await Deno.open(`${completed}/${firstTl2}`);
+    await f.read(head);
+  }
+  assertEquals(
+    new DataView(head.buffer).getUint32(4, true),
+    1,
+    `the first page of ${firstTl2} should carry timeline 1 (switch inside the segment)`,
+  );
+
+  const res = await verifyOk(slaveIni, "--json");
+  const report = JSON.parse(res.stdout) as VerifyReport;
+  const b = report.backups[0]!;
+  assertEquals(b.wal.targetTimeline, 2);
+  assert(
+    b.wal.firstSegment?.startsWith("00000001") && b.wal.lastSegment?.startsWith("00000002"),
+    res.stdout,
+  );
+  assertEquals(b.recoverable.restorable, true);
+  assertEquals(b.recoverable.timeline, 2);
 });
