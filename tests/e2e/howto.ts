@@ -7,7 +7,15 @@
  * @module
  */
 
-import { type Cluster, hasPgTool, pgTool, psqlAt, startCluster } from "../helpers/cluster.ts";
+import {
+  type Cluster,
+  DEBIAN_PG_BIN,
+  hasDebianPg,
+  hasPgTool,
+  pgTool,
+  psqlAt,
+  startCluster,
+} from "../helpers/cluster.ts";
 import type { Sshd } from "../helpers/sshd.ts";
 import { projectRoot, run, type RunResult } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -188,6 +196,7 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     o.step("walmgr3 wal-master.ini backup");
     const backup = await wm([masterIni, "backup"]);
     const backupOutput = backup.stdout + backup.stderr;
+    await proveBackup(`${walmgrData}/data.master`, `${walmgrData}/logs.complete`, master.version);
 
     o.step("edit config.backup/postgresql.conf: hot_standby = on, port = <slave port>");
     const slavePort = master.port + 1 + Math.floor(Math.random() * 50);
@@ -222,6 +231,24 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
   } catch (err) {
     await master.dispose();
     throw err;
+  }
+}
+
+/**
+ * PostgreSQL's own proof of a walmgr3 backup: Debian's pg_verifybackup 15 reads
+ * the version-1 manifests of 13 to 17 (WAL parsed with pg_waldump 15 only for
+ * 15's own WAL format); 18 writes version 2, which 15 cannot read.
+ */
+export async function proveBackup(dir: string, wals: string, major: number): Promise<void> {
+  if (!hasDebianPg() || major >= 18) return;
+  const walArgs = major === 15 ? ["-w", wals] : ["--no-parse-wal"];
+  const res = await run([`${DEBIAN_PG_BIN}/pg_verifybackup`, ...walArgs, dir]);
+  if (!res.ok) {
+    throw new Error(
+      `pg_verifybackup ${
+        walArgs.join(" ")
+      } ${dir} failed (exit ${res.code}): ${res.stdout}${res.stderr}`,
+    );
   }
 }
 
