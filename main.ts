@@ -9,6 +9,7 @@ import { Config, parseSetOptions } from "./core/config.ts";
 import { errorMessage, EXIT_FATAL_FOR_POSTGRES, UsageError, WalmgrError } from "./core/errors.ts";
 import { log } from "./core/log.ts";
 import { VERSION } from "./core/self.ts";
+import { normalizeEnvironment } from "./core/user_env.ts";
 import { registerBuiltinCommands } from "./commands/mod.ts";
 import { helpText } from "./commands/help.ts";
 import { iniSamples } from "./commands/ini_sample.ts";
@@ -102,6 +103,12 @@ async function run(argv: readonly string[], state: RunState): Promise<number> {
   if (opts.quiet) log.setLevel("WARNING");
   else if (opts.verbose >= 2) log.setLevel("TRACE");
   else if (opts.verbose === 1) log.setLevel("DEBUG");
+  // PostgreSQL started by pg_ctlcluster/systemd runs archive_command without PATH and HOME
+  const envFix = normalizeEnvironment();
+  if (envFix.home) log.debug(`HOME is not set: using ${envFix.home} (password database)`);
+  if (envFix.pathBefore !== undefined) {
+    log.trace(`PATH completed: ${envFix.pathBefore || "(unset)"} -> ${Deno.env.get("PATH")}`);
+  }
 
   if (opts.help) {
     log.out(helpText(await builtinRegistry()));

@@ -59,14 +59,16 @@ interface Group {
 
 /**
  * `walmgr_data` and the four storage keys under it, each prefixed with `host`
- * (`%(slave)s:` on the master, empty on the slave).
+ * (`%(slave)s:` on the master, empty on the slave). `walmgrData` is the slave's
+ * absolute path on the slave (restore_command runs without HOME under
+ * pg_ctlcluster), `~/walshipping` on the master (expanded by the slave).
  */
-function archiveGroup(comment: string, host: string): Group {
+function archiveGroup(comment: string, host: string, walmgrData: string): Group {
   const under = (dir: string) => `${host}%(walmgr_data)s/${dir}`;
   return {
     comment: [comment],
     entries: [
-      { key: "walmgr_data", value: iniValue("walmgr_data", DEFAULT_WALMGR_DATA) },
+      { key: "walmgr_data", value: iniValue("walmgr_data", walmgrData) },
       { key: "completed_wals", value: under("logs.complete") },
       { key: "partial_wals", value: under("logs.partial") },
       { key: "full_backup", value: under("data.master") },
@@ -90,20 +92,25 @@ export function iniValue(key: string, value: string): string {
   return v.replaceAll("%", "%%");
 }
 
-/** The first group of both inis: job name, log file (and the master's pid file). */
-function loggingGroup(job: string, pidfile: boolean): Group {
+/**
+ * The first group of both inis: job name, log file (and the master's pid file),
+ * as absolute paths under `home`: PostgreSQL runs walmgr3 without HOME when
+ * pg_ctlcluster or systemd started it.
+ */
+function loggingGroup(job: string, pidfile: boolean, home: string): Group {
+  const under = (p: string) => `${home.replace(/\/+$/, "")}/${p}`;
   return {
     entries: [
       { key: "job_name", value: iniValue("job_name", job), comment: ["name used in log lines"] },
       {
         key: "logfile",
-        value: iniValue("logfile", `~/log/${job}.log`),
+        value: iniValue("logfile", under(`log/${job}.log`)),
         comment: ["log file (its directory is created)"],
       },
       ...(pidfile
         ? [{
           key: "pidfile",
-          value: iniValue("pidfile", `~/pid/${job}.pid`),
+          value: iniValue("pidfile", under(`pid/${job}.pid`)),
           comment: ["pid file of syncdaemon"],
         }]
         : []),
@@ -345,7 +352,7 @@ async function initMaster(ctx: CommandContext): Promise<number> {
     `  walmgr3 ${file} backup`,
   ];
   const groups: Group[] = [
-    loggingGroup(job, true),
+    loggingGroup(job, true, home),
     {
       comment: ["the master cluster"],
       entries: [
@@ -390,7 +397,7 @@ async function initMaster(ctx: CommandContext): Promise<number> {
         },
       ],
     },
-    archiveGroup("the archive, on the slave (host:path)", "%(slave)s:"),
+    archiveGroup("the archive, on the slave (host:path)", "%(slave)s:", DEFAULT_WALMGR_DATA),
     {
       entries: [
         {
@@ -520,7 +527,7 @@ async function initSlave(ctx: CommandContext): Promise<number> {
     `  walmgr3 ${file} restore`,
   ];
   const groups: Group[] = [
-    loggingGroup(job, false),
+    loggingGroup(job, false, home),
     {
       comment: ["the slave cluster; restore replaces slave_data with the newest base backup"],
       entries: [
@@ -539,7 +546,11 @@ async function initSlave(ctx: CommandContext): Promise<number> {
         },
       ],
     },
-    archiveGroup("the archive the master fills (local paths here)", ""),
+    archiveGroup(
+      "the archive the master fills (local paths here)",
+      "",
+      expandHome(DEFAULT_WALMGR_DATA, () => home),
+    ),
     {
       entries: [
         {

@@ -20,6 +20,8 @@ import {
 import { isPidAlive, readPidfile } from "../core/pidfile.ts";
 import { processInfo, reloadPostmaster, runRestartCommand } from "../core/postmaster.ts";
 import { shellQuote } from "../core/self.ts";
+import { restartCommandFor } from "../core/guess_layout.ts";
+import { checkArchiveEnvironment } from "./setup_env.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
 /** Storage directories setup creates (config_backup only when set). */
@@ -275,22 +277,29 @@ async function setupMaster(ctx: CommandContext): Promise<void> {
   if (!changed) {
     ctx.log.info(`${confPath} already has walmgr3's archive settings`);
   } else {
-    ctx.log.info(`Changed ${plan.settings.map(([k]) => k).join(", ")} in ${confPath}`);
+    ctx.log.info(
+      `${ctx.dryRun ? "DRY RUN: would change" : "Changed"} ${
+        plan.settings.map(([k]) => k).join(", ")
+      } in ${confPath}`,
+    );
     const restartCmd = config.getString("master_restart_cmd").trim();
     if (plan.restartFor.length > 0 && restartCmd) {
       await runRestartCommand(restartCmd, ctx.fx, "master_restart_cmd");
     } else {
       if (plan.restartFor.length > 0) {
+        const hint = restartCommandFor(dataDir, config.getPath("master_bin"));
         ctx.log.warning(
           `database must be restarted to enable archiving (${
             plan.restartFor.join(" and ")
-          } changed)`,
+          } changed): run ${hint} (or set master_restart_cmd in ${config.file} to let setup ` +
+            `restart it)`,
         );
       }
       await reloadPostmaster(dataDir, ctx.fx);
     }
   }
-  ctx.log.info("Done");
+  await checkArchiveEnvironment(ctx, dataDir);
+  ctx.log.info(ctx.dryRun ? "Done (dry run: nothing was changed)" : "Done");
 }
 
 async function setupSlave(ctx: CommandContext): Promise<void> {
@@ -380,7 +389,11 @@ async function stopMaster(ctx: CommandContext): Promise<void> {
   if (!changed) {
     ctx.log.info(`${confPath} has archiving through walmgr3 disabled already`);
   } else {
-    ctx.log.info(`Changed ${plan.settings.map(([k]) => k).join(", ")} in ${confPath}`);
+    ctx.log.info(
+      `${ctx.dryRun ? "DRY RUN: would change" : "Changed"} ${
+        plan.settings.map(([k]) => k).join(", ")
+      } in ${confPath}`,
+    );
     if (restartCmd) await runRestartCommand(restartCmd, ctx.fx, "master_restart_cmd");
     else await reloadPostmaster(dataDir, ctx.fx);
   }

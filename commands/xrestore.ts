@@ -294,7 +294,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     // Streaming mode: no waiting, no partials, no PAUSE.
     if (streaming) {
       if (!(await present(srcPath))) {
-        log.info(`${name}: not found (ignored)`);
+        log.info(`${name}: not found in ${completed} (ignored)`);
         const receiveMark = `${completed}/PG_RECEIVEXLOG`;
         if (kind !== "history" && existsSync(receiveMark) && !ctx.dryRun) {
           try {
@@ -357,7 +357,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
         continue;
       }
       if (kind === "history") {
-        log.info(`${name}: not found, ignoring`);
+        log.info(`${name}: not found in ${completed}, ignoring`);
         return EXIT_FAILURE;
       }
       if (stop) {
@@ -370,7 +370,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
             if (await deliver(partial, "partial")) return await finish();
           }
         }
-        log.info(`${name}: not found, stopping`);
+        log.info(`${name}: not found in ${[completed, ...candidates].join(", ")}, stopping`);
         return EXIT_FAILURE;
       }
       if (parentGone()) {
@@ -379,12 +379,13 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       }
       if (waitTimeout > 0 && Date.now() - waitStart >= waitTimeout) {
         log.warning(
-          `${name}: not found after waiting ${waitTimeout / 1000} s (xrestore_wait_timeout)`,
+          `${name}: not found in ${completed} after waiting ${waitTimeout / 1000} s ` +
+            `(xrestore_wait_timeout)`,
         );
         return EXIT_FAILURE;
       }
       if (ctx.dryRun) {
-        log.info(`DRY RUN: ${name} not found: would wait for it (until boot)`);
+        log.info(`DRY RUN: ${name} not found in ${completed}: would wait for it (until boot)`);
         return EXIT_FAILURE;
       }
       if (!timelineWarned && nextHistory && existsSync(nextHistory)) {
@@ -396,7 +397,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
             `archive-fed recovery cannot follow while running; run boot, or restore again`,
         );
       }
-      if (!waitLogged) log.debug(`${name}: not found, sleeping`);
+      if (!waitLogged) log.debug(`${name}: not found in ${completed}, sleeping`);
       waitLogged = true;
       await sleep(poll);
       poll = Math.min(poll * 2, MAX_POLL_MS);

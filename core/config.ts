@@ -9,6 +9,7 @@
 import { ConfigError } from "./errors.ts";
 import { isKnownKey } from "./config_keys.ts";
 import { parseIni, type RawValue } from "./ini.ts";
+import { passwdHome } from "./user_env.ts";
 
 /** The section walmgr3 reads. */
 export const SECTION = "walmgr";
@@ -33,9 +34,12 @@ export function hostName(): string {
   }
 }
 
-/** The user's home directory. */
+/**
+ * The user's home directory: `HOME`, else (PostgreSQL started by `pg_ctlcluster`
+ * or systemd has no `HOME`) the password database's entry, as ssh and libpq do.
+ */
 export function homeDir(): string {
-  return Deno.env.get("HOME") ?? "/";
+  return Deno.env.get("HOME") || passwdHome() || "/";
 }
 
 /** Expands a leading `~` or `~/` to the home directory `home` (local paths only). */

@@ -29,6 +29,7 @@ import { ConfigError } from "./errors.ts";
 import { maskPasswords } from "./log.ts";
 import { lookupPassword, pgpassHostname } from "./pgpass.ts";
 import { runCommand } from "./process.ts";
+import { passwdEntry as passwdEntryOf } from "./user_env.ts";
 
 /** libpq's default port. */
 export const DEFAULT_PORT = 5432;
@@ -557,19 +558,10 @@ export function defaultSocketDir(): string {
   return UPSTREAM_SOCKET_DIR;
 }
 
-/** Looks up a line of /etc/passwd by uid: [name, home]. */
+/** The password database entry of `uid`: [name, home]. */
 function passwdEntry(uid: number): [string, string] | undefined {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync("/etc/passwd");
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split("\n")) {
-    const f = line.split(":");
-    if (f.length >= 6 && f[2] === String(uid) && f[0]) return [f[0], f[5] ?? ""];
-  }
-  return undefined;
+  const e = passwdEntryOf(uid);
+  return e ? [e.name, e.home] : undefined;
 }
 
 function currentUid(): number | undefined {

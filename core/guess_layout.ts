@@ -25,7 +25,7 @@
  * @module
  */
 
-import { expandHome } from "./config.ts";
+import { expandHome, homeDir } from "./config.ts";
 import { basename, dirname, isAbsolute, resolve } from "./paths.ts";
 import { WalmgrError } from "./errors.ts";
 import { parseIncludes, readSetting } from "./pgconf.ts";
@@ -71,7 +71,7 @@ export interface LayoutProbe {
 export function systemProbe(): LayoutProbe {
   return {
     env: (name) => Deno.env.get(name),
-    home: () => Deno.env.get("HOME") ?? "/",
+    home: () => homeDir(),
     cwd: () => Deno.cwd(),
     uid: () => {
       try {
@@ -256,6 +256,37 @@ export function debianClusters(probe: LayoutProbe): DebianCluster[] {
     }
   }
   return out;
+}
+
+/** The Debian cluster whose data directory is `dataDir` (symlinks resolved), if any. */
+export function debianClusterOf(
+  dataDir: string,
+  probe: LayoutProbe = systemProbe(),
+): DebianCluster | undefined {
+  const real = probe.realPath(dataDir);
+  return debianClusters(probe).find((c) =>
+    c.dataDir === dataDir || probe.realPath(c.dataDir) === real
+  );
+}
+
+/**
+ * The command that restarts the server on `dataDir`: `pg_ctlcluster <v> <name>
+ * restart` for a Debian cluster, else `pg_ctl -D <dataDir> ... restart` with the
+ * programs of `binDir`.
+ */
+export function restartCommandFor(
+  dataDir: string,
+  binDir: string | undefined,
+  probe: LayoutProbe = systemProbe(),
+): string {
+  const debian = debianClusterOf(dataDir, probe);
+  if (debian && isExecutable(probe, PG_CTLCLUSTER)) {
+    return `pg_ctlcluster ${shellQuote(debian.version)} ${shellQuote(debian.name)} restart`;
+  }
+  const pgCtl = binDir?.trim() ? `${binDir.trim().replace(/\/+$/, "")}/pg_ctl` : "pg_ctl";
+  return `${shellQuote(pgCtl)} -D ${shellQuote(dataDir)} -l ${
+    shellQuote(`${dataDir}/postgresql.log`)
+  } -m fast -w restart`;
 }
 
 /** Parsed `postmaster.opts`: the program and the words after it. */

@@ -120,7 +120,7 @@ export async function reloadPostmaster(dataDir: string, fx: Effects): Promise<bo
     );
     return false;
   }
-  log.info(`Reloaded the postmaster configuration (SIGHUP to pid ${state.pid})`);
+  if (!fx.dryRun) log.info(`Reloaded the postmaster configuration (SIGHUP to pid ${state.pid})`);
   return true;
 }
 

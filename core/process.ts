@@ -15,6 +15,8 @@ export interface RunOptions {
   cwd?: string;
   /** Extra environment variables (merged over the current environment). */
   env?: Record<string, string>;
+  /** Start from an empty environment: the child gets only `env`. */
+  clearEnv?: boolean;
   /** Bytes to write to the child's stdin; otherwise stdin is /dev/null. */
   stdin?: Uint8Array | ReadableStream<Uint8Array>;
   /** Exit codes that count as success (default `[0]`). */
@@ -78,6 +80,7 @@ export async function runCommand(
       args,
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
       ...(opts.env === undefined ? {} : { env: opts.env }),
+      ...(opts.clearEnv ? { clearEnv: true } : {}),
       stdin: opts.stdin === undefined ? "null" : "piped",
       stdout: opts.inherit ? "inherit" : "piped",
       stderr: opts.inherit ? "inherit" : "piped",

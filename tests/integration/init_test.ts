@@ -270,7 +270,9 @@ Deno.test("init-slave: key, password, modes, idempotence, then cleanup", async (
     );
     assertEquals(v.slave_stop_cmd, `${DEBIAN_PG_BIN}/pg_ctl -D ${standby} -m fast -w stop`);
     assertEquals(v.slave_config_dir, standby);
-    assertEquals(v.walmgr_data, "~/walshipping");
+    // absolute: restore_command runs without HOME under pg_ctlcluster (issue 17)
+    assertEquals(v.walmgr_data, `${home}/walshipping`);
+    assertEquals(v.logfile, `${home}/log/wal-slave.log`);
     assertEquals(v.completed_wals, "%(walmgr_data)s/logs.complete");
     assertEquals(
       v.primary_conninfo,
@@ -278,7 +280,7 @@ Deno.test("init-slave: key, password, modes, idempotence, then cleanup", async (
     );
     const config = assertLoadsCleanly(ini);
     assertEquals(config.role, "slave");
-    assertEquals(config.get("completed_wals"), "~/walshipping/logs.complete");
+    assertEquals(config.get("completed_wals"), `${home}/walshipping/logs.complete`);
 
     assertEquals(modeOf(`${home}/.ssh`), 0o700);
     assertEquals(modeOf(`${home}/.ssh/authorized_keys`), 0o600);
