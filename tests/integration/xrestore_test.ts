@@ -157,7 +157,7 @@ Deno.test("xrestore in streaming mode: a missing file exits 1 at once", async ()
   const started = Date.now();
   const res = await xrestore(s, [SEG, DEST]);
   assertEquals(res.code, 1, show(res));
-  assertStringIncludes(res.stderr, `${SEG}: not found (ignored)`);
+  assertStringIncludes(res.stderr, `${SEG}: not found in ${s.completed} (ignored)`);
   assert(Date.now() - started < 10_000, "no waiting");
   assert(!exists(`${s.completed}/PG_RECEIVEXLOG`), "PG_RECEIVEXLOG is removed (createslave)");
   assert(!exists(`${s.data}/${DEST}`));
@@ -178,7 +178,7 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
     const started = Date.now();
     const res = await xrestore(s, ["00000002.history", "pg_wal/RECOVERYHISTORY"]);
     assertEquals(res.code, 1, show(res));
-    assertStringIncludes(res.stderr, "not found, ignoring");
+    assertStringIncludes(res.stderr, `not found in ${s.completed}, ignoring`);
     assert(Date.now() - started < 10_000);
   });
 
@@ -252,7 +252,8 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
       assertEquals((await child.status).code, 1);
       const text = (await logText(s)).slice(before);
       assertStringIncludes(text, "STOP overrides PAUSE");
-      assertStringIncludes(text, `${SEG}: not found, stopping`);
+      assertStringIncludes(text, `${SEG}: not found in ${s.completed}, `);
+      assertStringIncludes(text, ", stopping");
     } finally {
       try {
         child.kill("SIGKILL");
@@ -286,7 +287,8 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
   await t.step("with STOP and nothing to serve: exit 1 'not found, stopping'", async () => {
     const res = await xrestore(s, [SEG, DEST]);
     assertEquals(res.code, 1, show(res));
-    assertStringIncludes(res.stderr, "not found, stopping");
+    assertStringIncludes(res.stderr, `not found in ${s.completed}, `);
+    assertStringIncludes(res.stderr, ", stopping");
     await Deno.remove(`${s.completed}/STOP`);
   });
 
