@@ -36,7 +36,8 @@
  * `deno task bench --only backup`, or `deno run -A bench/backup_bench.ts` as a
  * normal user. `WALMGR3_BENCH_SCALE` (default 40, about 620 MB),
  * `WALMGR3_BENCH_REPEAT` (default 1: each row is run that many times, in turn,
- * and the median is reported), `WALMGR3_BENCH_PGBENCH_SECONDS` (default 5).
+ * and the median is reported), `WALMGR3_BENCH_PGBENCH_SECONDS` (default 5),
+ * `WALMGR3_BENCH_VERBOSE=1` (print the log of every walmgr3 backup).
  *
  * @module
  */
@@ -63,6 +64,7 @@ const scale = envInt("WALMGR3_BENCH_SCALE", 40);
 const repeat = envInt("WALMGR3_BENCH_REPEAT", 1);
 const pgbrProcesses = envInt("WALMGR3_BENCH_PGBR_PROCESSES", 1);
 const pgbenchSeconds = envInt("WALMGR3_BENCH_PGBENCH_SECONDS", 5);
+const verbose = Deno.env.get("WALMGR3_BENCH_VERBOSE") === "1";
 
 /** The rows of the table, in the order they run within one repetition. */
 const ROW = {
@@ -224,6 +226,9 @@ async function walmgrBackup(
   what: string,
 ): Promise<{ seconds: number; bytes: number; output: string }> {
   const t = await timed([WALMGR, ini, "backup"]);
+  if (verbose) {
+    say(`--- ${what} (${t.seconds.toFixed(2)} s):\n${(t.res.stdout + t.res.stderr).trim()}`);
+  }
   await mustHaveLabel(full, what);
   return {
     seconds: t.seconds,
