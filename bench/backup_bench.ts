@@ -66,7 +66,11 @@ const pgbrProcesses = envInt("WALMGR3_BENCH_PGBR_PROCESSES", 1);
 const pgbenchSeconds = envInt("WALMGR3_BENCH_PGBENCH_SECONDS", 5);
 const verbose = Deno.env.get("WALMGR3_BENCH_VERBOSE") === "1";
 
-/** The rows of the table, in the order they run within one repetition. */
+/**
+ * The rows of the table. One repetition runs them as: floor, pg_basebackup,
+ * pgBackRest, walmgr3 first, (filler backup, pgbench), walmgr3 second, ssh
+ * floor, walmgr3 over ssh.
+ */
 const ROW = {
   floor: "floor: cp -a + sync (no pg_wal)",
   basebackup: "pg_basebackup -Fp -X none -c fast",
@@ -77,6 +81,7 @@ const ROW = {
   second: `walmgr3 backup, local, second`,
 } as const;
 type RowKey = keyof typeof ROW;
+/** Display order. */
 const ORDER: readonly RowKey[] = [
   "floor",
   "basebackup",
