@@ -22,6 +22,7 @@ import { processInfo, reloadPostmaster, runRestartCommand } from "../core/postma
 import { shellQuote } from "../core/self.ts";
 import { restartCommandFor } from "../core/guess_layout.ts";
 import { checkArchiveEnvironment } from "./setup_env.ts";
+import { stopArchiveWorker } from "./xarchive_stop.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 
 /** Storage directories setup creates (config_backup only when set). */
@@ -398,6 +399,7 @@ async function stopMaster(ctx: CommandContext): Promise<void> {
     else await reloadPostmaster(dataDir, ctx.fx);
   }
   await stopSyncdaemon(ctx);
+  await stopArchiveWorker(ctx);
   ctx.log.info("Done");
 }
 
@@ -423,7 +425,7 @@ export const setupCommands: CommandSpec[] = [
     role: "master",
     minArgs: 0,
     maxArgs: 0,
-    summary: "stop WAL archiving through walmgr3 (and the syncdaemon)",
+    summary: "stop WAL archiving through walmgr3 (and the syncdaemon, the async archive worker)",
     async run(ctx) {
       await stopMaster(ctx);
       return 0;
