@@ -9,6 +9,12 @@
  * - nothing yet: make sure the worker (`xarchive-async`) runs, then poll the
  *   record until `archive_async_timeout` (exit 1 on timeout).
  *
+ * While it waits it refreshes `<spool>/asked` (a worker nobody asks exits after
+ * `archive_async_idle_timeout`). A worker that holds `worker.lock` with a
+ * heartbeat older than {@link WORKER_STALE_MS} is hung: it is ended
+ * (core/archive_spool.ts endWorker: SIGKILL only when its pid and start time
+ * still match, else its lock file is taken away) and a new one is started.
+ *
  * Loaded only in asynchronous mode, so the synchronous path loads nothing more.
  *
  * @module
@@ -16,11 +22,14 @@
 
 import {
   DEFAULT_ASYNC_TIMEOUT,
+  endWorker,
   readStatus,
   removeStatus,
   sameIdentity,
   sourceIdentity,
-  workerIdle,
+  touchAsked,
+  WORKER_STALE_MS,
+  workerState,
 } from "../core/archive_spool.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import type { CommandContext } from "../plugins/registry.ts";
@@ -97,6 +106,14 @@ export async function awaitShipped(
   let starts = 0;
   let nextCheck = 0;
   let pause = 2;
+  const asked = () => {
+    try {
+      touchAsked(req.spool);
+    } catch (err) {
+      ctx.log.debug(`cannot record the request in ${req.spool}: ${errorMessage(err)}`);
+    }
+  };
+  asked();
   for (;;) {
     const st = readStatus(req.spool, req.name);
     if (st?.kind === "error") {
@@ -116,7 +133,18 @@ export async function awaitShipped(
       );
     }
     if (now >= nextCheck) {
-      if (workerIdle(req.spool)) {
+      asked();
+      let worker = workerState(req.spool);
+      if (worker.kind === "running" && worker.heartbeatAgeMs > WORKER_STALE_MS) {
+        const end = await endWorker(req.spool, { gentle: false, waitMs: 2_000 });
+        ctx.log.warning(
+          `the archive worker${worker.holder ? ` (pid ${worker.holder.pid})` : ""} gave no ` +
+            `heartbeat for ${Math.round(worker.heartbeatAgeMs / 1000)} s: ` +
+            `${end?.action ?? "it exited"}; starting a new one`,
+        );
+        worker = { kind: "none" };
+      }
+      if (worker.kind === "none") {
         if (starts >= MAX_STARTS) {
           throw new WalmgrError(
             `xarchive: the archive worker keeps exiting without storing ${req.name}; ` +

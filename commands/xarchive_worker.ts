@@ -16,19 +16,36 @@
  *   that file and ends the worker (the next `xarchive` starts a new one, which
  *   retries).
  * - Records of files that are no longer `.ready` (archived, or gone) are removed.
- * - It exits after {@link IDLE_EXIT_MS} with nothing to do.
+ * - It exits after {@link IDLE_EXIT_MS} with nothing to do, and after
+ *   `archive_async_idle_timeout` seconds (default 120) in which no foreground
+ *   `xarchive` asked for a file (`archive_command` no longer runs walmgr3, or the
+ *   master stopped archiving), even while WAL keeps being queued.
+ * - SIGTERM or SIGINT (`walmgr3 <ini> stop`): it ships no new file, waits for the
+ *   files in flight, and exits.
+ * - Every second it refreshes its heartbeat (the mtime of `worker.lock`), except
+ *   while a file has been in flight longer than `archive_async_timeout`: a hung
+ *   worker goes stale and the foreground ends it (commands/xarchive_wait.ts). It
+ *   exits when its `worker.lock` was taken away.
  *
  * @module
  */
 
 import {
   archiveStatusDir,
+  DEFAULT_ASYNC_IDLE_TIMEOUT,
   DEFAULT_ASYNC_MAX,
+  DEFAULT_ASYNC_TIMEOUT,
+  heartbeat,
+  HEARTBEAT_MS,
+  holdsLock,
+  lastAsked,
   listStatusNames,
   lockWorker,
   openSpoolDir,
   orderReady,
   readStatus,
+  recordWorker,
+  removeStaleTemps,
   removeStatus,
   sameIdentity,
   sourceIdentity,
@@ -48,6 +65,8 @@ const IN_FLIGHT = 3;
 const POLL_MS = 50;
 /** The worker exits after this long with nothing to ship. */
 export const IDLE_EXIT_MS = 5_000;
+/** Temporary records older than this are litter of a killed writer. */
+const STALE_TEMP_MS = 60_000;
 
 /** Names PostgreSQL has queued (`.ready`), in its archiver's order. */
 export function readyNames(masterData: string): string[] {
@@ -94,15 +113,44 @@ export async function runArchiveWorker(ctx: CommandContext): Promise<number> {
     ctx.log.debug(`another archive worker holds ${spool}: exiting`);
     return 0;
   }
+  // pid and start time: what `stop` and a foreground verify before signalling us
+  const { processIdentity } = await import("../core/proc_identity.ts");
+  recordWorker(lock, (await processIdentity(Deno.pid))?.start ?? null);
   try {
-    return await work(ctx, masterData, spool);
+    removeStaleTemps(spool, STALE_TEMP_MS);
+  } catch (err) {
+    ctx.log.debug(`cleaning ${spool}: ${errorMessage(err)}`);
+  }
+  let stopping = false;
+  const onSignal = () => {
+    if (!stopping) ctx.log.info("archive worker: asked to stop; finishing the files in flight");
+    stopping = true;
+  };
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  for (const sig of signals) Deno.addSignalListener(sig, onSignal);
+  try {
+    return await work(ctx, masterData, spool, lock, () => stopping);
   } finally {
+    for (const sig of signals) Deno.removeSignalListener(sig, onSignal);
     lock.close();
   }
 }
 
-async function work(ctx: CommandContext, masterData: string, spool: string): Promise<number> {
+async function work(
+  ctx: CommandContext,
+  masterData: string,
+  spool: string,
+  lock: Deno.FsFile,
+  stopRequested: () => boolean,
+): Promise<number> {
   const max = Math.max(1, ctx.config.getInt("archive_async_max", DEFAULT_ASYNC_MAX));
+  const idleTimeoutMs = ctx.config.getFloat(
+    "archive_async_idle_timeout",
+    DEFAULT_ASYNC_IDLE_TIMEOUT,
+  ) * 1000;
+  const stallMs = Math.max(ctx.config.getFloat("archive_async_timeout", DEFAULT_ASYNC_TIMEOUT), 1) *
+    1000;
+  const startedAt = Date.now();
   const destination = ctx.config.getString("completed_wals");
   const loc = await ctx.location("completed_wals");
   let opening: Promise<FileShipper> | undefined;
@@ -112,8 +160,35 @@ async function work(ctx: CommandContext, masterData: string, spool: string): Pro
       : Promise.resolve(perFileShipper(loc.transport, loc.path));
 
   const inFlight = new Map<string, Promise<void>>();
+  /** When each file in flight was handed to the shipper (Date.now()). */
+  const since = new Map<string, number>();
   let failed = false;
   let shipped = 0;
+  let lastBeat = 0;
+  let ended = "";
+
+  /** Heartbeat, lock and demand checks, once per {@link HEARTBEAT_MS}; a reason to exit or "". */
+  function checkIn(): string {
+    const now = Date.now();
+    if (stopRequested()) return "asked to stop";
+    if (now - lastBeat < HEARTBEAT_MS) return "";
+    lastBeat = now;
+    if (!holdsLock(spool, lock)) return `${spool}/worker.lock was taken away`;
+    const asked = Math.max(lastAsked(spool) ?? 0, startedAt);
+    if (idleTimeoutMs > 0 && now - asked > idleTimeoutMs) {
+      return `no xarchive asked for a file in ${idleTimeoutMs / 1000} s ` +
+        `(archive_async_idle_timeout; archive_command no longer runs walmgr3?)`;
+    }
+    const oldest = Math.min(now, ...since.values());
+    if (now - oldest <= stallMs) {
+      try {
+        heartbeat(lock, new Date(now));
+      } catch (err) {
+        ctx.log.debug(`heartbeat: ${errorMessage(err)}`);
+      }
+    }
+    return "";
+  }
 
   async function ship(name: string): Promise<void> {
     const path = join(masterData, "pg_wal", name);
@@ -172,11 +247,23 @@ async function work(ctx: CommandContext, masterData: string, spool: string): Pro
       }
       todo.push(name);
     }
-    while (!failed && todo.length > 0 && inFlight.size < IN_FLIGHT && ahead + inFlight.size < max) {
+    while (
+      !failed && !stopRequested() && todo.length > 0 && inFlight.size < IN_FLIGHT &&
+      ahead + inFlight.size < max
+    ) {
       const name = todo.shift() as string;
-      inFlight.set(name, ship(name).finally(() => inFlight.delete(name)));
+      since.set(name, Date.now());
+      inFlight.set(
+        name,
+        ship(name).finally(() => {
+          inFlight.delete(name);
+          since.delete(name);
+        }),
+      );
     }
     if (failed) break;
+    ended = checkIn();
+    if (ended) break;
     if (inFlight.size > 0) {
       await Promise.race([...inFlight.values(), sleep(POLL_MS)]);
       idleSince = performance.now();
@@ -194,7 +281,8 @@ async function work(ctx: CommandContext, masterData: string, spool: string): Pro
     }
   }
   ctx.log.info(
-    `archive worker: ${shipped} file(s) shipped${failed ? ", stopped by an error" : ""}`,
+    `archive worker: ${shipped} file(s) shipped${failed ? ", stopped by an error" : ""}` +
+      (ended ? `; exiting: ${ended}` : ""),
   );
   return failed ? 1 : 0;
 }
