@@ -44,6 +44,7 @@ import { splitShellWords as splitWords } from "../core/words.ts";
 import { expandHome } from "../core/config.ts";
 import { ConfigError, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
+import { isPrivateDir } from "../core/private_dir.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type { RunOptions, RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -244,34 +245,6 @@ export function safePath(path: string): string {
   return path.startsWith("-") ? `./${path}` : path;
 }
 
-function isSafeOwnDir(dir: string, uid: number | null): boolean {
-  let st: Deno.FileInfo;
-  try {
-    st = Deno.lstatSync(dir);
-  } catch {
-    return false;
-  }
-  if (!st.isDirectory || st.isSymlink) return false;
-  if (uid !== null && st.uid !== uid) return false;
-  if (((st.mode ?? 0) & 0o077) !== 0) {
-    try {
-      Deno.chmodSync(dir, 0o700);
-    } catch {
-      return false;
-    }
-  }
-  return true;
-}
-
-function ensurePrivateDir(dir: string, uid: number | null): boolean {
-  try {
-    Deno.mkdirSync(dir, { mode: 0o700 });
-  } catch (err) {
-    if (!(err instanceof Deno.errors.AlreadyExists)) return false;
-  }
-  return isSafeOwnDir(dir, uid);
-}
-
 /** Where a control socket directory may go, best first (pure: for tests). */
 export function controlDirCandidates(env: {
   configured?: string;
@@ -322,7 +295,7 @@ export function controlDir(configured?: string): string | null {
   }
   let chosen: string | null = null;
   for (const dir of candidates) {
-    if (ensurePrivateDir(dir, uid)) {
+    if (isPrivateDir(dir, { create: true, uid })) {
       chosen = dir;
       break;
     }
