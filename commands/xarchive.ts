@@ -7,13 +7,15 @@
  * with its SHA-256 sidecar (transports/put_wal.ts).
  * Every failure exits 1, never above 125: PostgreSQL restarts its archiver on
  * such codes instead of retrying the file.
+ * `-n` (dry run) says what it would store and exits 3 ({@link EXIT_DRY_RUN}):
+ * a file that was not stored is never reported as archived.
  *
  * Start-up is kept lean: nothing here loads the SQL driver.
  *
  * @module
  */
 
-import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { errorMessage, EXIT_DRY_RUN, WalmgrError } from "../core/errors.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import { basename, dirname, join, resolve } from "../core/paths.ts";
 import { walFileKind } from "../core/wal.ts";
@@ -86,7 +88,8 @@ async function asyncQueue(
   return { spool, destination: ctx.config.getString("completed_wals") };
 }
 
-async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<void> {
+/** Returns true when the file is stored, false for a dry run (which stores nothing). */
+async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<boolean> {
   const started = performance.now();
   const kind = walFileKind(name);
   if (kind === null) {
@@ -108,6 +111,14 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
     );
   }
   if (!st.isFile) throw new WalmgrError(`xarchive: ${srcpath} is not a regular file`);
+  if (ctx.dryRun) {
+    // never exit 0 for a file that was not stored: PostgreSQL would recycle it
+    ctx.log.info(
+      `DRY RUN: would archive ${src} as ${ctx.config.getString("completed_wals")}/${name}; ` +
+        `nothing stored, exiting ${EXIT_DRY_RUN} so that PostgreSQL keeps ${name} and retries`,
+    );
+    return false;
+  }
 
   await ctx.hooks.emit("before-archive", { path: src, name });
 
@@ -163,6 +174,7 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
     `${outcome === "stored" ? "archived" : "confirmed"} ${name} in ${where} ` +
       `{count: 1, duration: ${duration}}`,
   );
+  return true;
 }
 
 /** Commands this module registers. */
@@ -177,8 +189,7 @@ export const xarchiveCommands: CommandSpec[] = [
     summary: "archive_command: store one WAL file in completed_wals (%p %f)",
     async run(ctx, args) {
       try {
-        await archive(ctx, args[0] as string, args[1] as string);
-        return 0;
+        return await archive(ctx, args[0] as string, args[1] as string) ? 0 : EXIT_DRY_RUN;
       } catch (err) {
         // One line, exit 1 whatever failed (ssh/rsync codes such as 255 included).
         ctx.log.error(errorMessage(err));

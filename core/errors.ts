@@ -16,6 +16,12 @@ export const EXIT_USAGE = 1;
  * "file does not exist" (any code above 125).
  */
 export const EXIT_FATAL_FOR_POSTGRES = 128;
+/**
+ * Exit code of `xarchive -n` and `xrestore -n` (in standby mode): a dry run did
+ * nothing, so it never reports success to PostgreSQL (which would recycle an
+ * unarchived segment, or read a file that was not written).
+ */
+export const EXIT_DRY_RUN = 3;
 
 /** An operator-facing failure: printed as one line, exits with `exitCode`. */
 export class WalmgrError extends Error {
