@@ -78,6 +78,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     "readFile",
     "runWalmgr",
     "openShipper",
+    "openTreeWriter",
   ]);
 
   async function stat(path: string): Promise<FileInfo | null> {
@@ -288,6 +289,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     syncTree,
     runWalmgr,
     openShipper,
+    openTreeWriter: async (dir) => (await import("./local_tree.ts")).openLocalTree(dir, dryRun),
     close: () => Promise.resolve(),
   };
 }

@@ -36,6 +36,7 @@ Deno.test("local transport", async (t) => {
       assert.deepEqual([...tr.capabilities].sort(), [
         "appendAt",
         "openShipper",
+        "openTreeWriter",
         "readFile",
         "runWalmgr",
         "syncTree",
