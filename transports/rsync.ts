@@ -101,12 +101,13 @@ const COMMIT = [
  * is stored or identical, its sidecar `$sf` in `$sd` gets `$h  <name>`
  * (temporary name `$st`, sync, mv, sync of `$sd`; `$sd` created and `$d`
  * synced when missing). A sidecar that already says so is synced only; one
- * that says something else is replaced, and `sum-replaced` printed.
+ * that says something else is replaced, and `walmgr3: sum-replaced` printed
+ * on stderr (stdout belongs to rsync's protocol on the `compression` path).
  */
 const SUM = `r=$?; if [ $r -ne 0 ] && [ $r -ne ${REMOTE_EXIT.IDENTICAL} ]; then exit $r; fi; ` +
   `b=\${f##*/}; if [ -f "$sf" ] && [ ! -h "$sf" ]; then ` +
   `if [ "$(cat -- "$sf")" = "$h  $b" ]; then sync -- "$sf" "$sd" || exit 1; exit $r; fi; ` +
-  `echo sum-replaced; elif [ ! -d "$sd" ]; then ` +
+  `echo "walmgr3: sum-replaced" >&2; elif [ ! -d "$sd" ]; then ` +
   `(umask 077; mkdir -- "$sd" 2>/dev/null) || [ -d "$sd" ] || ` +
   `{ echo "cannot create directory $sd" >&2; exit 1; }; sync -- "$d" || exit 1; fi; ` +
   `(umask 077; set -C; printf '%s  %s\\n' "$h" "$b" > "$st") || { rm -f -- "$st"; exit 1; }; ` +
@@ -385,7 +386,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
       if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
     }
     const stored = outcome(path, res, `copy ${localPath} to`);
-    if (/^sum-replaced$/m.test(res.stdout)) {
+    if (/^walmgr3: sum-replaced$/m.test(res.stderr)) {
       log.warning(
         `${describe(sumPath)} did not hold the SHA-256 of ${basename(p)} ` +
           (stored === "identical"
