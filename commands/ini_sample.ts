@@ -85,12 +85,16 @@ keep_symlinks        = 1
 #backup_fast_checkpoint = 1
 # seconds backup waits for its last WAL in completed_wals (else the previous backup is kept too)
 #backup_wal_timeout  = 60
+# seconds backup waits in pg_backup_stop for its WAL to be archived (0 = no limit); backup
+# refuses to start while pg_stat_archiver shows archiving failing
+#backup_stop_timeout = 1800
 
 # asynchronous archiving: a background worker ships WAL ahead over one connection
 #archive_async         = 0
 #archive_spool         = /tmp/walmgr3-spool-<uid>/<master_data with / as _>
 #archive_async_max     = 64
 #archive_async_timeout = 60
+#archive_async_idle_timeout = 120
 
 # periodic command, run from xarchive or "periodic" at most every command_interval s
 #command_interval    = 600
@@ -113,18 +117,28 @@ job_name             = wal-slave
 logfile              = ~/log/%(job_name)s.log
 use_skylog           = 0
 
+# a Debian/Ubuntu cluster (pg_createcluster 15 main): pg_ctlcluster starts it, and its
+# postgresql.conf (with its own port) stays in /etc/postgresql/15/main
 slave_data           = /var/lib/postgresql/15/main
 slave_bin            = /usr/lib/postgresql/15/bin
-slave_stop_cmd       = /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/main -m fast -w stop
-slave_start_cmd      = /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/main -l /var/lib/postgresql/15/main/postgresql.log -w start
+slave_stop_cmd       = pg_ctlcluster 15 main stop -m fast
+slave_start_cmd      = pg_ctlcluster 15 main start
 slave_config_dir     = /etc/postgresql/15/main
+# elsewhere, postgresql.conf is in the data directory and pg_ctl -D names it:
+#slave_data          = /srv/pg/standby
+#slave_stop_cmd      = /usr/lib/postgresql/15/bin/pg_ctl -D /srv/pg/standby -m fast -w stop
+#slave_start_cmd     = /usr/lib/postgresql/15/bin/pg_ctl -D /srv/pg/standby -l /srv/pg/standby/postgresql.log -o '-p 5433' -w start
+#slave_config_dir    = /srv/pg/standby
+# the slave's port (walmgr3 --init-slave --set slave_port=5433 writes it into slave_start_cmd)
+#slave_port          = 5433
 
 # alternative pg_wal directory for the slave, symlinked to pg_wal on restore
 #slave_pg_xlog       = /vol2/pg_wal
 # (slave_pg_wal is accepted as the same setting)
 #slave_pg_wal        =
 
-walmgr_data          = ~/walshipping
+# absolute: restore_command runs without HOME when pg_ctlcluster or systemd started the server
+walmgr_data          = /var/lib/postgresql/walshipping
 completed_wals       = %(walmgr_data)s/logs.complete
 partial_wals         = %(walmgr_data)s/logs.partial
 full_backup          = %(walmgr_data)s/data.master

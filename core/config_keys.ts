@@ -103,10 +103,22 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     default: "60",
     doc: "seconds xarchive waits for the asynchronous worker to store one file before exiting 1",
   },
+  archive_async_idle_timeout: {
+    role: "master",
+    default: "120",
+    doc: "seconds the asynchronous worker keeps running after the last xarchive asked for a " +
+      "file (0 = no such limit); walmgr3 <ini> stop ends it at once",
+  },
   backup_fast_checkpoint: {
     role: "both",
     default: "1",
     doc: "start backups with an immediate checkpoint (0 = spread checkpoint)",
+  },
+  backup_stop_timeout: {
+    role: "master",
+    default: "1800",
+    doc: "seconds backup waits in pg_backup_stop for its WAL to be archived before it gives up " +
+      "(0 = no limit); backup refuses to start while pg_stat_archiver shows archiving failing",
   },
   backup_wal_timeout: {
     role: "both",
@@ -145,7 +157,10 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   },
   plugins: { role: "both", doc: "comma-separated plugin modules or exec: programs" },
   hook_command: { role: "both", doc: "shell command run on hook events" },
-  hook_events: { role: "both", doc: "comma-separated events hook_command runs on (default all)" },
+  hook_events: {
+    role: "both",
+    doc: "comma-separated events hook_command runs on (default after-backup, command-error)",
+  },
   exec_timeout: {
     role: "both",
     default: "300",
@@ -158,6 +173,11 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   slave_stop_cmd: { role: "slave", doc: "shell command that stops the slave server" },
   slave_start_cmd: { role: "slave", doc: "shell command that starts the slave server" },
   slave_config_dir: { role: "slave", doc: "where restore puts postgresql.conf and pg_hba.conf" },
+  slave_port: {
+    role: "slave",
+    doc: "port of the slave server; --init-slave writes it into slave_start_cmd " +
+      "(pg_ctl -o '-p N'), so that a slave on the master's host does not take the master's port",
+  },
   slave_pg_xlog: { role: "slave", doc: "directory that pg_wal is symlinked to on restore" },
   slave_pg_wal: { role: "slave", doc: "same as slave_pg_xlog" },
   backup_datadir: {

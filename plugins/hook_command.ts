@@ -8,7 +8,12 @@
  * ```
  *
  * `hook_command` is run through `/bin/sh -c` once per event listed in
- * `hook_events` (default: every event). It gets:
+ * `hook_events`, by default only {@link DEFAULT_HOOK_EVENTS} (`after-backup`,
+ * `command-error`): notifications that never veto anything and never run once
+ * per WAL file. The per-file events (`before-archive`, `after-archive`,
+ * `before-restore`, `after-restore`: a shell run inside PostgreSQL's archiver
+ * or startup process for every segment) and the vetoing `before-*` events run
+ * it only when listed. It gets:
  *
  * - `WALMGR3_EVENT`: the event (`before-archive`, `command-error`, ...);
  * - `WALMGR3_PAYLOAD`: the event's data as a JSON object (see docs/plugins.md);
@@ -20,8 +25,8 @@
  *
  * A non-zero exit of a `before-*` event vetoes the operation (the archive, the
  * backup, the restore of a segment or the rotation fails with the program's last
- * output line); for other events it is logged as a warning. Under `-n` the
- * program is not run.
+ * output line); for `after-*` and `command-error` it is only a warning (the
+ * operation is done and stands). Under `-n` the program is not run.
  *
  * @module
  */
@@ -39,10 +44,16 @@ export const HOOK_COMMAND = "hook_command";
 /** Origin shown by `walmgr3 <ini> plugins`. */
 export const HOOK_COMMAND_ORIGIN = "built-in (hook_command)";
 
-/** The events of `hook_events` (every event when empty); throws on an unknown one. */
+/**
+ * The events `hook_command` runs on when `hook_events` is not set: after a
+ * backup, and when a command fails. Never a per-WAL-file event, never a veto.
+ */
+export const DEFAULT_HOOK_EVENTS: readonly HookEvent[] = ["after-backup", "command-error"];
+
+/** The events of `hook_events` ({@link DEFAULT_HOOK_EVENTS} when empty); throws on an unknown one. */
 export function hookEvents(config: Config): HookEvent[] {
   const raw = config.getString("hook_events").trim();
-  if (!raw) return [...HOOK_EVENTS];
+  if (!raw) return [...DEFAULT_HOOK_EVENTS];
   const out: HookEvent[] = [];
   for (const word of raw.split(/[\s,]+/).filter(Boolean)) {
     if (!(HOOK_EVENTS as readonly string[]).includes(word)) {

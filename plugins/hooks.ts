@@ -1,10 +1,17 @@
 /**
  * The hook bus: typed events that built-in hooks (periodic_command, the slave's
  * archive_command before rotation) and plugins subscribe to. A `before-*` handler
- * may veto by returning `{ veto: "reason" }`.
+ * may veto by returning `{ veto: "reason" }`, and its exception fails the
+ * operation. A handler of any other event (`after-*`, `command-error`) runs
+ * after the fact: its exception is logged as a WARNING and the remaining
+ * handlers still run, so that a notification can never fail an operation that
+ * is done (a WAL file delivered to the standby, a backup taken).
  *
  * @module
  */
+
+import { errorMessage } from "../core/errors.ts";
+import { log } from "../core/log.ts";
 
 /** Events and what they carry. */
 export interface HookEvents {
@@ -97,13 +104,28 @@ export class HookBus {
 
   /**
    * Runs every handler of `event`. For `before-*` events the first veto throws
-   * {@link HookVeto}; errors of handlers propagate (the caller decides whether a
-   * failing hook is fatal).
+   * {@link HookVeto} and a handler's error propagates (the operation fails).
+   * For every other event a handler's error is a WARNING naming the hook, and
+   * the next handler runs: `emit` never throws for them.
    */
   async emit<E extends HookEvent>(event: E, payload: HookEvents[E]): Promise<void> {
+    const before = event.startsWith("before-");
     for (const e of this.#handlers.get(event) ?? []) {
-      const res = await e.handler(payload);
-      if (res && typeof res === "object" && "veto" in res && event.startsWith("before-")) {
+      let res: HookResult;
+      try {
+        res = await e.handler(payload);
+      } catch (err) {
+        if (before) throw err;
+        const msg = errorMessage(err);
+        // the plugin loader's wrapper already names the hook
+        log.warning(
+          msg.includes(`hook ${e.name} `)
+            ? msg
+            : `hook ${e.name} (${e.origin}) failed on ${event}: ${msg}`,
+        );
+        continue;
+      }
+      if (res && typeof res === "object" && "veto" in res && before) {
         throw new HookVeto(e.name, event, res.veto);
       }
     }
