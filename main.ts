@@ -9,6 +9,7 @@ import { Config, parseSetOptions } from "./core/config.ts";
 import { errorMessage, EXIT_FATAL_FOR_POSTGRES, UsageError, WalmgrError } from "./core/errors.ts";
 import { log } from "./core/log.ts";
 import { VERSION } from "./core/self.ts";
+import { didYouMean } from "./core/suggest.ts";
 import { normalizeEnvironment } from "./core/user_env.ts";
 import { registerBuiltinCommands } from "./commands/mod.ts";
 import { helpText } from "./commands/help.ts";
@@ -152,7 +153,7 @@ async function run(argv: readonly string[], state: RunState): Promise<number> {
     }
   }
   if (!spec || (spec.hidden === true && !selected.implied)) {
-    return usageFailure(new UsageError(`unknown command "${selected.command}"`));
+    return usageFailure(new UsageError(unknownCommand(registry, selected)));
   }
   if (selected.args.length < spec.minArgs || selected.args.length > spec.maxArgs) {
     const want = spec.minArgs === spec.maxArgs
@@ -224,6 +225,19 @@ async function run(argv: readonly string[], state: RunState): Promise<number> {
   } finally {
     if (close) await close();
   }
+}
+
+/**
+ * `unknown command "X"`, with the fix: the ini and the command swapped
+ * (`walmgr3 setup wal-master.ini`), or the closest command name.
+ */
+function unknownCommand(registry: Registry, selected: { ini?: string; command: string }): string {
+  const visible = registry.commands().filter((c) => c.spec.hidden !== true).map((c) => c.spec.name);
+  const msg = `unknown command "${selected.command}"`;
+  if (selected.ini !== undefined && visible.includes(selected.ini)) {
+    return `${msg}: the config file comes first, e.g. walmgr3 ${selected.command} ${selected.ini}`;
+  }
+  return msg + didYouMean(selected.command, visible);
 }
 
 /**

@@ -67,6 +67,29 @@ import type { RemoteResult, Transport } from "../transports/types.ts";
 import { acquireLock, localLockOps, type LockOps } from "./backup_lock.ts";
 import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
 import { BackupTree, type StopResult } from "./backup_write.ts";
+import { stageConfFiles } from "./backup_config.ts";
+import {
+  archiverState,
+  archiverSummary,
+  archivingProblem,
+  DEFAULT_BACKUP_STOP_TIMEOUT,
+  relayNotice,
+  serverLogHint,
+} from "./backup_archiving.ts";
+
+/** How long clean-up may take after SIGINT/SIGTERM before the process exits anyway. */
+const SIGNAL_EXIT_DEADLINE_MS = 20_000;
+
+/** Resolves to `fallback` when `p` takes longer than `ms` (p keeps running). */
+function bounded<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((resolve) => {
+      timer = setTimeout(() => resolve(fallback), ms);
+    }),
+  ]);
+}
 
 /** A statement with its parameters inlined, for "Execute SQL:" log lines. */
 export function displaySql(sql: string, params: readonly unknown[]): string {
@@ -88,6 +111,8 @@ class BackupSession {
   readonly #where: string;
   #started = false;
   #stopped = false;
+  /** Aborts the statement that runs now (the stop function), if any. */
+  #inflight: AbortController | undefined;
 
   constructor(ctx: CommandContext, db: Db, api: BackupApi, where: string) {
     this.#ctx = ctx;
@@ -117,7 +142,13 @@ class BackupSession {
     return lsn;
   }
 
-  async stop(waitForArchive: boolean): Promise<StopResult> {
+  /**
+   * The stop function; with `waitForArchive` it waits until the backup's WAL is
+   * archived, at most `timeoutMs` (0: no limit), and {@link interrupt} ends the
+   * wait at once. Either way the statement is cancelled (the server has ended
+   * backup mode by then) and the stop fails with a line saying why.
+   */
+  async stop(waitForArchive: boolean, timeoutMs = 0): Promise<StopResult> {
     const params = [waitForArchive];
     if (!this.#ctx.dryRun) {
       this.#ctx.log.info(`Execute SQL: ${displaySql(this.#api.stop, params)}; [${this.#where}]`);
@@ -125,7 +156,27 @@ class BackupSession {
     return await this.#ctx.fx.act(
       `stop the backup (${displaySql(this.#api.stop, params)})`,
       async () => {
-        const rows = await this.#db.query<StopResult>(this.#api.stop, params);
+        const ac = new AbortController();
+        this.#inflight = ac;
+        let timedOut = false;
+        const timer = timeoutMs > 0
+          ? setTimeout(() => {
+            timedOut = true;
+            ac.abort(new WalmgrError("timeout"));
+          }, timeoutMs)
+          : undefined;
+        let rows: StopResult[];
+        try {
+          rows = await this.#db.query<StopResult>(this.#api.stop, params, { signal: ac.signal });
+        } catch (err) {
+          if (!ac.signal.aborted) throw err;
+          this.#stopped = true; // the server left backup mode before it began to wait
+          if (!timedOut) throw ac.signal.reason;
+          throw new WalmgrError(await this.#stopTimeoutReason(timeoutMs));
+        } finally {
+          clearTimeout(timer);
+          this.#inflight = undefined;
+        }
         this.#stopped = true;
         const r = rows[0];
         if (!r || typeof r.labelfile !== "string") {
@@ -137,12 +188,52 @@ class BackupSession {
     );
   }
 
+  /** Why a stop that waited `timeoutMs` for archiving gave up (reads pg_stat_archiver). */
+  async #stopTimeoutReason(timeoutMs: number): Promise<string> {
+    let archiver = "";
+    try {
+      const state = await bounded(archiverState(this.#db), 10_000, null);
+      if (state) {
+        archiver = `: ${
+          archiverSummary(state)
+        }; the archive_command's errors are in ${await bounded(
+          serverLogHint(this.#db, this.#ctx.config.getString("master_data")),
+          10_000,
+          "the server log",
+        )}`;
+      }
+    } catch (err) {
+      this.#ctx.log.debug(`reading pg_stat_archiver: ${errorMessage(err)}`);
+    }
+    return `gave up after ${timeoutMs / 1000} s (backup_stop_timeout) waiting in ` +
+      `${this.#api.stop.replace(/^.* from /, "").replace(/\(.*$/, "()")} for the backup's WAL ` +
+      `to be archived${archiver}; this backup is not usable: fix archiving, then run backup ` +
+      `again (or raise backup_stop_timeout)`;
+  }
+
+  /** Ends a running stop at once (SIGINT/SIGTERM); the stop then fails with `reason`. */
+  interrupt(reason: string): void {
+    this.#inflight?.abort(new WalmgrError(reason));
+  }
+
   /** Ends a backup still in progress (errors are only logged: closing aborts it anyway). */
   async abort(): Promise<void> {
     if (!this.open) return;
+    if (this.#inflight) {
+      // a statement still runs in the session: closing the session ends the backup
+      this.#stopped = true;
+      return;
+    }
     try {
-      await this.#db.query(this.#api.stop, [false]);
-      this.#ctx.log.info("Backup mode ended on the server");
+      const done = await bounded(
+        this.#db.query(this.#api.stop, [false]).then(() => true),
+        10_000,
+        false,
+      );
+      if (done) this.#ctx.log.info("Backup mode ended on the server");
+      else {this.#ctx.log.warning(
+          "the server did not end backup mode within 10 s; closing the session aborts it",
+        );}
     } catch (err) {
       this.#ctx.log.warning(
         `could not stop the backup (${errorMessage(err)}); closing the session aborts it`,
@@ -356,8 +447,20 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
       }
     }
   };
+  let interrupted = false;
   const onSignal = (sig: Deno.Signal) => () => {
+    if (interrupted) Deno.exit(1); // a second signal: at once
+    interrupted = true;
     ctx.log.error(`Full backup failed: interrupted by ${sig}`);
+    session?.interrupt(`interrupted by ${sig}`);
+    // clean-up is bounded: a hung server or slave must not keep the process alive
+    setTimeout(() => {
+      ctx.log.warning(
+        `clean-up did not finish within ${SIGNAL_EXIT_DEADLINE_MS / 1000} s; exiting anyway ` +
+          `(the server ends the backup with the session)`,
+      );
+      Deno.exit(1);
+    }, SIGNAL_EXIT_DEADLINE_MS);
     cleanup().finally(() => Deno.exit(1));
   };
   const handlers: Array<[Deno.Signal, () => void]> = [
@@ -382,6 +485,14 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     const s = new BackupSession(ctx, db, api, where);
     session = s;
     await checkServer(ctx, db, role.dataDir, role.dataKey, role.standby);
+    if (role.waitForArchive) {
+      // the stop function would wait forever for WAL that is never archived
+      const problem = archivingProblem(
+        await archiverState(db),
+        await serverLogHint(db, role.dataDir),
+      );
+      if (problem) throw new WalmgrError(problem);
+    }
     const segSize = await walSegmentSize(ctx, db);
 
     const work = await role.prepare();
@@ -399,7 +510,11 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
       keepSymlinks: role.keepSymlinks,
     });
     await tree.copy();
-    const stop = await s.stop(role.waitForArchive);
+    const stopTimeout = Math.max(
+      0,
+      ctx.config.getInt("backup_stop_timeout", DEFAULT_BACKUP_STOP_TIMEOUT),
+    );
+    const stop = await s.stop(role.waitForArchive, role.waitForArchive ? stopTimeout * 1000 : 0);
     session = undefined;
     await s.close();
     if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
@@ -481,7 +596,11 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
     async openDb() {
       const { openDb } = await import("../core/db.ts");
       const { redactConninfo } = await import("../core/conninfo.ts");
-      return { db: await openDb(conninfo), where: redactConninfo(conninfo) };
+      // the server's "still waiting for ... to be archived" warnings, in our log
+      return {
+        db: await openDb(conninfo, { onNotice: relayNotice }),
+        where: redactConninfo(conninfo),
+      };
     },
     async prepare() {
       const res = await remoteOk(t, ["xrotate", "prepare"], "rotating backups");
@@ -516,7 +635,16 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
       const dir = splitPath(masterConfig).parent;
       ctx.log.info(`Backup conf files from ${dir}`);
       const cl = await ctx.location("config_backup");
-      await requireSyncTree(cl.transport)(dir, cl.path, { includes: ["*.conf"], excludes: ["*"] });
+      // through a private copy: rsync -a gives config_backup the mode of dir (0755 in /etc)
+      const from = ctx.dryRun ? dir : await stageConfFiles(dir);
+      try {
+        await requireSyncTree(cl.transport)(from, cl.path, {
+          includes: ["*.conf"],
+          excludes: ["*"],
+        });
+      } finally {
+        if (from !== dir) await Deno.remove(from, { recursive: true }).catch(() => {});
+      }
     },
   };
 }

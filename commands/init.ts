@@ -14,7 +14,8 @@
 
 import { dirname, isAbsolute, resolve } from "../core/paths.ts";
 import { Config, expandHome, homeDir, parseSetOptions, SECTION } from "../core/config.ts";
-import { isKnownKey } from "../core/config_keys.ts";
+import { CONFIG_KEYS, isKnownKey } from "../core/config_keys.ts";
+import { closestWord } from "../core/suggest.ts";
 import {
   defaultSocketDir,
   formatConninfo,
@@ -191,7 +192,16 @@ function checkIni(ctx: CommandContext, text: string, file: string): void {
   for (const [k, v] of section ?? []) {
     raw[k] = v.value;
     if (!isKnownKey(k)) {
-      ctx.log.warning(`--set ${k}: unknown configuration key (written anyway; see walmgr3 --ini)`);
+      const near = closestWord(k, Object.keys(CONFIG_KEYS));
+      if (near) {
+        // a typo: written into the ini it would be ignored there, silently
+        throw new WalmgrError(
+          `--set ${k}: unknown configuration key; did you mean ${near}? (see walmgr3 --ini)`,
+        );
+      }
+      ctx.log.warning(
+        `--set ${k}: unknown configuration key (written anyway for a plugin; see walmgr3 --ini)`,
+      );
     }
   }
   Config.fromValues(raw, file);
@@ -484,8 +494,17 @@ async function initSlave(ctx: CommandContext): Promise<number> {
   const dataGiven = given(ctx, "slave_data");
   const binGiven = given(ctx, "slave_bin");
   const confDirGiven = given(ctx, "slave_config_dir");
+  const portGiven = given(ctx, "slave_port");
+  if (portGiven !== undefined && !/^\d+$/.test(portGiven)) {
+    throw new WalmgrError(`--set slave_port=${portGiven}: a port is a number, e.g. 5433`);
+  }
+  const port = portGiven === undefined ? undefined : Number(portGiven);
+  if (port !== undefined && (port < 1 || port > 65535)) {
+    throw new WalmgrError(`--set slave_port=${portGiven}: a port is between 1 and 65535`);
+  }
   const layout = await guessLayout({
     role: "slave",
+    ...(port !== undefined ? { port } : {}),
     ...(dataGiven !== undefined
       ? { dataDir: dataGiven, dataDirSource: "--set slave_data" }
       : o.pgdata !== undefined

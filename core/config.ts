@@ -7,8 +7,9 @@
  */
 
 import { ConfigError } from "./errors.ts";
-import { isKnownKey } from "./config_keys.ts";
+import { CONFIG_KEYS, isKnownKey } from "./config_keys.ts";
 import { parseIni, type RawValue } from "./ini.ts";
+import { didYouMean } from "./suggest.ts";
 import { passwdHome } from "./user_env.ts";
 
 /** The section walmgr3 reads. */
@@ -172,12 +173,22 @@ export class Config {
     const warnings: ConfigWarning[] = [];
     for (const [k, v] of section) {
       if (!isKnownKey(k)) {
-        warnings.push({ key: k, message: `${file}, line ${v.line}: unknown key ${k} (ignored)` });
+        warnings.push({
+          key: k,
+          message: `${file}, line ${v.line}: unknown key ${k} (ignored)${
+            didYouMean(k, Object.keys(CONFIG_KEYS))
+          }`,
+        });
       }
     }
     for (const [k, v] of overrides) {
       values.set(k, { raw: v, where: `--set ${k}` });
-      if (!isKnownKey(k)) warnings.push({ key: k, message: `--set ${k}: unknown key (ignored)` });
+      if (!isKnownKey(k)) {
+        warnings.push({
+          key: k,
+          message: `--set ${k}: unknown key (ignored)${didYouMean(k, Object.keys(CONFIG_KEYS))}`,
+        });
+      }
     }
     const config = new Config(file, values);
     // Resolve everything once so interpolation errors surface at load time.

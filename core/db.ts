@@ -30,13 +30,37 @@ export interface Db {
    * @throws {WalmgrError} Naming the statement (first 80 characters) and the
    *   server's message.
    */
-  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
-  /** Closes the session (waits up to 5 s for running statements). Idempotent. */
-  close(): Promise<void>;
+  query<T = Record<string, unknown>>(
+    sql: string,
+    params?: unknown[],
+    opts?: QueryOptions,
+  ): Promise<T[]>;
+  /**
+   * Closes the session, waiting up to `timeoutSeconds` (default 5) for running
+   * statements before the connection is dropped. Idempotent.
+   */
+  close(timeoutSeconds?: number): Promise<void>;
   /** `server_version_num` of the server (e.g. 150004), read once. */
   serverVersionNum(): Promise<number>;
   /** The resolved connection (its password, if any, must never be logged). */
   readonly connection: ResolvedConnection;
+}
+
+/** Options of one {@link Db.query}. */
+export interface QueryOptions {
+  /**
+   * When it aborts, the running statement is cancelled (a cancel request, as
+   * libpq's PQcancel); the query then fails with the server's "canceling
+   * statement" error.
+   */
+  signal?: AbortSignal;
+}
+
+/** A notice or warning the server sent in the session. */
+export interface ServerNotice {
+  /** NOTICE, WARNING, INFO, ... */
+  severity: string;
+  message: string;
 }
 
 /** Options of {@link openDb}. */
@@ -59,11 +83,15 @@ export interface OpenDbOptions {
    * @default "master_db"
    */
   source?: string;
+  /** Receives the server's notices and warnings (default: the debug log). */
+  onNotice?: (notice: ServerNotice) => void;
 }
 
 /** The part of postgres.js this module uses. */
 interface PgSql {
-  unsafe(query: string, params?: unknown[]): PromiseLike<ArrayLike<unknown>>;
+  unsafe(query: string, params?: unknown[]): PromiseLike<ArrayLike<unknown>> & {
+    cancel?: () => unknown;
+  };
   end(options?: { timeout?: number }): Promise<void>;
 }
 type PostgresFactory = (options: Record<string, unknown>) => PgSql;
@@ -312,7 +340,9 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
     debug: false,
     connection,
     onnotice: (n: { severity?: string; message?: string }) => {
-      log.debug(`PostgreSQL ${n.severity ?? "NOTICE"}: ${n.message ?? ""}`);
+      const notice = { severity: n.severity ?? "NOTICE", message: n.message ?? "" };
+      if (opts.onNotice) opts.onNotice(notice);
+      else log.debug(`PostgreSQL ${notice.severity}: ${notice.message}`);
     },
   };
   // postgres.js silently opens a new session when the old one dies; a Db must not
@@ -349,7 +379,11 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
 
   return {
     connection: c,
-    async query<T = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
+    async query<T = Record<string, unknown>>(
+      text: string,
+      params: unknown[] = [],
+      qopts: QueryOptions = {},
+    ): Promise<T[]> {
       if (closed) {
         throw new WalmgrError(`SQL failed (${sqlHead(text)}): the session is already closed`);
       }
@@ -359,8 +393,19 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
             `${sqlHead(text)}: the server closed the session`,
         );
       }
+      const signal = qopts.signal;
+      const pending = sql.unsafe(text, params);
+      const cancel = () => {
+        try {
+          pending.cancel?.();
+        } catch (err) {
+          log.debug(`cancelling ${sqlHead(text)}: ${driverMessage(err)}`);
+        }
+      };
+      if (signal?.aborted) cancel();
+      else signal?.addEventListener("abort", cancel, { once: true });
       try {
-        const rows = await sql.unsafe(text, params);
+        const rows = await pending;
         return Array.from(rows) as T[];
       } catch (err) {
         if (isConnectionError(err) || lost) {
@@ -378,15 +423,17 @@ export async function openDb(conninfo: string, opts: OpenDbOptions = {}): Promis
           }`,
           { cause: err },
         );
+      } finally {
+        signal?.removeEventListener("abort", cancel);
       }
     },
     serverVersionNum(): Promise<number> {
       return Promise.resolve(version);
     },
-    async close(): Promise<void> {
+    async close(timeoutSeconds = 5): Promise<void> {
       if (closed) return;
       closed = true;
-      await sql.end({ timeout: 5 });
+      await sql.end({ timeout: timeoutSeconds });
     },
   };
 }

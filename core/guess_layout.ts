@@ -130,6 +130,11 @@ export interface GuessOptions {
   configFile?: string;
   /** `slave_config_dir` given with `--set` (slave only). */
   configDir?: string;
+  /**
+   * `slave_port` given with `--set` (slave only): the pg_ctl start command passes
+   * it (`-o '-p N'`); a Debian cluster's own port is checked against it.
+   */
+  port?: number;
   /** The system to look at (default {@link systemProbe}). */
   probe?: LayoutProbe;
 }
@@ -397,7 +402,12 @@ function pickDataDir(
   if (cands.length > 1) {
     const live = cands.filter((c) => running(c.dataDir));
     const withData = cands.filter((c) => hasData(c.dataDir));
-    if (live.length >= 1) {
+    const idle = cands.filter((c) => !running(c.dataDir));
+    if (role === "slave" && live.length >= 1 && idle.length >= 1) {
+      // restore replaces slave_data: never guess a running server (the master on one host)
+      pick = idle.find((c) => c.label.endsWith("/main")) ?? idle[0] as Cand;
+      why = idle.length === 1 ? "the one not running" : "the newest not running";
+    } else if (live.length >= 1) {
       pick = live[0] as Cand;
       why = live.length === 1 ? "the running one" : "the newest running one";
     } else if (withData.length >= 1) {
@@ -606,6 +616,18 @@ export async function guessLayout(opts: GuessOptions): Promise<Layout> {
     `data directory: ${dataDir} (from ${dataSource}` +
       (dataExists ? ")" : dataStat ? ", no cluster in it yet)" : ", does not exist yet)"),
   );
+  if (role === "slave" && dataExists) {
+    const pidText = probe.readText(`${dataDir}/postmaster.pid`);
+    const live = pidText === null ? null : parsePostmasterPid(pidText);
+    if (live !== null && probe.pidAlive(live.pid)) {
+      warnings.push(
+        `the slave data directory ${dataDir} (from ${dataSource}) holds a running server (pid ` +
+          `${live.pid}${live.port ? `, port ${live.port}` : ""}): restore stops it and ` +
+          `replaces it; if it is the master or another cluster you keep, pass --pgdata DIR ` +
+          `(on Debian, pg_createcluster the slave's cluster first)`,
+      );
+    }
+  }
   if (!dataStat && role === "slave" && !probe.stat(dirname(dataDir))?.isDirectory) {
     warnings.push(
       `the parent of the slave data directory, ${dirname(dataDir)}, does not exist: ` +
@@ -719,6 +741,13 @@ export async function guessLayout(opts: GuessOptions): Promise<Layout> {
     const n = shellQuote(debian.name);
     startCmd = `pg_ctlcluster ${v} ${n} start`;
     stopCmd = `pg_ctlcluster ${v} ${n} stop -m fast`;
+    if (opts.port !== undefined && opts.port !== port) {
+      warnings.push(
+        `slave_port ${opts.port} differs from the port of the cluster ${debian.version}/` +
+          `${debian.name} (${port}): pg_ctlcluster starts it on ${port}; set port = ` +
+          `${opts.port} in ${configFile} (or pg_createcluster -p ${opts.port} the slave cluster)`,
+      );
+    }
     const owner = (dataStat ?? probe.stat(debian.confDir))?.uid ?? null;
     if (owner !== null && myUid !== null && owner !== myUid) {
       warnings.push(
@@ -733,7 +762,8 @@ export async function guessLayout(opts: GuessOptions): Promise<Layout> {
     // pg_ctl -D names the configuration directory; the server finds its data_directory there
     const dirArg = shellQuote(configDir === dataDir ? dataDir : configDir);
     const logFile = shellQuote(`${dataDir}/postgresql.log`);
-    startCmd = `${pgCtl} -D ${dirArg} -l ${logFile} -w start`;
+    const portArg = opts.port === undefined ? "" : ` -o ${shellQuote(`-p ${opts.port}`)}`;
+    startCmd = `${pgCtl} -D ${dirArg} -l ${logFile}${portArg} -w start`;
     stopCmd = `${pgCtl} -D ${dirArg} -m fast -w stop`;
     if (!isExecutable(probe, `${binDir}/pg_ctl`)) {
       warnings.push(`${binDir}/pg_ctl not found: fix slave_start_cmd and slave_stop_cmd`);

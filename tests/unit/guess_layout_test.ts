@@ -6,6 +6,7 @@ import {
   type LayoutProbe,
   parsePostmasterOpts,
   parsePostmasterPid,
+  restartCommandFor,
 } from "../../core/guess_layout.ts";
 import { WalmgrError } from "../../core/errors.ts";
 
@@ -476,4 +477,108 @@ Deno.test("guessLayout(): postgres in PATH is followed to its real bin dir", asy
   const l = await guessLayout({ role: "master", dataDir: "/d", probe });
   assertEquals(l.binDir, "/opt/pg/15/bin");
   assert(l.notes.some((n) => n.includes("as /usr/local/bin/postgres")), l.notes.join("\n"));
+});
+
+// --- issue 17: Debian clusters on one host, the slave's own port, the restart command
+
+/** The master 15/walmaster running (pid 90) beside a stopped 15/walslave. */
+function oneHostProbe(extraFiles: Record<string, string> = {}) {
+  return fakeProbe({
+    files: {
+      "/etc/postgresql/15/walmaster/postgresql.conf":
+        "data_directory = '/var/lib/postgresql/15/walmaster'\nport = 5433\n",
+      "/etc/postgresql/15/walslave/postgresql.conf":
+        "data_directory = '/var/lib/postgresql/15/walslave'\nport = 5434\n",
+      "/var/lib/postgresql/15/walmaster/PG_VERSION": "15\n",
+      "/var/lib/postgresql/15/walmaster/postmaster.pid": pidFile(
+        90,
+        "/var/lib/postgresql/15/walmaster",
+        5433,
+        "/var/run/postgresql",
+      ),
+      "/var/lib/postgresql/15/walslave/PG_VERSION": "15\n",
+      ...extraFiles,
+    },
+    programs: { ...PG15, "/usr/bin/pg_ctlcluster": 0 },
+    alive: [90],
+    home: "/var/lib/postgresql",
+  });
+}
+
+Deno.test("guessLayout(): on one host --init-slave does not guess the running master's cluster", async () => {
+  const l = await guessLayout({ role: "slave", probe: oneHostProbe() });
+  assertEquals(l.dataDir, "/var/lib/postgresql/15/walslave");
+  assertEquals(l.startCmd, "pg_ctlcluster 15 walslave start");
+  assertEquals(l.warnings, []);
+  // the master still picks the running one
+  assertEquals(
+    (await guessLayout({ role: "master", probe: oneHostProbe() })).dataDir,
+    "/var/lib/postgresql/15/walmaster",
+  );
+});
+
+Deno.test("guessLayout(): a running server as slave_data is a warning", async () => {
+  const l = await guessLayout({
+    role: "slave",
+    dataDir: "/var/lib/postgresql/15/walmaster",
+    probe: oneHostProbe(),
+  });
+  assert(
+    l.warnings.some((w) =>
+      /walmaster .*holds a running server \(pid 90, port 5433\).*restore stops it.*--pgdata/.test(w)
+    ),
+    l.warnings.join("\n"),
+  );
+});
+
+Deno.test("guessLayout(): slave_port goes into the pg_ctl start command", async () => {
+  const probe = fakeProbe({ files: {}, programs: PG15, dirs: ["/srv"] });
+  const l = await guessLayout({
+    role: "slave",
+    dataDir: "/srv/standby",
+    binDir: "/usr/lib/postgresql/15/bin",
+    port: 5433,
+    probe,
+  });
+  assertEquals(
+    l.startCmd,
+    "/usr/lib/postgresql/15/bin/pg_ctl -D /srv/standby -l /srv/standby/postgresql.log " +
+      "-o '-p 5433' -w start",
+  );
+  assertEquals(l.stopCmd, "/usr/lib/postgresql/15/bin/pg_ctl -D /srv/standby -m fast -w stop");
+});
+
+Deno.test("guessLayout(): slave_port that differs from a Debian cluster's own port is a warning", async () => {
+  const same = await guessLayout({
+    role: "slave",
+    dataDir: "/var/lib/postgresql/15/walslave",
+    port: 5434,
+    probe: oneHostProbe(),
+  });
+  assertEquals(same.warnings, []);
+  const other = await guessLayout({
+    role: "slave",
+    dataDir: "/var/lib/postgresql/15/walslave",
+    port: 5999,
+    probe: oneHostProbe(),
+  });
+  assert(
+    other.warnings.some((w) => /slave_port 5999 differs .*15\/walslave \(5434\)/.test(w)),
+    other.warnings.join("\n"),
+  );
+});
+
+Deno.test("restartCommandFor(): pg_ctlcluster for a Debian cluster, else pg_ctl", () => {
+  assertEquals(
+    restartCommandFor(
+      "/var/lib/postgresql/15/walmaster",
+      "/usr/lib/postgresql/15/bin",
+      oneHostProbe(),
+    ),
+    "pg_ctlcluster 15 walmaster restart",
+  );
+  assertEquals(
+    restartCommandFor("/srv/pg data", "/opt/pg/bin", fakeProbe({ files: {} })),
+    "/opt/pg/bin/pg_ctl -D '/srv/pg data' -l '/srv/pg data/postgresql.log' -m fast -w restart",
+  );
 });
