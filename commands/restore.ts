@@ -2,74 +2,88 @@
  * `restore [src [dst]]` (slave): puts a base backup in place as the slave's
  * data directory, writes the recovery settings and starts the server.
  *
- * Steps: resolve the backup (default `full_backup`; a bare name is looked up next
- * to `full_backup`, then under `walmgr_data`; or an absolute path) and the target
- * (`dst`, default `slave_data`); stop a running server with `slave_stop_cmd` and
- * wait for it; keep the old data as `<target>.<N>` (`backup_datadir = yes`) or
- * delete it; move (no `src`, no `slave_pg_xlog`) or copy the backup into place;
- * point `pg_wal` at `slave_pg_xlog` when set (or at the directory a backup made
- * with `keep_symlinks` links it to), emptied of an older server's WAL; link
- * tablespaces kept in
- * `tmpspc/<oid>` and rewrite `tablespace_map`; write recovery settings
- * (core/recovery_conf.ts); remove STOP/PAUSE/PROGRESS; restore config files;
- * turn archiving off; start with `slave_start_cmd` and check its exit status.
+ * Checks first (nothing changes when one fails): the backup (default
+ * `full_backup`; a bare name is looked up next to `full_backup`, then under
+ * `walmgr_data`; or an absolute path), the target (`dst`, default `slave_data`),
+ * `slave_pg_xlog`. A running server on the target is stopped with
+ * `slave_stop_cmd`.
+ *
+ * Then the steps of commands/restore_state.ts, each recorded in
+ * `<target>.walmgr3-restore/state.json` so that a run killed anywhere is finished
+ * by running restore again with the same arguments (or refused with a line
+ * saying what to do):
+ *
+ * 1. begin: the slave's configuration files (`postgresql.conf`, `pg_hba.conf`,
+ *    `pg_ident.conf`) are saved from the old data directory (else from
+ *    `config_backup`) when the config directory is the data directory;
+ * 2. fill: the backup is moved (no `src`, no `slave_pg_xlog`) or copied into
+ *    `<target>.walmgr3-restore/data` (commands/restore_swap.ts);
+ * 3. prepare: there, stale postmaster files removed, tablespaces kept in
+ *    `tmpspc/<oid>` linked and `tablespace_map` rewritten, recovery settings
+ *    written (core/recovery_conf.ts), the saved configuration put in with
+ *    archiving off; then synced;
+ * 4. swap: the old data directory set aside (`<target>.N` with
+ *    `backup_datadir = yes`), the new one renamed into place, both durable;
+ * 5. finish: `pg_wal` linked to `slave_pg_xlog` (or to the directory a backup
+ *    made with `keep_symlinks` links it to), emptied of the old server's WAL
+ *    (moved into the kept old data directory); STOP/PAUSE/PROGRESS removed; a
+ *    separate `slave_config_dir` completed from `config_backup`; only now the old
+ *    data (`backup_datadir = no`) and a backup moved by copying are deleted.
+ *
+ * Finally `slave_start_cmd` starts the server (exit status checked).
  *
  * @module
  */
 
 import { dirname, resolve } from "../core/paths.ts";
-import { relocateTablespaceMap } from "../core/backup_label.ts";
 import { expandHome } from "../core/config.ts";
-import { errorMessage, WalmgrError } from "../core/errors.ts";
-import {
-  copyFileDurable,
-  filesEqual,
-  lstatSyncOrNull,
-  mkdirp,
-  removeTree,
-  statSyncOrNull,
-} from "../core/fsutil.ts";
+import { errorMessage, errorReason, WalmgrError } from "../core/errors.ts";
+import { fsyncDir, lstatSyncOrNull, mkdirp, statSyncOrNull } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
-import { writeConfFile } from "../core/pgconf.ts";
 import { dataDirVersion } from "../core/pgtools.ts";
 import { postmasterState, waitPostmasterGone } from "../core/postmaster.ts";
 import { describeExit, lastLine } from "../core/process.ts";
-import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
-  archivingOff,
-  firstFreeName,
-  removeControlFiles,
-  standbyArchiveCleanup,
-} from "../core/standby_prep.ts";
-import { walFileKind } from "../core/wal.ts";
+  buildRestoreCommand,
+  type RecoveryPlan,
+  recoveryPlan,
+  writeRecoverySettings,
+} from "../core/recovery_conf.ts";
+import { firstFreeName, removeControlFiles, standbyArchiveCleanup } from "../core/standby_prep.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
-
-/** Config files restored from `config_backup`. */
-export const CONFIG_FILES = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] as const;
+import {
+  checkSameArgs,
+  crashPoint,
+  newRestoreState,
+  readRestoreState,
+  refuseIfRunning,
+  type RestoreState,
+  restoreWorkDir,
+  stepFailure,
+  workPaths,
+  writeRestoreState,
+} from "./restore_state.ts";
+import { applyConfig, configSources, restoreSeparateConfig, saveConfig } from "./restore_config.ts";
+import {
+  checkExternalWal,
+  isInside,
+  linkTablespaces,
+  linkWal,
+  prepareExternalWal,
+  sameDir,
+} from "./restore_layout.ts";
+import {
+  deleteReplaced,
+  fillStage,
+  flushTree,
+  removeWorkDir,
+  swapIntoPlace,
+} from "./restore_swap.ts";
 
 /** How long restore waits for the old server to stop (env override for tests). */
 function stopTimeoutMs(): number {
   const v = Number(Deno.env.get("WALMGR3_STOP_TIMEOUT_MS"));
   return Number.isFinite(v) && v > 0 ? v : 60_000;
-}
-
-function realOrSelf(path: string): string {
-  try {
-    return Deno.realPathSync(path);
-  } catch {
-    return path;
-  }
-}
-
-/** True when `a` and `b` name the same directory (after resolving symlinks). */
-function sameDir(a: string, b: string): boolean {
-  return realOrSelf(resolve(a)) === realOrSelf(resolve(b));
-}
-
-function isInside(child: string, parent: string): boolean {
-  const c = realOrSelf(resolve(child));
-  const p = realOrSelf(resolve(parent)).replace(/\/+$/, "");
-  return c.startsWith(`${p}/`);
 }
 
 /** A local path from the config; `host:path` values are refused (restore is local). */
@@ -85,46 +99,6 @@ function localPath(ctx: CommandContext, key: string, required: boolean): string 
     );
   }
   return resolve(v);
-}
-
-/** Entries of a pg_wal directory that walmgr3 may discard (WAL and PostgreSQL's own files). */
-function isWalDirEntry(name: string): boolean {
-  return walFileKind(name) !== null || name === "archive_status" || name === "summaries" ||
-    name === "RECOVERYXLOG" || name === "RECOVERYHISTORY" || /^xlogtemp\.\d+$/.test(name) ||
-    name.startsWith(".");
-}
-
-/** Copies a tree (files, directories, symlinks, modes) without rsync. */
-async function copyTreePlain(
-  src: string,
-  dst: string,
-  skipTop: ReadonlySet<string>,
-): Promise<void> {
-  const st = await Deno.stat(src);
-  await Deno.mkdir(dst, { recursive: true, mode: st.mode ?? 0o700 });
-  for await (const e of Deno.readDir(src)) {
-    if (skipTop.has(e.name)) continue;
-    const from = `${src}/${e.name}`;
-    const to = `${dst}/${e.name}`;
-    if (e.isSymlink) {
-      await Deno.symlink(await Deno.readLink(from), to);
-    } else if (e.isDirectory) {
-      await copyTreePlain(from, to, new Set());
-    } else if (e.isFile) {
-      const fst = await Deno.stat(from);
-      await copyFileDurable(from, to, "replace", (fst.mode ?? 0o600) & 0o7777);
-    }
-  }
-  await Deno.chmod(dst, (st.mode ?? 0o700) & 0o7777);
-}
-
-interface RestorePlan {
-  source: string;
-  /** True when the backup is moved (consumed), false when copied. */
-  move: boolean;
-  target: string;
-  isSlaveData: boolean;
-  version: number;
 }
 
 /** Resolves `src` (see module doc) to a backup directory. */
@@ -152,9 +126,24 @@ function resolveSource(
   );
 }
 
+/** True when `dir` holds a restored backup no server was started on yet. */
+function restoredNotStarted(dir: string): boolean {
+  return lstatSyncOrNull(`${dir}/backup_label`) !== null &&
+    lstatSyncOrNull(`${dir}/postmaster.pid`) === null &&
+    (lstatSyncOrNull(`${dir}/standby.signal`) !== null ||
+      lstatSyncOrNull(`${dir}/recovery.signal`) !== null);
+}
+
 /** Checks that `dir` holds a base backup; returns its major version. */
-function checkBackup(dir: string): number {
+function checkBackup(dir: string, target: string, isSlaveData: boolean): number {
   if (!statSyncOrNull(dir)?.isDirectory) {
+    if (isSlaveData && restoredNotStarted(target)) {
+      throw new WalmgrError(
+        `${dir} does not exist: ${target} holds a restored backup no server was started on ` +
+          `(the last restore ended before starting it): start it with slave_start_cmd, or ` +
+          `make a new backup (backup on the master)`,
+      );
+    }
     throw new WalmgrError(`${dir} does not exist: make a backup first (backup on the master)`);
   }
   const version = dataDirVersion(dir);
@@ -174,24 +163,24 @@ function checkBackup(dir: string): number {
 }
 
 /** Stops the target's server if it runs (slave_stop_cmd) or refuses. */
-async function stopServer(ctx: CommandContext, plan: RestorePlan): Promise<void> {
-  const state = await postmasterState(plan.target);
+async function stopServer(ctx: CommandContext, target: string, isSlaveData: boolean) {
+  const state = await postmasterState(target);
   if (!state.running) return;
-  const stopCmd = plan.isSlaveData ? ctx.config.get("slave_stop_cmd")?.trim() : undefined;
+  const stopCmd = isSlaveData ? ctx.config.get("slave_stop_cmd")?.trim() : undefined;
   if (stopCmd) {
     log.info(`Stopping postmaster: ${stopCmd}`);
     const res = await ctx.fx.shell(stopCmd, { inherit: true });
     if (!res.ok) log.warning(`slave_stop_cmd failed (${describeExit(res)})`);
     if (ctx.dryRun) return;
-    await waitPostmasterGone(plan.target, stopTimeoutMs());
+    await waitPostmasterGone(target, stopTimeoutMs());
   }
-  const now = await postmasterState(plan.target);
+  const now = await postmasterState(target);
   if (now.running) {
     throw new WalmgrError(
-      `Postmaster still running. Cannot continue. (pid ${now.pid} on ${plan.target}; ` +
+      `Postmaster still running. Cannot continue. (pid ${now.pid} on ${target}; ` +
         (stopCmd
           ? "slave_stop_cmd did not stop it"
-          : plan.isSlaveData
+          : isSlaveData
           ? "stop it, or set slave_stop_cmd"
           : "stop it first") +
         ")",
@@ -199,242 +188,198 @@ async function stopServer(ctx: CommandContext, plan: RestorePlan): Promise<void>
   }
 }
 
-/**
- * Checks `slave_pg_xlog` before anything is changed: a directory (or missing)
- * holding nothing but WAL. Returns its entries.
- */
-function checkExternalWal(walDir: string): string[] {
-  const st = statSyncOrNull(walDir);
-  if (!st) return [];
-  if (!st.isDirectory) throw new WalmgrError(`pg_wal directory ${walDir} is not a directory`);
-  const entries = [...Deno.readDirSync(walDir)].map((e) => e.name);
-  const foreign = entries.filter((n) => !isWalDirEntry(n));
-  if (foreign.length) {
-    throw new WalmgrError(
-      `pg_wal directory ${walDir} holds files that are not WAL (${foreign.slice(0, 3).join(", ")}` +
-        `${foreign.length > 3 ? ", ..." : ""}); empty it or choose another directory`,
-    );
-  }
-  return entries;
-}
-
-/**
- * Gets `slave_pg_xlog` ready to be the new pg_wal: created (0700) when missing;
- * leftovers of a previous server are moved into the kept old data dir (or
- * deleted); anything that is not WAL makes restore refuse.
- */
-async function prepareExternalWal(
-  ctx: CommandContext,
-  walDir: string,
-  oldKept: string | undefined,
-  oldWalLink: string | undefined,
-): Promise<void> {
-  const st = statSyncOrNull(walDir);
-  if (!st) {
-    log.info(`Creating ${walDir}`);
-    await ctx.fx.act(`create directory ${walDir}`, () => mkdirp(walDir, 0o700), undefined);
-    return;
-  }
-  const entries = checkExternalWal(walDir);
-  if (entries.length === 0) return;
-  const sharedWithOld = oldKept !== undefined && oldWalLink !== undefined &&
-    sameDir(oldWalLink, walDir);
-  if (sharedWithOld) {
-    // The kept copy must not share WAL with the new server: give it its own pg_wal.
-    const oldWal = `${oldKept}/pg_wal`;
-    log.info(`Moving the old WAL of ${oldKept} from ${walDir} into ${oldWal}`);
-    await ctx.fx.act(`move the contents of ${walDir} into ${oldWal}`, async () => {
-      await Deno.remove(oldWal);
-      await Deno.mkdir(oldWal, { mode: 0o700 });
-      let dropped = 0;
-      for (const name of entries) {
-        try {
-          await Deno.rename(`${walDir}/${name}`, `${oldWal}/${name}`);
-        } catch (err) {
-          if ((err as { code?: string }).code !== "EXDEV") throw err;
-          await removeTree(`${walDir}/${name}`);
-          dropped++;
-        }
-      }
-      if (dropped) {
-        log.warning(
-          `${dropped} old WAL file(s) were on another filesystem and were deleted; ` +
-            `${oldKept} needs the archive to start`,
-        );
-      }
-      await mkdirp(`${oldWal}/archive_status`, 0o700);
-    }, undefined);
-  } else {
-    log.info(`Emptying ${walDir} (WAL of a previous server)`);
-    await ctx.fx.act(`empty ${walDir}`, async () => {
-      for (const name of entries) await removeTree(`${walDir}/${name}`);
-    }, undefined);
-  }
-}
-
-/** Links `tmpspc/<oid>` tablespaces and fixes tablespace_map. */
-async function linkTablespaces(ctx: CommandContext, work: string, target: string): Promise<void> {
-  const tmpspc = `${work}/tmpspc`;
-  const oids = new Set<string>();
-  if (statSyncOrNull(tmpspc)?.isDirectory) {
-    const names = [...Deno.readDirSync(tmpspc)]
-      .filter((e) => e.isDirectory && !e.name.startsWith("."))
-      .map((e) => e.name)
-      .sort();
-    if (names.length) log.info("Linking tablespaces to temporary location");
-    const tblspc = `${work}/pg_tblspc`;
-    if (!statSyncOrNull(tblspc)) await ctx.fx.mkdirp(tblspc, 0o700);
-    for (const oid of names) {
-      if (!/^\d+$/.test(oid)) {
-        log.warning(`Ignoring ${tmpspc}/${oid}: not a tablespace oid`);
-        continue;
-      }
-      const dest = `${target}/tmpspc/${oid}`;
-      const link = `${tblspc}/${oid}`;
-      log.info(`Linking tablespace ${oid} to ${dest}`);
-      oids.add(oid);
-      await ctx.fx.act(`link ${target}/pg_tblspc/${oid} to ${dest}`, async () => {
-        const st = lstatSyncOrNull(link);
-        if (st?.isDirectory) {
-          if ([...Deno.readDirSync(link)].length) {
-            throw new WalmgrError(
-              `${link} is a non-empty directory, and tablespace ${oid} is also in ${tmpspc}; ` +
-                `remove one of them`,
-            );
-          }
-          await Deno.remove(link);
-        } else if (st) {
-          await Deno.remove(link);
-        }
-        await Deno.symlink(dest, link);
-      }, undefined);
-    }
-  }
-  const mapPath = `${work}/tablespace_map`;
-  if (!lstatSyncOrNull(mapPath)) return;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(mapPath);
-    const fixed = relocateTablespaceMap(text, target, oids);
-    if (fixed !== text) {
-      log.info(`Write ${target}/tablespace_map`);
-      await ctx.fx.act(
-        `write ${target}/tablespace_map`,
-        () => writeConfFile(mapPath, fixed),
-        undefined,
-      );
-    }
-  } catch (err) {
-    if (err instanceof WalmgrError) throw err;
-    // PostgreSQL would relink to the master's paths: the links made above are enough.
-    log.warning(`cannot rewrite ${mapPath} (${errorMessage(err)}); removing it`);
-    await ctx.fx.remove(mapPath);
-  }
-}
-
-/** Copies one config file, recreating a symlink as a symlink. */
-async function copyConf(from: string, to: string): Promise<void> {
-  const st = lstatSyncOrNull(from);
-  if (st?.isSymlink) {
-    const target = await Deno.readLink(from);
-    if (lstatSyncOrNull(to)) await Deno.remove(to);
-    await Deno.symlink(target, to);
-    return;
-  }
-  await copyFileDurable(from, to, "replace", (st?.mode ?? 0o600) & 0o777);
-}
-
-/**
- * Config restore (spec 4.19, bug 9.2-u fixed). Two cases:
- * - the config dir is the data dir (slave_config_dir unset or equal to the
- *   target, or a `dst` restore): the slave's own files from the kept old data dir
- *   win, else config_backup's copy is put in (over the master's copy that came
- *   with the base backup);
- * - a separate slave_config_dir (Debian): a missing file is copied there, an
- *   existing one is kept (the operator's), a difference is reported.
- * In both, the postgresql.conf the server reads gets `archive_mode = 'off'`.
- */
-async function restoreConfig(
-  ctx: CommandContext,
-  plan: RestorePlan,
-  work: string,
-  oldKept: string | undefined,
-): Promise<void> {
-  const backupDir = localPath(ctx, "config_backup", false);
+/** True when the configuration files live in the data directory (no separate slave_config_dir). */
+function configIntoData(ctx: CommandContext, target: string, isSlaveData: boolean): boolean {
   const confSetting = localPath(ctx, "slave_config_dir", false);
-  const intoData = !plan.isSlaveData || confSetting === undefined ||
-    sameDir(confSetting, plan.target);
-  const confDir = intoData ? work : confSetting as string;
-  const shownDir = intoData ? plan.target : confDir;
-  const haveBackup = backupDir !== undefined && statSyncOrNull(backupDir)?.isDirectory === true;
-  if (backupDir !== undefined && !haveBackup) {
-    log.warning(`Configuration backup ${backupDir} does not exist: config files not restored`);
-  }
-  if (haveBackup || oldKept) log.info("Restoring configuration files");
-
-  if (intoData) {
-    for (const f of CONFIG_FILES) {
-      const old = oldKept ? `${oldKept}/${f}` : undefined;
-      const fromBackup = haveBackup ? `${backupDir}/${f}` : undefined;
-      let from: string | undefined;
-      if (old && lstatSyncOrNull(old)) from = old;
-      else if (fromBackup && statSyncOrNull(fromBackup)?.isFile) from = fromBackup;
-      if (from) {
-        log.info(`Restoring ${shownDir}/${f} from ${from}`);
-        await ctx.fx.act(
-          `copy ${from} to ${shownDir}/${f}`,
-          () => copyConf(from, `${confDir}/${f}`),
-          undefined,
-        );
-      } else if (!lstatSyncOrNull(`${confDir}/${f}`)) {
-        if (f === "postgresql.conf") {
-          log.warning(
-            `No postgresql.conf for ${plan.target} (none in the backup, the old data dir or ` +
-              `config_backup): the server will not start until you provide one`,
-          );
-        } else if (haveBackup) {
-          log.warning(`Missing configuration file backup: ${f}`);
-        }
-      }
-    }
-  } else if (!statSyncOrNull(confDir)?.isDirectory) {
-    log.warning(`Configuration directory does not exist: ${confDir}`);
-    return;
-  } else if (haveBackup) {
-    for (const f of CONFIG_FILES) {
-      const from = `${backupDir}/${f}`;
-      const to = `${confDir}/${f}`;
-      if (!statSyncOrNull(from)?.isFile) {
-        log.warning(`Missing configuration file backup: ${from}`);
-        continue;
-      }
-      if (!lstatSyncOrNull(to)) {
-        log.info(`Restoring ${to} from ${from}`);
-        await ctx.fx.act(`copy ${from} to ${to}`, () => copyConf(from, to), undefined);
-      } else if (!(await filesEqual(from, to).catch(() => false))) {
-        log.info(`Keeping existing ${to} (it differs from ${from})`);
-      }
-    }
-  }
-
-  await archivingOff(ctx.fx, `${confDir}/postgresql.conf`, `${shownDir}/postgresql.conf`);
+  return !isSlaveData || confSetting === undefined || sameDir(confSetting, target);
 }
 
-async function runRestore(ctx: CommandContext, args: string[]): Promise<number> {
-  if (ctx.role === "master") {
-    throw new WalmgrError(
-      `restore runs on the slave: run restore on the slave with the slave's ini ` +
-        `(${ctx.config.file} is a master ini)`,
+/** The recovery settings of the restored server. */
+function recoverySettings(ctx: CommandContext, version: number, completed: string): RecoveryPlan {
+  const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
+  const cleanup = conninfo
+    ? standbyArchiveCleanup(
+      ctx.config.getPath("slave_bin"),
+      completed,
+      ctx.config.getInt("keep_backups", 0),
+    )
+    : undefined;
+  return recoveryPlan({
+    version,
+    restoreCommand: buildRestoreCommand(ctx.self, ctx.config.file),
+    primaryConninfo: conninfo,
+    ...(ctx.config.get("primary_slot_name")
+      ? { primarySlotName: ctx.config.get("primary_slot_name") as string }
+      : {}),
+    ...(cleanup ? { archiveCleanupCommand: cleanup } : {}),
+  });
+}
+
+/** `config_backup` (local), or undefined. */
+function configBackup(ctx: CommandContext): string | undefined {
+  return localPath(ctx, "config_backup", false);
+}
+
+/** A separate `slave_config_dir` completed from `config_backup`. */
+function separateConfig(ctx: CommandContext): Promise<void> {
+  return restoreSeparateConfig(
+    ctx.fx,
+    localPath(ctx, "slave_config_dir", true),
+    configBackup(ctx),
+  );
+}
+
+/** What restore works with, for the steps. */
+interface Job {
+  state: RestoreState;
+  intoData: boolean;
+  completed: string;
+}
+
+/**
+ * Step `prepare` on `dataDir` (the staged data; the backup itself in dry run):
+ * stale files, pg_wal, tablespaces, recovery settings, configuration, mode; synced.
+ */
+async function prepareData(ctx: CommandContext, job: Job, dataDir: string): Promise<void> {
+  const { state } = job;
+  const target = state.target;
+  for (const stale of ["postmaster.pid", "postmaster.opts"]) {
+    if (lstatSyncOrNull(`${dataDir}/${stale}`)) await ctx.fx.remove(`${dataDir}/${stale}`);
+  }
+  if (state.walLink === null && !statSyncOrNull(`${dataDir}/pg_wal/archive_status`)?.isDirectory) {
+    await ctx.fx.act(
+      `create directory ${target}/pg_wal/archive_status`,
+      () => mkdirp(`${dataDir}/pg_wal/archive_status`, 0o700),
+      undefined,
     );
   }
+  await linkTablespaces(ctx.fx, dataDir, target);
+  await writeRecoverySettings(
+    dataDir,
+    recoverySettings(ctx, state.version, job.completed),
+    ctx.fx,
+    target,
+  );
+  crashPoint("prepare-recovery");
+  if (job.intoData) {
+    const savedDir = workPaths(restoreWorkDir(target)).conf;
+    await applyConfig(ctx.fx, state.conf, savedDir, dataDir, target);
+  }
+  // PostgreSQL refuses a data directory more open than 0750.
+  const mode = (statSyncOrNull(dataDir)?.mode ?? 0o700) & 0o777;
+  if ((mode & 0o027) !== 0) {
+    await ctx.fx.act(`chmod 0700 ${target}`, () => Deno.chmod(dataDir, 0o700), undefined);
+  }
+  if (!ctx.dryRun) await flushTree(dataDir);
+}
+
+/** Step `finish`, once the new data is in place (see the module doc). Can run again. */
+async function finish(ctx: CommandContext, job: Job): Promise<void> {
+  const { state } = job;
+  const work = restoreWorkDir(state.target);
+  if (state.walLink !== null) {
+    if (!state.walEmptied) {
+      const kept = state.keepOld && state.aside !== null ? state.aside : undefined;
+      await prepareExternalWal(ctx.fx, state.walLink, kept, state.oldWalLink ?? undefined);
+      state.walEmptied = true;
+      await writeRestoreState(work, state);
+      crashPoint("wal-emptied");
+    }
+    await linkWal(state.target, state.walLink);
+  }
+  await removeControlFiles(ctx.fx, job.completed);
+  if (!job.intoData) await separateConfig(ctx);
+  await deleteReplaced(state);
+  crashPoint("old-deleted");
+  await removeWorkDir(state.target);
+  crashPoint("done");
+}
+
+/** Runs the steps from the one `job.state` records to the end. */
+async function runSteps(ctx: CommandContext, job: Job): Promise<void> {
+  const { state } = job;
+  const work = restoreWorkDir(state.target);
+  if (state.phase === "begin") {
+    crashPoint("begin");
+    state.conf = job.intoData ? configSources(state.target, configBackup(ctx)) : [];
+    await saveConfig(state.conf, workPaths(work).conf);
+    state.phase = "fill";
+    await writeRestoreState(work, state);
+  }
+  if (state.phase === "fill") {
+    crashPoint("fill");
+    await fillStage(ctx, state);
+    crashPoint("filled");
+    state.phase = "prepare";
+    await writeRestoreState(work, state);
+  }
+  if (state.phase === "prepare") {
+    crashPoint("prepare");
+    await prepareData(ctx, job, workPaths(work).data);
+    crashPoint("prepared");
+  }
+  if (state.phase === "prepare" || state.phase === "swap") {
+    await swapIntoPlace(state);
+    state.phase = "finish";
+    await writeRestoreState(work, state);
+  }
+  crashPoint("finish");
+  await finish(ctx, job);
+}
+
+/** Creates the work directory and records the first step. */
+async function begin(state: RestoreState): Promise<void> {
+  const work = restoreWorkDir(state.target);
+  await mkdirp(dirname(work), 0o700);
+  try {
+    await Deno.mkdir(work, { mode: 0o700 });
+  } catch (err) {
+    throw new WalmgrError(
+      `cannot create ${work} (the work directory of this restore): ${errorReason(err)}`,
+      { cause: err },
+    );
+  }
+  await fsyncDir(dirname(work));
+  await writeRestoreState(work, state);
+}
+
+/** `-n`: what a new restore would do, with the recovery settings; nothing changes. */
+async function dryRun(ctx: CommandContext, job: Job, startCmd: string | undefined) {
+  const { state } = job;
+  const { target, source } = state;
+  const stage = workPaths(restoreWorkDir(target)).data;
+  const verb = state.method === "rename" ? "move" : "copy";
+  const saved = job.intoData ? configSources(target, configBackup(ctx)) : [];
+  await ctx.fx.act(`${verb} ${source} into ${stage}, then prepare it there`, () => {}, undefined);
+  await prepareData(ctx, { ...job, state: { ...state, conf: saved } }, source);
+  if (lstatSyncOrNull(target)) {
+    const aside = state.keepOld ? firstFreeName(target) : workPaths(restoreWorkDir(target)).old;
+    await ctx.fx.act(`move ${target} to ${aside}`, () => {}, undefined);
+  }
+  await ctx.fx.act(`move ${stage} to ${target}`, () => {}, undefined);
+  if (state.walLink !== null) {
+    await prepareExternalWal(ctx.fx, state.walLink, undefined, undefined);
+    await ctx.fx.act(`link ${target}/pg_wal to ${state.walLink}`, () => {}, undefined);
+  }
+  await removeControlFiles(ctx.fx, job.completed);
+  if (!job.intoData) await separateConfig(ctx);
+  if (!state.keepOld && lstatSyncOrNull(target)) {
+    await ctx.fx.act(`delete the old ${target} (backup_datadir = no)`, () => {}, undefined);
+  }
+  if (startCmd) await ctx.fx.shell(startCmd, { inherit: true });
+  return 0;
+}
+
+/** Checks a new restore and builds its state (nothing is changed here). */
+function planRestore(
+  ctx: CommandContext,
+  args: string[],
+  target: string,
+  isSlaveData: boolean,
+): RestoreState {
   const [src, dst] = args;
-  const slaveData = localPath(ctx, "slave_data", dst === undefined);
-  const target = dst !== undefined ? resolve(dst) : slaveData as string;
-  const isSlaveData = slaveData !== undefined && sameDir(target, slaveData);
-  const startCmd = isSlaveData ? ctx.config.require("slave_start_cmd").trim() : undefined;
-  const completed = localPath(ctx, "completed_wals", true);
   const { path: source, move: moveWanted } = resolveSource(ctx, src);
-  const version = checkBackup(source);
+  const version = checkBackup(source, target, isSlaveData);
   if (sameDir(source, target) || isInside(target, source) || isInside(source, target)) {
     throw new WalmgrError(`cannot restore ${source} into ${target}: one contains the other`);
   }
@@ -444,160 +389,74 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   const backupWal = lstatSyncOrNull(`${source}/pg_wal`)?.isSymlink
     ? resolve(source, Deno.readLinkSync(`${source}/pg_wal`))
     : undefined;
-  const walLinkValue = configuredWal ?? backupWal;
+  const walLink = configuredWal ?? backupWal;
   if (backupWal !== undefined && configuredWal === undefined) {
     log.info(`The backup's pg_wal is a symlink to ${backupWal}: keeping it`);
   }
-  const plan: RestorePlan = {
-    source,
-    move: moveWanted && configuredWal === undefined,
-    target,
-    isSlaveData,
-    version,
-  };
-  if (walLinkValue !== undefined) {
-    checkExternalWal(walLinkValue);
-    if (isInside(walLinkValue, target) || sameDir(walLinkValue, target)) {
-      throw new WalmgrError(`pg_wal directory ${walLinkValue} must be outside the data directory`);
+  if (walLink !== undefined) {
+    checkExternalWal(walLink);
+    if (isInside(walLink, target) || sameDir(walLink, target)) {
+      throw new WalmgrError(`pg_wal directory ${walLink} must be outside the data directory`);
     }
   }
-  const dry = ctx.dryRun;
-  // Where the new data is during the later steps (in dry run nothing moves: read the backup).
-  const work = dry ? source : target;
-
-  await stopServer(ctx, plan);
-
-  // The old data directory.
-  let oldKept: string | undefined;
-  let oldWalLink: string | undefined;
   const existing = lstatSyncOrNull(target);
-  if (existing) {
-    if (!existing.isDirectory) {
-      throw new WalmgrError(`${target} exists and is not a directory; move it away`);
-    }
-    const walSt = lstatSyncOrNull(`${target}/pg_wal`);
-    if (walSt?.isSymlink) oldWalLink = resolve(target, Deno.readLinkSync(`${target}/pg_wal`));
-    if (ctx.config.getBool("backup_datadir", true)) {
-      oldKept = firstFreeName(target);
-      if (!src) log.info("Data directory already exists, moving it out of the way.");
-      log.info(`Move ${target} to ${oldKept}`);
-      const to = oldKept;
-      await ctx.fx.act(`rename ${target} to ${to}`, async () => {
-        try {
-          await Deno.rename(target, to);
-        } catch (err) {
-          throw new WalmgrError(
-            `cannot move ${target} to ${to}: ${errorMessage(err)} (a mount point? set ` +
-              `backup_datadir = no, or move the old data away yourself)`,
-            { cause: err },
-          );
-        }
-      }, undefined);
-    } else {
-      log.warning("backup_datadir is disabled, deleting old data dir");
-      await ctx.fx.act(`remove ${target}`, () => removeTree(target), undefined);
-    }
+  if (existing && !existing.isDirectory) {
+    throw new WalmgrError(`${target} exists and is not a directory; move it away`);
   }
+  const oldWalLink = lstatSyncOrNull(`${target}/pg_wal`)?.isSymlink
+    ? resolve(target, Deno.readLinkSync(`${target}/pg_wal`))
+    : null;
+  return newRestoreState({
+    args: [src ?? null, dst ?? null],
+    source,
+    target,
+    method: moveWanted && configuredWal === undefined ? "rename" : "copy",
+    consumeSource: false,
+    version,
+    walLink: walLink ?? null,
+    oldWalLink,
+    keepOld: ctx.config.getBool("backup_datadir", true),
+  });
+}
 
-  // The new data.
-  if (plan.move) {
-    log.info(`Move ${source} to ${target}`);
-    await ctx.fx.act(`rename ${source} to ${target}`, async () => {
-      await mkdirp(dirname(target), 0o700);
-      try {
-        await Deno.rename(source, target);
-      } catch (err) {
-        if ((err as { code?: string }).code !== "EXDEV") throw err;
-        log.info(`${source} and ${target} are on different filesystems: copying`);
-        await copyTreePlain(source, target, new Set(["postmaster.pid", "postmaster.opts"]));
-        await removeTree(source);
-      }
-    }, undefined);
-  } else {
-    log.info(`Copy ${source} to ${target}`);
-    const loc = await ctx.location("full_backup");
-    if (loc.transport.syncTree) {
-      await loc.transport.syncTree(source, target, {
-        excludes: ["/pg_wal", "/postmaster.pid", "/postmaster.opts"],
-        delete: true,
-      });
-    } else {
-      await ctx.fx.act(
-        `copy ${source} to ${target}`,
-        () =>
-          copyTreePlain(source, target, new Set(["pg_wal", "postmaster.pid", "postmaster.opts"])),
-        undefined,
-      );
-    }
-  }
-  for (const stale of ["postmaster.pid", "postmaster.opts"]) {
-    if (lstatSyncOrNull(`${work}/${stale}`)) await ctx.fx.remove(`${work}/${stale}`);
-  }
-
-  // pg_wal.
-  if (walLinkValue !== undefined) {
-    await prepareExternalWal(ctx, walLinkValue, oldKept, oldWalLink);
-    const link = `${target}/pg_wal`;
-    log.info(`Linking ${link} to ${walLinkValue}`);
-    await ctx.fx.act(`link ${link} to ${walLinkValue}`, async () => {
-      const st = lstatSyncOrNull(link);
-      if (st?.isDirectory) await removeTree(link);
-      else if (st) await Deno.remove(link);
-      await Deno.symlink(walLinkValue, link);
-      await mkdirp(`${walLinkValue}/archive_status`, 0o700);
-    }, undefined);
-  } else if (!statSyncOrNull(`${work}/pg_wal/archive_status`)?.isDirectory) {
-    await ctx.fx.act(
-      `create directory ${target}/pg_wal/archive_status`,
-      () => mkdirp(`${target}/pg_wal/archive_status`, 0o700),
-      undefined,
+async function runRestore(ctx: CommandContext, args: string[]): Promise<number> {
+  if (ctx.role === "master") {
+    throw new WalmgrError(
+      `restore runs on the slave: run restore on the slave with the slave's ini ` +
+        `(${ctx.config.file} is a master ini)`,
     );
   }
-  if (!plan.move) {
-    // WAL that came with the backup (copied trees leave pg_wal out).
-    const srcWal = `${source}/pg_wal`;
-    const files = lstatSyncOrNull(srcWal)?.isDirectory
-      ? [...Deno.readDirSync(srcWal)].filter((e) => e.isFile && walFileKind(e.name) !== null)
-      : [];
-    for (const f of files) {
-      await ctx.fx.act(
-        `copy ${srcWal}/${f.name} to ${target}/pg_wal/`,
-        () => copyFileDurable(`${srcWal}/${f.name}`, `${target}/pg_wal/${f.name}`, "replace"),
-        undefined,
-      );
+  const [, dst] = args;
+  const slaveData = localPath(ctx, "slave_data", dst === undefined);
+  const target = dst !== undefined ? resolve(dst) : slaveData as string;
+  const isSlaveData = slaveData !== undefined && sameDir(target, slaveData);
+  const startCmd = isSlaveData ? ctx.config.require("slave_start_cmd").trim() : undefined;
+  const completed = localPath(ctx, "completed_wals", true);
+  const intoData = configIntoData(ctx, target, isSlaveData);
+
+  let state = await readRestoreState(target, ctx.dryRun);
+  if (state) {
+    checkSameArgs(state, args);
+    await refuseIfRunning(state);
+    log.info(
+      `Finishing the interrupted restore of ${state.source} into ${target} (it stopped at ` +
+        `step ${state.phase}; its work directory is ${restoreWorkDir(target)})`,
+    );
+    if (ctx.dryRun) {
+      log.info("DRY RUN: would finish the interrupted restore and start the server");
+      return 0;
     }
+    await stopServer(ctx, target, isSlaveData);
+  } else {
+    state = planRestore(ctx, args, target, isSlaveData);
+    await stopServer(ctx, target, isSlaveData);
+    if (ctx.dryRun) return await dryRun(ctx, { state, intoData, completed }, startCmd);
+    await begin(state);
   }
-
-  await linkTablespaces(ctx, work, target);
-
-  // Recovery settings.
-  const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
-  const cleanup = conninfo
-    ? standbyArchiveCleanup(
-      ctx.config.getPath("slave_bin"),
-      completed,
-      ctx.config.getInt("keep_backups", 0),
-    )
-    : undefined;
-  const recovery = recoveryPlan({
-    version,
-    restoreCommand: buildRestoreCommand(ctx.self, ctx.config.file),
-    primaryConninfo: conninfo,
-    ...(ctx.config.get("primary_slot_name")
-      ? { primarySlotName: ctx.config.get("primary_slot_name") as string }
-      : {}),
-    ...(cleanup ? { archiveCleanupCommand: cleanup } : {}),
-  });
-  await writeRecoverySettings(work, recovery, ctx.fx, target);
-
-  await removeControlFiles(ctx.fx, completed);
-
-  await restoreConfig(ctx, plan, work, oldKept);
-
-  // PostgreSQL refuses a data directory more open than 0750.
-  const mode = (statSyncOrNull(work)?.mode ?? 0o700) & 0o777;
-  if ((mode & 0o027) !== 0) {
-    await ctx.fx.act(`chmod 0700 ${target}`, () => Deno.chmod(target, 0o700), undefined);
+  try {
+    await runSteps(ctx, { state, intoData, completed });
+  } catch (err) {
+    throw stepFailure(err, state);
   }
 
   if (!startCmd) {

@@ -215,9 +215,10 @@ Deno.test("restore with hand-made backups", async (t) => {
     assertStringIncludes(res.stderr, "WARNING backup_datadir is disabled, deleting old data dir");
     assert(!exists(`${s.data}.2`));
     assertEquals(await Deno.readTextFile(`${s.data}/base/1/1234`), "backup-2");
-    // no old data dir to take config from: config_backup's copy, with archiving off
+    // the old data dir is deleted only once the new one is in place: its config (the
+    // slave's own) wins over config_backup's copy of the master's, archiving off
     const conf = await Deno.readTextFile(`${s.data}/postgresql.conf`);
-    assertEquals(readSetting(conf, "port").value, "5432");
+    assertEquals(readSetting(conf, "port").value, "6543");
     assertEquals(readSetting(conf, "archive_mode").value, "off");
   });
 
