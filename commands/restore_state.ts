@@ -177,11 +177,12 @@ export async function readRestoreState(
           `move what you need elsewhere, remove it and run restore again`,
       );
     }
-    log.info(`Removing ${work} (left by a restore killed while it began or ended)`);
+    const why = "left by a restore killed while it began or ended";
     if (dryRun) {
-      log.info(`DRY RUN: would remove ${work}`);
+      log.info(`DRY RUN: would remove ${work} (${why})`);
       return null;
     }
+    log.info(`Removing ${work} (${why})`);
     await removeTree(work);
     await fsyncDir(dirname(work));
     return null;
