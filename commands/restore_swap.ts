@@ -183,9 +183,11 @@ export async function swapIntoPlace(state: RestoreState): Promise<void> {
       const aside = state.aside;
       if (aside === null || lstatSyncOrNull(aside)) {
         throw new RestoreStepRefusal(
-          `${target} exists and ${aside ?? "no place to set it aside"} ` +
-            `${aside ? "too" : "was chosen"}: move ${target} away yourself and run restore ` +
-            `again to finish (the new data is ready in ${stage})`,
+          (aside === null
+            ? `${target} appeared while the restore was interrupted`
+            : `both ${target} and ${aside} exist`) +
+            `: move ${target} away yourself and run restore again to finish (the new data ` +
+            `is ready in ${stage})`,
         );
       }
       if (state.keepOld) {
