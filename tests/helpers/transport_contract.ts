@@ -15,6 +15,7 @@
 
 import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
+import { formatWalSum, WAL_SUMS_DIR, walSumPath } from "../../core/wal_checksums.ts";
 import type { Transport } from "../../transports/types.ts";
 
 /** What a contract run needs from the transport under test. */
@@ -45,6 +46,11 @@ function randomBytes(n: number): Uint8Array {
   return out;
 }
 
+async function sha256Hex(data: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function join(...parts: string[]): string {
   return parts.join("/").replace(/\/+/g, "/");
 }
@@ -65,8 +71,11 @@ async function walk(t: Transport, dir: string, prefix = ""): Promise<string[]> {
   return out.sort();
 }
 
+/** Hidden names under `dir`, except the WAL checksum directory (its temporary files count). */
 async function assertNoHidden(t: Transport, dir: string): Promise<void> {
-  const hidden = (await walk(t, dir)).filter((p) => p.split("/").some((c) => c.startsWith(".")));
+  const hidden = (await walk(t, dir)).filter((p) =>
+    p.split("/").some((c) => c.startsWith(".") && c !== WAL_SUMS_DIR)
+  );
   assert.deepEqual(hidden, [], `temporary files left under ${dir}`);
 }
 
@@ -414,11 +423,19 @@ export function transportContract(
           } finally {
             await shipper.close();
           }
-          for (const f of files) assert.deepEqual(await tr.readFile(join(dir, f.name)), f.data);
+          for (const f of files) {
+            assert.deepEqual(await tr.readFile(join(dir, f.name)), f.data);
+            // every shipped file has its SHA-256 sidecar (core/wal_checksums.ts)
+            assert.equal(
+              new TextDecoder().decode(await tr.readFile(walSumPath(dir, f.name))),
+              formatWalSum(await sha256Hex(f.data), f.name),
+            );
+          }
           assert.deepEqual(
             await tr.readFile(join(dir, "000000010000000000000039")),
             enc.encode("old"),
           );
+          assert.equal(await tr.stat(walSumPath(dir, "000000010000000000000039")), null);
           await assertNoHidden(tr, dir);
         });
       }

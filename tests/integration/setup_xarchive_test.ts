@@ -122,8 +122,14 @@ pidfile = ${tmp.path}/pid/wal-master.pid
       assertEquals(Number(stats?.failed_count), 0, await pg.logTail());
       const last = (await Deno.readTextFile(`${pg.dataDir}/.walshipping.last`)).trim();
       assert(last >= segment, `.walshipping.last is ${last}`);
-      // no temporary files left behind
-      assertEquals([...Deno.readDirSync(completed)].filter((e) => e.name.startsWith(".")), []);
+      // no temporary files left behind (the WAL checksum directory is not one)
+      assertEquals(
+        [...Deno.readDirSync(completed)].filter((e) =>
+          e.name.startsWith(".") && e.name !== ".walmgr3-sha256"
+        ),
+        [],
+      );
+      assert(exists(`${completed}/.walmgr3-sha256/${segment}.sha256`), "no checksum sidecar");
     });
 
     await t.step("re-archiving the same segment succeeds", async () => {

@@ -208,6 +208,7 @@ Deno.test("xstorage serve stores pipelined frames durably, refuses different fil
     assert.equal(code2, 1);
     const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
     assert.deepEqual(names, [
+      ".walmgr3-sha256", // the checksums of the stored files
       "000000010000000000000001",
       "000000010000000000000002",
       "000000010000000000000003",
