@@ -25,16 +25,22 @@ export async function sha256File(
   headBytes = 0,
 ): Promise<{ sha256: string; size: number; head: Uint8Array }> {
   const hash = createHash("sha256");
-  const buf = new Uint8Array(HASH_READ_SIZE);
+  // Two buffers: the next block is read while the current one is hashed.
+  let cur = new Uint8Array(HASH_READ_SIZE);
+  let spare = new Uint8Array(HASH_READ_SIZE);
   const head = new Uint8Array(headBytes);
   let size = 0;
   using file = await Deno.open(path, { read: true });
+  let pending = file.read(cur);
   for (;;) {
-    signal?.throwIfAborted();
-    const n = await file.read(buf);
+    const n = await pending;
     if (n === null) break;
-    if (size < headBytes) head.set(buf.subarray(0, Math.min(n, headBytes - size)), size);
-    hash.update(buf.subarray(0, n));
+    signal?.throwIfAborted(); // (no read is in flight here)
+    const block = cur.subarray(0, n);
+    [cur, spare] = [spare, cur];
+    pending = file.read(cur);
+    if (size < headBytes) head.set(block.subarray(0, Math.min(n, headBytes - size)), size);
+    hash.update(block);
     size += n;
   }
   return { sha256: hash.digest("hex"), size, head: head.subarray(0, Math.min(size, headBytes)) };
