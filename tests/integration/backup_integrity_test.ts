@@ -66,6 +66,18 @@ Deno.test({
     const sameSecond = new Date(Math.ceil(Date.now() / 1000) * 1000 + 30_000);
     await Deno.utime(src, sameSecond, sameSecond);
 
+    // a cluster that has run for a while: its files were last written an hour ago
+    const anHourAgo = new Date(Date.now() - 3_600_000);
+    const age = async (dir: string): Promise<void> => {
+      for await (const e of Deno.readDir(dir)) {
+        const p = `${dir}/${e.name}`;
+        if (e.isDirectory) await age(p);
+        else if (e.isFile && p !== src) await Deno.utime(p, anHourAgo, anHourAgo);
+      }
+    };
+    await age(`${pg.dataDir}/base`);
+    await age(`${pg.dataDir}/global`);
+
     await walmgr([ini, "backup"]); // the copy that the third backup recycles
     await walmgr([ini, "backup"]);
     const before = await Deno.stat(src);
@@ -80,6 +92,8 @@ Deno.test({
 
     const third = await walmgr([ini, "backup"]);
     assertStringIncludes(third.stderr, "Recycling expired backup directory");
+    // files proven unchanged since the recycled backup are kept, not copied again
+    assert(/kept [1-9]\d* unchanged files/.test(third.stderr), out(third));
     assert(
       await sameBytes(src, `${full}/${rel}`),
       `${full}/${rel} differs from the master's ${src}: the backup kept stale bytes`,
