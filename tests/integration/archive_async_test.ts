@@ -266,7 +266,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "archive_async local: a stale ok record is not trusted; -n stores nothing",
+  name: "archive_async local: a stale ok record is not trusted; -n stores nothing, exits 3",
   ...opts,
   async fn() {
     await using env = await AsyncEnv.start("local");
@@ -282,7 +282,8 @@ Deno.test({
     const dry = await run([WALMGR, "-n", env.ini, "xarchive", `pg_wal/${name}`, name], {
       cwd: env.pg.dataDir,
     });
-    assertEquals(dry.code, 0, dry.stderr);
+    // never 0 for a file that was not stored (issue 12, defect 5)
+    assertEquals(dry.code, 3, dry.stderr);
     assert(/DRY RUN/.test(dry.stderr), `dry run says what it would do: ${dry.stderr}`);
     assert(!exists(`${env.completed}/${name}`), "a dry run stored the file");
 
