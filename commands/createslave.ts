@@ -21,7 +21,7 @@
  * 5. Recovery settings (core/recovery_conf.ts): `standby.signal`,
  *    `primary_conninfo`, `primary_slot_name`, a `restore_command` calling
  *    `xrestore` (archived WAL is used when streaming falls behind),
- *    `archive_cleanup_command` with `keep_backups = 0`; the copied
+ *    `archive_cleanup_command` (`xcleanup %r`) with `keep_backups = 0`; the copied
  *    `postgresql.conf` gets `archive_mode = 'off'`.
  * 6. The old data directory goes aside (`<slave_data>.N` with
  *    `backup_datadir = yes`, else a temporary name removed after success), the
@@ -616,7 +616,7 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       if (version === null) {
         throw new WalmgrError(`${st.temp} has no PG_VERSION after pg_basebackup`);
       }
-      const cleanup = standbyArchiveCleanup(binDir, completed, cfg.getInt("keep_backups", 0));
+      const cleanup = standbyArchiveCleanup(ctx.self, cfg.file, cfg.getInt("keep_backups", 0));
       const recovery = recoveryPlan({
         version,
         restoreCommand: buildRestoreCommand(ctx.self, cfg.file),

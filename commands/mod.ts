@@ -28,6 +28,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["restore", async () => (await import("./restore.ts")).restoreCommands],
   ["xarchive", async () => (await import("./xarchive.ts")).xarchiveCommands],
   ["xrestore", async () => (await import("./xrestore.ts")).xrestoreCommands],
+  ["xcleanup", async () => (await import("./xcleanup.ts")).xcleanupCommands],
   ["backup_lock", async () => (await import("./backup_lock.ts")).backupLockCommands],
   ["rotate", async () => (await import("./rotate.ts")).rotateCommands],
   ["xstorage", async () => (await import("./xstorage.ts")).xstorageCommands],

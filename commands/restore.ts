@@ -195,14 +195,10 @@ function configIntoData(ctx: CommandContext, target: string, isSlaveData: boolea
 }
 
 /** The recovery settings of the restored server. */
-function recoverySettings(ctx: CommandContext, version: number, completed: string): RecoveryPlan {
+function recoverySettings(ctx: CommandContext, version: number): RecoveryPlan {
   const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
   const cleanup = conninfo
-    ? standbyArchiveCleanup(
-      ctx.config.getPath("slave_bin"),
-      completed,
-      ctx.config.getInt("keep_backups", 0),
-    )
+    ? standbyArchiveCleanup(ctx.self, ctx.config.file, ctx.config.getInt("keep_backups", 0))
     : undefined;
   return recoveryPlan({
     version,
@@ -256,7 +252,7 @@ async function prepareData(ctx: CommandContext, job: Job, dataDir: string): Prom
   await linkTablespaces(ctx.fx, dataDir, target);
   await writeRecoverySettings(
     dataDir,
-    recoverySettings(ctx, state.version, job.completed),
+    recoverySettings(ctx, state.version),
     ctx.fx,
     target,
   );

@@ -22,22 +22,24 @@
  *    directory).
  *
  * `xpurgewals` then removes from `completed_wals` and `partial_wals` the WAL no
- * kept backup needs (see {@link purgeWals}).
+ * kept backup and no standby restoring from the archive needs (see
+ * {@link purgeWals}).
  *
  * @module
  */
 
-import {
-  type BackupSlot,
-  firstUsefulWal,
-  listBackups,
-  scanSlots,
-  splitPath,
-  trimSlash,
-  walFilesBefore,
-  workDirOf,
-} from "../core/backups.ts";
+import { type BackupSlot, scanSlots, splitPath, trimSlash, workDirOf } from "../core/backups.ts";
 import { errorMessage, UsageError, WalmgrError } from "../core/errors.ts";
+import { quoteConfValue, readSetting } from "../core/pgconf.ts";
+import { buildCleanupCommand } from "../core/recovery_conf.ts";
+import {
+  collectNeeds,
+  oldestNeed,
+  readLineages,
+  removeUnneeded,
+  type WalDir,
+  type WalNeed,
+} from "../core/retention.ts";
 import { HookVeto } from "../plugins/hooks.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import type { Transport } from "../transports/types.ts";
@@ -206,60 +208,111 @@ export async function rotateFinish(
 }
 
 /**
- * `xpurgewals`: removes from `completed_wals` and `partial_wals` every WAL
- * segment, `.partial` and `.backup` file that lies before the first WAL any kept
- * backup needs (the lowest `START WAL LOCATION` among them), on any timeline:
- * positions in the WAL stream are compared, not names. `.history` files and
- * anything that is not a WAL file are kept. Files that vanish meanwhile
- * (pg_archivecleanup, a concurrent purge) are fine. Returns the number removed.
+ * `xpurgewals`: removes from `completed_wals` and `partial_wals` the WAL files
+ * (segments, `.partial`, `.backup`) that no kept backup and no standby restoring
+ * from this archive needs: the cut-off of core/retention.ts (positions compared
+ * across timelines; a file of a timeline outside the needed histories is kept),
+ * each file with its checksum sidecar. Standby records whose server left
+ * recovery are removed; stale ones are honoured with a warning naming the file.
+ * `.history` files and anything that is not a WAL file are kept. With no backup
+ * nothing is purged. Files that vanish meanwhile (a concurrent cleanup) are
+ * fine. Returns the number removed.
  */
 export async function purgeWals(ctx: CommandContext): Promise<number> {
   const { t, base } = await fullBackupOnSlave(ctx);
-  const backups = await listBackups(t, base);
-  if (backups.length === 0) {
-    ctx.log.debug("No WAL-s to clean up.");
-    return 0;
-  }
-  const first = firstUsefulWal(backups);
-  if (!first) {
-    const oldest = backups[backups.length - 1] as { path: string };
-    throw new WalmgrError(
-      `WAL name not found at ${oldest.path}/backup_label (no START WAL LOCATION line); ` +
-        `nothing purged`,
-    );
-  }
-  ctx.log.info(`First useful WAL file is: ${first.file}`);
-  let removed = 0;
+  const dirs: WalDir[] = [];
+  let completed: WalDir | undefined;
   for (const key of ["completed_wals", "partial_wals"]) {
     if (!ctx.config.getString(key).trim()) {
       ctx.log.debug(`${key} is not set, nothing to purge there`);
       continue;
     }
     const loc = await ctx.location(key);
-    const dir = trimSlash(loc.path);
-    const entries = await loc.transport.list(dir);
-    if (entries === null) {
+    const d: WalDir = { storage: loc.transport, dir: trimSlash(loc.path), display: loc.display };
+    if (!(await loc.transport.stat(d.dir))?.isDirectory) {
       ctx.log.warning(`${key} directory ${loc.display} does not exist, nothing to purge there`);
       continue;
     }
-    const names = entries.filter((e) => e.isFile).map((e) => e.name).sort();
-    const doomed = walFilesBefore(names, first.file);
-    let here = 0;
-    for (const name of doomed) {
-      try {
-        await loc.transport.remove(`${dir}/${name}`);
-        here++;
-        ctx.log.debug(`Removed ${name} from ${loc.display}`);
-      } catch (err) {
-        ctx.log.warning(`cannot remove ${dir}/${name}: ${errorMessage(err)}`);
-      }
+    if (key === "completed_wals") completed = d;
+    dirs.push(d);
+  }
+  if (!completed) return 0;
+  const { postmasterState } = await import("../core/postmaster.ts");
+  const c = await collectNeeds({
+    backups: { storage: t, base },
+    completed,
+    running: async (dir) => {
+      const st = await postmasterState(dir);
+      return st.running ? { running: true } : { running: false, reason: st.reason };
+    },
+  });
+  if (c.blocked) throw new WalmgrError(`${c.blocked}; nothing purged`);
+  for (const o of c.obsolete) {
+    const path = `${completed.dir}/${o.name}`;
+    ctx.log.info(`Removing standby record ${path}: ${o.why}`);
+    try {
+      await completed.storage.remove(path);
+    } catch (err) {
+      ctx.log.warning(`cannot remove ${path}: ${errorMessage(err)}`);
     }
-    if (here > 0) {
-      ctx.log.info(`Removed ${here} WAL files older than ${first.file} from ${loc.display}`);
+  }
+  warnOldCleanupCommand(ctx);
+  if (c.backups === 0) {
+    ctx.log.debug("No WAL-s to clean up.");
+    return 0;
+  }
+  for (const n of c.notes) ctx.log[n.level](n.text);
+  const first = oldestNeed(c.needs) as WalNeed;
+  ctx.log.info(`First useful WAL file is: ${first.file} (needed by ${first.who})`);
+  const { lineageOf, missing } = await readLineages(completed, c.needs);
+  let removed = 0;
+  for (const r of await removeUnneeded(dirs, c.needs, lineageOf, false)) {
+    for (const f of r.failed) ctx.log.warning(`cannot remove ${r.dir.dir}/${f.name}: ${f.why}`);
+    if (r.removed.length > 0) {
+      ctx.log.info(
+        `Removed ${r.removed.length} WAL files older than ${first.file} from ${r.dir.display}`,
+      );
     }
-    removed += here;
+    if (r.keptOffLineage.length > 0) {
+      const tlis = [...new Set(r.keptOffLineage.map((n) => parseInt(n.slice(0, 8), 16)))];
+      const needed = [...new Set(c.needs.map((n) => n.timeline))];
+      ctx.log.info(
+        `Kept ${r.keptOffLineage.length} WAL file(s) before ${first.file} in ` +
+          `${r.dir.display}: timeline(s) ${tlis.join(", ")} not in the history of timeline(s) ` +
+          `${needed.join(", ")}` +
+          (missing.length
+            ? ` (no .history file for timeline(s) ${missing.join(", ")} in ${completed.display})`
+            : "") +
+          `; remove them by hand once no server follows those timelines`,
+      );
+    }
+    removed += r.removed.length;
   }
   return removed;
+}
+
+/**
+ * Warns when `slave_data` still runs pg_archivecleanup as its
+ * archive_cleanup_command (written by an older walmgr3): it removes WAL the kept
+ * backups need. It keeps working; restoring again, or the setting below, fixes it.
+ */
+function warnOldCleanupCommand(ctx: CommandContext): void {
+  const data = ctx.config.getPath("slave_data");
+  if (!data) return;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`${data}/postgresql.auto.conf`);
+  } catch {
+    return;
+  }
+  const value = readSetting(text, "archive_cleanup_command").value ?? "";
+  if (!/pg_archivecleanup/.test(value)) return;
+  ctx.log.warning(
+    `${data}/postgresql.auto.conf: archive_cleanup_command runs pg_archivecleanup, which ` +
+      `removes WAL the kept backups need; set archive_cleanup_command = ` +
+      `${quoteConfValue(buildCleanupCommand(ctx.self, ctx.config.file))} there (or restore ` +
+      `again)`,
+  );
 }
 
 /** Commands this module registers. */

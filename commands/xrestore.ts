@@ -18,6 +18,13 @@
  *   standby mode the same failure exits 1 (PostgreSQL falls back to streaming
  *   and asks again).
  *
+ * After a delivery, in a data directory in recovery, the server's progress goes
+ * to its standby record (`completed_wals/STANDBY.<dir>-<hash>`, see
+ * core/standby_record.ts): the restart point `%r`, so that `xpurgewals` keeps
+ * what it needs. With `keep_backups = 0` WAL before that point is then removed,
+ * except what a listed backup or another standby needs (commands/xcleanup.ts,
+ * core/retention.ts).
+ *
  * Start-up stays lean: no SQL driver, no transport.
  *
  * @module
@@ -34,8 +41,15 @@ import {
 } from "../core/errors.ts";
 import { cleanupStaleTemps, copyFileDurable, existsSync, STALE_TEMP_MS } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { type WalNeed, walNeed } from "../core/retention.ts";
+import {
+  readStandbyRecord,
+  standbyRecordName,
+  writeStandbyRecord,
+} from "../core/standby_record.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
+import { cleanArchive, inRecoveryDir } from "./xcleanup.ts";
 
 /** Total time (ms) transient failures are retried in archive recovery (env override for tests). */
 const DEFAULT_RETRY_MS = 30_000;
@@ -91,41 +105,7 @@ export function recoveryKind(
   return streaming ? "standby" : "archive";
 }
 
-/**
- * The WAL deletion rule (spec 3.8 with 9.2-j fixed): in `dirs`, removes every
- * segment, `.partial` and `.backup` file of the cut-off's timeline whose name
- * sorts strictly before the cut-off (anything after its first `.` is ignored).
- * `.history` files and other timelines are never touched. Returns the names
- * removed; errors are ignored (pg_archivecleanup may race with us).
- */
-export async function deleteOldWals(dirs: string[], cutoff: string): Promise<string[]> {
-  const cut = cutoff.split(".")[0] ?? "";
-  if (walFileKind(cut) !== "segment") return [];
-  const tli = cut.slice(0, 8);
-  const removed: string[] = [];
-  for (const dir of dirs) {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(dir)];
-    } catch {
-      continue;
-    }
-    for (const e of entries) {
-      const kind = walFileKind(e.name);
-      if (kind === null || kind === "history") continue;
-      if (!e.name.startsWith(tli) || e.name >= cut) continue;
-      try {
-        await Deno.remove(`${dir}/${e.name}`);
-        removed.push(e.name);
-      } catch {
-        // gone already
-      }
-    }
-  }
-  return removed;
-}
-
-/** First WAL file of `<dataDir>/backup_label`, or null. */
+/** First WAL file named by the `backup_label` in `dataDir`, or null. */
 function backupLabelStartWal(dataDir: string): string | null {
   try {
     const text = Deno.readTextFileSync(`${dataDir}/backup_label`);
@@ -136,25 +116,54 @@ function backupLabelStartWal(dataDir: string): string | null {
   }
 }
 
-/** The cut-off for cleaning: `%r`, else backup_label, else pg_controldata of `cwd`. */
+/**
+ * The first WAL file the server running us still needs: `%r` when PostgreSQL
+ * passes a real restart point (before redo begins it passes
+ * 000000000000000000000000), else the start of the backup in `backup_label`
+ * (the data directory, then `slave_data`), else pg_controldata's REDO of the data
+ * directory. `null` when none can be told.
+ */
 async function restartPoint(
   ctx: CommandContext,
   given: string | undefined,
   cwd: string,
-): Promise<string | null> {
-  if (given && walFileKind(given.split(".")[0] ?? "") === "segment") return given;
-  if (given) log.debug(`ignoring restart point argument ${JSON.stringify(given)}`);
+): Promise<WalNeed | null> {
+  const fromArg = given ? walNeed(given, "this standby (restart point)") : null;
+  if (fromArg) return fromArg;
+  if (given) log.debug(`no restart point in argument ${JSON.stringify(given)}`);
   const slaveData = ctx.config.getPath("slave_data");
-  const fromLabel = slaveData ? backupLabelStartWal(slaveData) : null;
-  if (fromLabel) return fromLabel;
+  for (const dir of slaveData && slaveData !== cwd ? [cwd, slaveData] : [cwd]) {
+    const file = backupLabelStartWal(dir);
+    const need = file ? walNeed(file, `this standby (${dir}/backup_label)`) : null;
+    if (need) return need;
+  }
   try {
     const { controlData } = await import("../core/pgtools.ts");
     const cd = await controlData(ctx.config.getPath("slave_bin"), cwd);
-    return cd.redoWalFile;
+    return walNeed(cd.redoWalFile, "this standby (pg_controldata REDO)");
   } catch (err) {
-    log.warning(`Unable to determine last restart point (${errorMessage(err)}); WAL not cleaned`);
+    log.debug(`Unable to determine last restart point: ${errorMessage(err)}`);
     return null;
   }
+}
+
+/**
+ * Records in the standby record of `cwd` (a data directory in recovery) how far
+ * its server is: `need`, else (nothing known) a record is only made when none
+ * exists, with the file just delivered. Returns the record's name.
+ */
+async function recordProgress(
+  completed: string,
+  cwd: string,
+  need: WalNeed | null,
+  delivered: string,
+): Promise<string> {
+  const source = need ? need.who.replace(/^this standby \((.*)\)$/, "$1") : "requested file";
+  const needs = need?.file ?? (walFileKind(delivered) === "segment" ? delivered : null);
+  if (needs && (need || !(await readStandbyRecord(completed, cwd)))) {
+    await writeStandbyRecord(completed, { dataDir: cwd, needs, source, lastFile: delivered });
+  }
+  return standbyRecordName(cwd);
 }
 
 /** Thrown when retries did not cure a failure. */
@@ -265,22 +274,20 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     return true;
   };
 
-  /** After a delivery: cleaning (keep_backups = 0) and PROGRESS. */
+  /**
+   * After a delivery: the standby record (core/standby_record.ts), cleaning with
+   * keep_backups = 0 (commands/xcleanup.ts: never what a listed backup or another
+   * standby needs), and PROGRESS.
+   */
   const finish = async (): Promise<number> => {
     if (ctx.dryRun) return 0;
     try {
-      if (config.getInt("keep_backups", 0) === 0) {
-        const cutoff = await restartPoint(ctx, restartArg, cwd);
-        if (cutoff) {
-          const dirs = [completed];
-          if (partialDir && existsSync(partialDir)) dirs.push(partialDir);
-          const removed = await deleteOldWals(dirs, cutoff);
-          if (removed.length) {
-            log.debug(
-              `removed ${removed.length} WAL file(s) before ${cutoff}: ${removed.join(" ")}`,
-            );
-          }
-        }
+      const need = await restartPoint(ctx, restartArg, cwd);
+      const record = inRecoveryDir(cwd)
+        ? await recordProgress(completed, cwd, need, name)
+        : undefined;
+      if (config.getInt("keep_backups", 0) === 0 && need) {
+        await cleanArchive(ctx, need, record);
       }
       await Deno.writeTextFile(progressFile, "1\n");
     } catch (err) {

@@ -1,8 +1,8 @@
 /**
  * The set of base backups in `full_backup`: `data.master` (newest), then
  * `data.master.0`, `data.master.1`, ... (oldest last), each a directory holding a
- * `backup_label`. Also the WAL retention rule of `xpurgewals` and the output of
- * `listbackups`.
+ * `backup_label`. Also WAL positions, the first WAL the backups need, and the
+ * output of `listbackups` (the retention cut-off itself is core/retention.ts).
  *
  * Listing works through any storage with `list`, `stat` and `readFile` (every
  * transport has them), so the master can list the slave's backups too.
@@ -190,22 +190,6 @@ export function walPosition(name: string): bigint | null {
   const kind = walFileKind(name);
   if (kind === null || kind === "history") return null;
   return BigInt(`0x${name.slice(8, 24)}`);
-}
-
-/**
- * The WAL file names (segments, `.partial` and `.backup` files of any timeline)
- * that lie before `firstUseful` (a segment name) in the WAL stream and are
- * therefore needed by no backup starting at or after it. History files and
- * anything that is not a WAL file (STOP, PAUSE, BACKUPLOCK, temporary files) are
- * never selected.
- */
-export function walFilesBefore(names: readonly string[], firstUseful: string): string[] {
-  const cut = walPosition(firstUseful.slice(0, 24));
-  if (cut === null) throw new Error(`not a WAL segment name: ${firstUseful}`);
-  return names.filter((n) => {
-    const pos = walPosition(n);
-    return pos !== null && pos < cut;
-  });
 }
 
 /**

@@ -4,8 +4,9 @@
  * with one refuses to start).
  *
  * - With `primary_conninfo`: `standby.signal`, `primary_conninfo`,
- *   `primary_slot_name` when set, and `archive_cleanup_command` when the caller
- *   asks for it (keep_backups = 0).
+ *   `primary_slot_name` when set, and `archive_cleanup_command` (walmgr3's
+ *   `xcleanup %r`, {@link buildCleanupCommand}) when the caller asks for it
+ *   (keep_backups = 0).
  * - Without: `recovery.signal` (archive-fed recovery that ends in promotion when
  *   `xrestore` reports the end of the archive) and, on 15+, `recovery_prefetch =
  *   off`: with read-ahead the startup process blocks inside the waiting
@@ -99,9 +100,16 @@ export function buildRestoreCommand(self: readonly string[], ini: string): strin
   return `${words.join(" ")} xrestore %f "%p" %r`;
 }
 
-/** `archive_cleanup_command`: `<pg_archivecleanup> <completed_wals> %r`. */
-export function buildArchiveCleanupCommand(program: string, completedWals: string): string {
-  return `${escapePercent(shellQuote(program))} ${escapePercent(shellQuote(completedWals))} %r`;
+/**
+ * The `archive_cleanup_command` of a streaming standby: `<self> <ini> xcleanup %r`,
+ * quoted like {@link buildRestoreCommand}. walmgr3's own cleanup applies the
+ * retention cut-off (core/retention.ts): it never removes WAL a listed backup or
+ * another standby needs, and it compares timelines, which pg_archivecleanup does
+ * not.
+ */
+export function buildCleanupCommand(self: readonly string[], ini: string): string {
+  const words = [...self, ini].map((w) => escapePercent(shellQuote(w)));
+  return `${words.join(" ")} xcleanup %r`;
 }
 
 /** The settings and signal file for `input` (pure). */

@@ -11,8 +11,7 @@
 import type { Effects } from "./effects.ts";
 import { log } from "./log.ts";
 import { editSettings, readSetting, writeConfFile } from "./pgconf.ts";
-import { findPgProgram } from "./pgtools.ts";
-import { buildArchiveCleanupCommand } from "./recovery_conf.ts";
+import { buildCleanupCommand } from "./recovery_conf.ts";
 import { lstatSyncOrNull } from "./fsutil.ts";
 
 /** First `<target>.<N>` (N = 0, 1, ...) that does not exist. */
@@ -25,22 +24,20 @@ export function firstFreeName(target: string): string {
 
 /**
  * The `archive_cleanup_command` of a streaming standby: only with
- * `keep_backups = 0` (older base backups need the WAL), and only when
- * `pg_archivecleanup` is found in `binDir` or PATH (else a warning).
+ * `keep_backups = 0` (as the original: with more backups WAL is purged by
+ * `backup`), and then walmgr3's own `<self> <ini> xcleanup %r`, which removes
+ * only what no listed backup and no other standby needs (core/retention.ts),
+ * never pg_archivecleanup (it would remove the kept backup's WAL, and it ignores
+ * timelines). A standby configured with pg_archivecleanup by an older walmgr3
+ * keeps running it until restored again; `xpurgewals` warns about it.
  */
 export function standbyArchiveCleanup(
-  binDir: string | undefined,
-  completedWals: string,
+  self: readonly string[],
+  ini: string,
   keepBackups: number,
 ): string | undefined {
   if (keepBackups !== 0) return undefined;
-  const program = findPgProgram(binDir, "pg_archivecleanup");
-  if (program) return buildArchiveCleanupCommand(program, completedWals);
-  log.warning(
-    "pg_archivecleanup not found in slave_bin or PATH: archive_cleanup_command not set, " +
-      "WAL in completed_wals is not removed as the standby replays it",
-  );
-  return undefined;
+  return buildCleanupCommand(self, ini);
 }
 
 /** Control files of xrestore that must not survive into a new standby (9.2-o: PAUSE, PROGRESS too). */

@@ -557,7 +557,7 @@ Deno.test("restore a streaming standby (PostgreSQL 15): streams, pause, boot", a
       );
       assertMatch(
         readSetting(auto, "archive_cleanup_command").value ?? "",
-        /pg_archivecleanup .* %r$/,
+        / xcleanup %r$/,
       );
       assertEquals(await slaveSql(s, "select pg_is_in_recovery()"), "t");
       assertEquals(await slaveSql(s, "select v from t where id = 1"), "one");

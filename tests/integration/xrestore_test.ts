@@ -403,9 +403,14 @@ Deno.test("xrestore with keep_backups = 0 removes WAL before the restart point",
     async () => {
       const res = await xrestore(s, ["000000010000000000000005", DEST, "000000010000000000000004"]);
       assertEquals(res.code, 0, show(res));
-      const left = [...Deno.readDirSync(s.completed)].map((e) => e.name).filter((n) =>
-        n !== "PROGRESS"
-      ).sort();
+      const all = [...Deno.readDirSync(s.completed)].map((e) => e.name);
+      // the standby's record (core/standby_record.ts): it needs WAL from %r on
+      const record = all.find((n) => n.startsWith("STANDBY."));
+      assertStringIncludes(
+        await Deno.readTextFile(`${s.completed}/${record}`),
+        "needs: 000000010000000000000004\n",
+      );
+      const left = all.filter((n) => n !== "PROGRESS" && n !== record).sort();
       assertEquals(left, [
         "000000010000000000000004",
         "000000010000000000000005",

@@ -1,5 +1,5 @@
 import {
-  buildArchiveCleanupCommand,
+  buildCleanupCommand,
   buildRestoreCommand,
   escapePercent,
   MANAGED_SETTINGS,
@@ -29,15 +29,30 @@ Deno.test("restore_command: self and ini shell-quoted, % doubled, %f %p %r kept"
   assertEquals(escapePercent("a%b%%c"), "a%%b%%%%c");
 });
 
-Deno.test("archive_cleanup_command: pg_archivecleanup <completed_wals> %r", () => {
+Deno.test("archive_cleanup_command: walmgr3's own xcleanup %r, quoted like restore_command", () => {
   assertEquals(
-    buildArchiveCleanupCommand("/usr/lib/postgresql/15/bin/pg_archivecleanup", "/w/logs.complete"),
-    "/usr/lib/postgresql/15/bin/pg_archivecleanup /w/logs.complete %r",
+    buildCleanupCommand(["/usr/local/bin/walmgr3"], "/etc/walmgr/slave.ini"),
+    "/usr/local/bin/walmgr3 /etc/walmgr/slave.ini xcleanup %r",
   );
   assertEquals(
-    buildArchiveCleanupCommand("pg_archivecleanup", "/w/100% full"),
-    "pg_archivecleanup '/w/100%% full' %r",
+    buildCleanupCommand(["/opt/my tools/walmgr3"], "/etc/50%/it's.ini"),
+    `'/opt/my tools/walmgr3' '/etc/50%%/it'\\''s.ini' xcleanup %r`,
   );
+  // postgresql.auto.conf quotes it once more; PostgreSQL reads back the same command
+  const cmd = buildCleanupCommand(["/opt/w"], "/etc/it's 5%.ini");
+  assertEquals(cmd, `/opt/w '/etc/it'\\''s 5%%.ini' xcleanup %r`);
+  const plan = recoveryPlan({
+    version: 15,
+    restoreCommand: "r",
+    primaryConninfo: "host=m",
+    archiveCleanupCommand: cmd,
+  });
+  const text = rewriteAutoConf("", plan).text;
+  assertStringIncludes(
+    text,
+    `archive_cleanup_command = '/opt/w ''/etc/it''\\\\''''s 5%%.ini'' xcleanup %r'\n`,
+  );
+  assertEquals(readSetting(text, "archive_cleanup_command").value, cmd);
 });
 
 Deno.test("recoveryPlan", async (t) => {
