@@ -17,6 +17,10 @@
  *   recovery: PostgreSQL stops recovery loudly instead of promoting early. In
  *   standby mode the same failure exits 1 (PostgreSQL falls back to streaming
  *   and asks again).
+ * - `-n` (dry run) writes nothing and never exits 0: it says what it would do
+ *   and exits 3 ({@link EXIT_DRY_RUN}) in standby mode, 128 in archive recovery
+ *   (where any code from 1 to 125 would end recovery early); "known absent"
+ *   stays 1 only where it is (streaming mode, `.history`, STOP).
  *
  * After a delivery, in a data directory in recovery, the server's progress goes
  * to its standby record (`completed_wals/STANDBY.<dir>-<hash>`, see
@@ -33,6 +37,7 @@
 import { basename, dirname, resolve } from "../core/paths.ts";
 import {
   errorMessage,
+  EXIT_DRY_RUN,
   EXIT_FAILURE,
   EXIT_FATAL_FOR_POSTGRES,
   isNotFound,
@@ -229,6 +234,16 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     return EXIT_FAILURE;
   };
 
+  /** A dry run did nothing: never 0; in archive recovery above 125, like a transient failure. */
+  const dryRunExit = (what: string): number => {
+    const code = mode === "archive" ? EXIT_FATAL_FOR_POSTGRES : EXIT_DRY_RUN;
+    log.info(
+      `DRY RUN: ${name}: ${what}; exiting ${code}` +
+        (mode === "archive" ? " (archive recovery: a lower code would end recovery)" : ""),
+    );
+    return code;
+  };
+
   /** Stat with retries: true when present, false when absent. */
   const present = async (path: string): Promise<boolean> => {
     try {
@@ -280,7 +295,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
    * standby needs), and PROGRESS.
    */
   const finish = async (): Promise<number> => {
-    if (ctx.dryRun) return 0;
+    if (ctx.dryRun) return dryRunExit(`nothing written to ${destPath}`);
     try {
       const need = await restartPoint(ctx, restartArg, cwd);
       const record = inRecoveryDir(cwd)
@@ -348,8 +363,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
           return EXIT_FAILURE;
         }
         if (ctx.dryRun) {
-          log.info(`DRY RUN: ${pauseFile} exists: would wait until continue or boot`);
-          return EXIT_FAILURE;
+          return dryRunExit(`${pauseFile} exists: would wait until continue or boot`);
         }
         await sleep(MAX_POLL_MS);
         waitStart = Date.now(); // time spent paused does not count as waiting
@@ -392,8 +406,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
         return EXIT_FAILURE;
       }
       if (ctx.dryRun) {
-        log.info(`DRY RUN: ${name} not found in ${completed}: would wait for it (until boot)`);
-        return EXIT_FAILURE;
+        return dryRunExit(`not found in ${completed}: would wait for it (until boot)`);
       }
       if (!timelineWarned && nextHistory && existsSync(nextHistory)) {
         timelineWarned = true;
