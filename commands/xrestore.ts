@@ -22,11 +22,13 @@
  *   (where any code from 1 to 125 would end recovery early); "known absent"
  *   stays 1 only where it is (streaming mode, `.history`, STOP).
  *
- * After a delivery, in a data directory in recovery, the server's progress goes
- * to its standby record (`completed_wals/STANDBY.<dir>-<hash>`, see
- * core/standby_record.ts): the restart point `%r`, so that `xpurgewals` keeps
- * what it needs. With `keep_backups = 0` WAL before that point is then removed,
- * except what a listed backup or another standby needs (commands/xcleanup.ts,
+ * After a delivery in archive-fed mode (in a data directory in recovery) the
+ * server's progress goes to its standby record
+ * (`completed_wals/STANDBY.<dir>-<hash>`, see core/standby_record.ts): the
+ * restart point `%r`, so that `xpurgewals` keeps what it needs (a streaming
+ * standby records its restart points through `xcleanup`). With
+ * `keep_backups = 0` WAL before that point is then removed, except what a
+ * listed backup or another standby needs (commands/xcleanup.ts,
  * core/retention.ts).
  *
  * Start-up stays lean: no SQL driver, no transport.
@@ -298,9 +300,13 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     if (ctx.dryRun) return dryRunExit(`nothing written to ${destPath}`);
     try {
       const need = await restartPoint(ctx, restartArg, cwd);
-      const record = inRecoveryDir(cwd)
-        ? await recordProgress(completed, cwd, need, name)
-        : undefined;
+      // an archive-fed server records how far it is; a streaming one does at its
+      // restart points (xcleanup): a record made here would go stale while it streams
+      const record = !inRecoveryDir(cwd)
+        ? undefined
+        : streaming
+        ? standbyRecordName(cwd)
+        : await recordProgress(completed, cwd, need, name);
       if (config.getInt("keep_backups", 0) === 0 && need) {
         await cleanArchive(ctx, need, record);
       }
