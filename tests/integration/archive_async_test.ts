@@ -222,7 +222,7 @@ Deno.test({
     let pid = 0;
     await waitFor(async () => {
       const text = await Deno.readTextFile(lockFile).catch(() => "");
-      pid = Number(text.trim());
+      pid = Number(text.trim().split(/\s+/)[0]); // "<pid> <start time>"
       return pid > 0 && exists(`${env.completed}/${names[0]}`);
     }, { timeoutMs: 60_000, what: "the worker to ship its first file" });
     Deno.kill(pid, "SIGKILL");

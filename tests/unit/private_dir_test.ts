@@ -14,6 +14,8 @@ import {
   writeExclusive,
 } from "../../core/private_dir.ts";
 import { ConfigError } from "../../core/errors.ts";
+import { isSameProcess, parsePsLine, processIdentity } from "../../core/proc_identity.ts";
+import { parseWorkerLock } from "../../core/archive_spool.ts";
 import { controlDir } from "../../transports/ssh_connection.ts";
 
 async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
@@ -138,4 +140,24 @@ Deno.test("the ssh control directory follows the same rule", async () => {
     assert.equal(controlDir(`${dir}/cm`), `${dir}/cm`);
     assert.equal(mode(`${dir}/cm`), 0o700);
   });
+});
+
+Deno.test("process identity: pid, owner and start time through ps", async () => {
+  assert.deepEqual(parsePsLine("  101 Wed Dec  2 07:39:43 2026"), {
+    uid: 101,
+    start: "Wed_Dec_2_07:39:43_2026",
+  });
+  assert.equal(parsePsLine(""), null);
+  const me = await processIdentity(Deno.pid);
+  assert.ok(me, "ps describes this process");
+  assert.equal(me.uid, Deno.uid());
+  assert.ok(await isSameProcess(Deno.pid, me.start, Deno.uid()));
+  assert.ok(!(await isSameProcess(Deno.pid, "Thu_Jan_1_00:00:00_1970", Deno.uid())));
+  assert.ok(!(await isSameProcess(Deno.pid, me.start, (Deno.uid() ?? 0) + 1)));
+  assert.equal(await processIdentity(0), null);
+  assert.deepEqual(parseWorkerLock(`42 ${me.start}\n`), { pid: 42, start: me.start });
+  assert.deepEqual(parseWorkerLock("42 -\n"), { pid: 42, start: null });
+  assert.deepEqual(parseWorkerLock("42\n"), { pid: 42, start: null });
+  assert.equal(parseWorkerLock(""), null);
+  assert.equal(parseWorkerLock("x 1\n"), null);
 });
