@@ -9,7 +9,7 @@
  * | --- | --- | --- |
  * | `put` | `<identical-ok\|replace> <path> <size>` | file bytes / `stored` or `identical` |
  * | `commit` | `<identical-ok\|replace> <path> <size> <temp>` | cat's exit status / as `put` |
- * | `commit-sum` | `identical-ok <path> <size> <temp>` | as `commit`, plus the SHA-256 sidecar |
+ * | `commit-sum` | `identical-ok <path> <size> <temp>` | as `commit`; `temp` ends with the SHA-256 line |
  * | `get` | `<path>` | - / file bytes |
  * | `stat` | `<path>` | - / JSON FileInfo or `null` |
  * | `list` | `<dir>` | - / JSON FileInfo array or `null` |
@@ -26,9 +26,10 @@
  * nothing behind; so does `commit` for a `temp` (a temporary name of `path`,
  * which the slave's shell filled with `cat` meanwhile, see transports/ssh.ts)
  * of the wrong size or after a failed `cat`. `commit-sum` (an archived WAL
- * file) also records the SHA-256 of the stored bytes in the file's sidecar
- * (core/wal_checksums.ts), hashed from `temp` while it is fsynced, written
- * durably after the file. With `-n` nothing is changed.
+ * file): the master sent the file's SHA-256 line (`<64 hex>\n`, computed
+ * while it read the file for the copy) after its `<size>` bytes; it is taken
+ * off `temp` and written, after the file, to the file's sidecar
+ * (core/wal_checksums.ts). With `-n` nothing is changed.
  *
  * @module
  */
@@ -43,6 +44,7 @@ import {
   writeFileDurable,
 } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { SUM_TRAILER_BYTES } from "../core/sha256.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { REMOTE_EXIT } from "../transports/remote_exit.ts";
 import type { ExistingPolicy, Transport } from "../transports/types.ts";
@@ -205,12 +207,44 @@ async function commit(
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }
-      if (got !== size) throw await fail(incomplete(path, Math.max(got, 0), size).message);
-      return await settle(() => commitFileDurable(temp, path, policy, sum ? { sum: true } : {}));
+      // commit-sum: the master sent the file's SHA-256 line after its bytes
+      const want = sum ? size + SUM_TRAILER_BYTES : size;
+      if (got !== want) {
+        throw await fail(incomplete(path, Math.max(0, got - (want - size)), size).message);
+      }
+      const hex = sum ? await takeSumTrailer(temp, size) : undefined;
+      if (sum && !hex) {
+        throw await fail(`cannot store ${path}: no valid SHA-256 line after its ${size} bytes`);
+      }
+      return await settle(() => commitFileDurable(temp, path, policy, hex ? { sum: hex } : {}));
     },
     "stored" as const,
   );
   ctx.log.out(outcome);
+}
+
+/**
+ * The checksum line at byte `size` of `temp` (`<64 hex>\n`), then `temp` cut
+ * back to its `size` bytes of file; `null` when the line is malformed.
+ */
+async function takeSumTrailer(temp: string, size: number): Promise<string | null> {
+  const f = await Deno.open(temp, { read: true, write: true });
+  try {
+    await f.seek(size, Deno.SeekMode.Start);
+    const line = new Uint8Array(SUM_TRAILER_BYTES);
+    let off = 0;
+    while (off < line.length) {
+      const n = await f.read(line.subarray(off));
+      if (n === null) return null;
+      off += n;
+    }
+    const m = /^([0-9a-f]{64})\n$/.exec(new TextDecoder().decode(line));
+    if (!m) return null;
+    await f.truncate(size);
+    return m[1] as string;
+  } finally {
+    f.close();
+  }
 }
 
 function checkPolicy(policyArg: string): ExistingPolicy {

@@ -22,7 +22,7 @@ import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
-import { Sha256, sha256File, sha256Hex } from "./sha256.ts";
+import { readWholeFile, Sha256, SHA256_WHOLE_MAX, sha256Hex } from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
@@ -222,9 +222,7 @@ async function writeTemp(
   if (!(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
     try {
       src = await Deno.open(source.fromFile, { read: true });
-      if (sum) sum.reserve((await src.stat()).size);
     } catch (err) {
-      src?.close();
       throw fsError("read", source.fromFile, err);
     }
   }
@@ -412,10 +410,18 @@ export async function writeFileDurable(
   const mode = opts.mode ?? 0o600;
   const existing = await lstatOrNull(path);
   if (existing && !existing.isFile) throw notRegular(path);
+  if (opts.sum && !(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
+    // a segment is read whole, so that its hash (off the main thread) runs beside
+    // the write and the fsync instead of after them
+    source = await readWholeIfSmall(source.fromFile) ?? source;
+  }
   // an array is hashed as it is (off the main thread, meanwhile); other sources chunk by chunk
   const arraySum = opts.sum && source instanceof Uint8Array ? sha256Hex(source) : undefined;
   arraySum?.catch(() => {});
-  const sum = opts.sum && !arraySum ? new Sha256() : undefined;
+  // a file still named here is larger than a buffer: node:crypto's incremental hash
+  const sum = opts.sum && !arraySum
+    ? new Sha256(source instanceof ReadableStream ? 0 : SHA256_WHOLE_MAX + 1)
+    : undefined;
   const hex = () => (arraySum ?? (sum as Sha256).digest());
   const done = async (outcome: WriteOutcome): Promise<WriteOutcome> => {
     if (opts.sum) await recordWalSum(path, await hex(), outcome);
@@ -428,7 +434,6 @@ export async function writeFileDurable(
       if (source instanceof Uint8Array) {
         same = await fileEqualsBytes(path, source);
       } else {
-        sum?.reserve(existing.size);
         same = await filesEqual(source.fromFile, path, sum && ((c) => sum.update(c)));
       }
     } catch (err) {
@@ -441,7 +446,6 @@ export async function writeFileDurable(
     }
     if (same) return await done(await settleIdentical(path));
     if (opts.policy === "identical-ok") throw differentError(path);
-    // "replace" (never with a sum): the chunks fed to no one are not needed
   }
 
   const temp = uniqueTempName(dir, basename(path));
@@ -470,15 +474,23 @@ export async function writeFileDurable(
   }
 }
 
+/** The whole file (core/sha256.ts readWholeFile), `null` when large; one-line errors. */
+async function readWholeIfSmall(path: string): Promise<Uint8Array | null> {
+  try {
+    return await readWholeFile(path);
+  } catch (err) {
+    throw fsError("read", path, err);
+  }
+}
+
 /** Options of {@link commitFileDurable}. */
 export interface CommitDurableOptions {
   /**
-   * Record the SHA-256 of the stored bytes in the file's sidecar
-   * ({@link writeWalSumDurable}) after the file ("identical-ok" only): `true`
-   * hashes `temp` here (read while it is fsynced), a promise is the hash of
-   * `temp`'s bytes that the caller computed while writing them.
+   * Record this SHA-256 of `temp`'s bytes (computed by the caller while they
+   * were written or sent) in the file's sidecar ({@link writeWalSumDurable})
+   * after the file ("identical-ok" only).
    */
-  sum?: true | Promise<string>;
+  sum?: string | Promise<string>;
 }
 
 /**
@@ -496,7 +508,8 @@ export async function commitFileDurable(
   opts: CommitDurableOptions = {},
 ): Promise<WriteOutcome> {
   let committed = false;
-  let hex: Promise<string> | undefined = opts.sum === true ? undefined : opts.sum;
+  const hex = opts.sum === undefined ? undefined : Promise.resolve(opts.sum);
+  hex?.catch(() => {});
   try {
     if (opts.sum && policy !== "identical-ok") {
       throw new WalmgrError(`internal error: a checksum sidecar for ${path} needs identical-ok`);
@@ -504,10 +517,9 @@ export async function commitFileDurable(
     const existing = await lstatOrNull(path);
     if (existing && !existing.isFile) throw notRegular(path);
     if (existing) {
-      const sum = opts.sum === true ? new Sha256(existing.size) : undefined;
       let same: boolean;
       try {
-        same = await filesEqual(temp, path, sum && ((c) => sum.update(c)));
+        same = await filesEqual(temp, path);
       } catch (err) {
         if (!isNotFound(err) || !(await lstatOrNull(temp))) {
           throw fsError("compare with", path, err);
@@ -516,24 +528,12 @@ export async function commitFileDurable(
       }
       if (same) {
         const outcome = await settleIdentical(path);
-        if (opts.sum) await recordWalSum(path, await (hex ?? (sum as Sha256).digest()), outcome);
+        if (hex) await recordWalSum(path, await hex, outcome);
         return outcome;
       }
       if (policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
     }
-    if (opts.sum === true) {
-      // read back from the page cache and hashed while the fsync runs; both end
-      // before `temp` is linked or renamed away
-      const [h] = await Promise.all([
-        sha256File(temp).catch((err) => {
-          throw fsError("read", temp, err);
-        }),
-        fsyncFile(temp),
-      ]);
-      hex = Promise.resolve(h);
-    } else {
-      await fsyncFile(temp);
-    }
+    await fsyncFile(temp);
     const outcome = await commitTemp(temp, path, policy);
     committed = true;
     if (hex) await recordWalSum(path, await hex, outcome);

@@ -3,19 +3,26 @@
  * core/wal_checksums.ts), without a second read of the file.
  *
  * Up to {@link SHA256_WHOLE_MAX} bytes (a WAL segment is 16 MiB by default) are
- * gathered into one buffer and hashed by WebCrypto: `crypto.subtle.digest` runs
- * on a thread of the runtime, so the hash overlaps the fsync that follows it
- * (~17 ms per 16 MiB here, without SHA instructions on the main thread), and it
- * needs no module: node:crypto's incremental hash costs ~13 ms of start-up per
- * process, which `xarchive` (one process per segment) must not pay. Beyond that
- * size node:crypto's incremental hash is used (imported on first use), so that
- * memory stays bounded for large segments (`wal_segment_size` up to 1 GiB).
+ * held in one buffer and hashed by WebCrypto: `crypto.subtle.digest` runs on a
+ * thread of the runtime, so the hash overlaps the write, the fsync or the
+ * transfer that goes on meanwhile, and it needs no module. node:crypto hashes
+ * faster (~10 ms per 16 MiB against ~22 ms here, on the main thread though)
+ * but costs ~14 ms of start-up per process, which `xarchive` (one process per
+ * segment) must not pay. Beyond that size node:crypto's incremental hash is
+ * used (imported on first use), so that memory stays bounded for large
+ * segments (`wal_segment_size` up to 1 GiB).
  *
  * @module
  */
 
 /** Largest input hashed from one buffer (bigger ones go through node:crypto, incrementally). */
 export const SHA256_WHOLE_MAX = 64 * 1024 * 1024;
+
+/** Length of the checksum line {@link fileThenSum} sends after a file: 64 hex digits and `\n`. */
+export const SUM_TRAILER_BYTES = 65;
+
+/** Bytes per read. */
+const CHUNK = 1 << 20;
 
 /** The incremental hash of node:crypto (only what is used here). */
 interface NodeHash {
@@ -29,7 +36,12 @@ function toHex(buf: ArrayBuffer): string {
   return out;
 }
 
-/** SHA-256 of `data` in lower-case hex (off the main thread). */
+async function nodeHash(): Promise<NodeHash> {
+  const { createHash } = await import("node:crypto");
+  return createHash("sha256") as unknown as NodeHash;
+}
+
+/** SHA-256 of `data` in lower-case hex (off the main thread up to {@link SHA256_WHOLE_MAX}). */
 export async function sha256Hex(data: Uint8Array): Promise<string> {
   if (data.length > SHA256_WHOLE_MAX) {
     const h = await nodeHash();
@@ -39,67 +51,46 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
   return toHex(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }
 
-async function nodeHash(): Promise<NodeHash> {
-  const { createHash } = await import("node:crypto");
-  return createHash("sha256") as unknown as NodeHash;
-}
-
 /**
  * An incremental SHA-256: {@link update} with every chunk in order (each is
- * copied, the caller may reuse its buffer), then {@link digest}. Give the
- * expected size when it is known: the buffer is then allocated once.
+ * copied when it is gathered, the caller may reuse its buffer), then
+ * {@link digest}. Give the expected size when it is known: the buffer is then
+ * allocated once (or node:crypto used from the start for a large input).
  */
 export class Sha256 {
   #buf: Uint8Array;
   #len = 0;
+  #large: boolean;
   #node: NodeHash | undefined;
   #digest: Promise<string> | undefined;
 
   constructor(expectedSize = 0) {
-    this.#buf = new Uint8Array(
-      expectedSize > 0 && expectedSize <= SHA256_WHOLE_MAX ? expectedSize : 0,
-    );
-  }
-
-  /** Bytes hashed so far. */
-  get size(): number {
-    return this.#len;
-  }
-
-  /** Allocates the buffer for `size` bytes at once (before the first {@link update}). */
-  reserve(size: number): void {
-    if (this.#len === 0 && !this.#node && size <= SHA256_WHOLE_MAX && size > this.#buf.length) {
-      this.#buf = new Uint8Array(size);
-    }
+    this.#large = expectedSize > SHA256_WHOLE_MAX;
+    this.#buf = new Uint8Array(this.#large ? 0 : expectedSize);
   }
 
   /** Adds `chunk` (the next bytes). */
   async update(chunk: Uint8Array): Promise<void> {
     if (this.#digest) throw new Error("internal error: Sha256.update after digest");
+    const need = this.#len + chunk.length;
+    if (!this.#node && (this.#large || need > SHA256_WHOLE_MAX)) {
+      this.#node = await nodeHash();
+      this.#node.update(this.#buf.subarray(0, this.#len));
+      this.#buf = new Uint8Array(0);
+    }
+    this.#len = need;
     if (this.#node) {
       this.#node.update(chunk);
-      this.#len += chunk.length;
       return;
     }
-    const need = this.#len + chunk.length;
     if (need > this.#buf.length) {
-      if (need > SHA256_WHOLE_MAX) {
-        const h = await nodeHash();
-        h.update(this.#buf.subarray(0, this.#len));
-        h.update(chunk);
-        this.#node = h;
-        this.#buf = new Uint8Array(0);
-        this.#len = need;
-        return;
-      }
       const bigger = new Uint8Array(
         Math.min(SHA256_WHOLE_MAX, Math.max(need, this.#buf.length * 2)),
       );
-      bigger.set(this.#buf.subarray(0, this.#len));
+      bigger.set(this.#buf.subarray(0, need - chunk.length));
       this.#buf = bigger;
     }
-    this.#buf.set(chunk, this.#len);
-    this.#len = need;
+    this.#buf.set(chunk, need - chunk.length);
   }
 
   /**
@@ -119,26 +110,51 @@ export class Sha256 {
   }
 }
 
-/** SHA-256 of the file at `path` (one read; whole up to {@link SHA256_WHOLE_MAX}, else by chunks). */
-export async function sha256File(path: string): Promise<string> {
+/** Reads from `f` until `buf` is full; false when the file ends first. */
+async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) return false;
+    off += n;
+  }
+  return true;
+}
+
+/**
+ * The whole file at `path` in one buffer allocated at its size (a loop of
+ * reads: `Deno.readFile` copies twice), or `null` when it is larger than
+ * {@link SHA256_WHOLE_MAX}.
+ */
+export async function readWholeFile(path: string): Promise<Uint8Array | null> {
   const f = await Deno.open(path, { read: true });
   try {
     const size = (await f.stat()).size;
-    if (size <= SHA256_WHOLE_MAX) {
-      // one buffer, one extra byte to notice a file that grew meanwhile
-      const buf = new Uint8Array(size + 1);
-      let off = 0;
-      for (;;) {
-        const n = await f.read(buf.subarray(off));
-        if (n === null) break;
-        off += n;
-        if (off === buf.length) break;
-      }
-      if (off <= size) return await sha256Hex(buf.subarray(0, off));
+    if (size > SHA256_WHOLE_MAX) return null;
+    // one byte more, to notice a file that grew meanwhile
+    const buf = new Uint8Array(size + 1);
+    let off = 0;
+    for (;;) {
+      const n = await f.read(buf.subarray(off));
+      if (n === null) break;
+      off += n;
+      if (off === buf.length) break;
     }
-    await f.seek(0, Deno.SeekMode.Start);
-    const h = new Sha256();
-    const chunk = new Uint8Array(1 << 20);
+    if (off > size) return null; // growing: let the caller stream it
+    return buf.subarray(0, off);
+  } finally {
+    f.close();
+  }
+}
+
+/** SHA-256 of the file at `path` (one read; whole up to {@link SHA256_WHOLE_MAX}, else by chunks). */
+export async function sha256File(path: string): Promise<string> {
+  const whole = await readWholeFile(path);
+  if (whole) return await sha256Hex(whole);
+  const f = await Deno.open(path, { read: true });
+  try {
+    const h = new Sha256(SHA256_WHOLE_MAX + 1);
+    const chunk = new Uint8Array(CHUNK);
     for (;;) {
       const n = await f.read(chunk);
       if (n === null) break;
@@ -148,4 +164,53 @@ export async function sha256File(path: string): Promise<string> {
   } finally {
     f.close();
   }
+}
+
+/**
+ * The local file `path` (exactly `size` bytes, read once) followed by its
+ * SHA-256 in hex and a newline ({@link SUM_TRAILER_BYTES}), as a stream for a
+ * child's stdin (ssh): the receiver stores the bytes and records the checksum.
+ * A file up to {@link SHA256_WHOLE_MAX} is read into one buffer whose 1 MiB
+ * pieces are sent as soon as they are read, and hashed whole (off the main
+ * thread) while the last pieces travel; a larger one goes by chunks through
+ * node:crypto. The stream errors when the file has fewer than `size` bytes.
+ */
+export function fileThenSum(path: string, size: number): ReadableStream<Uint8Array> {
+  const buf = size <= SHA256_WHOLE_MAX ? new Uint8Array(size) : undefined;
+  const sum = buf ? undefined : new Sha256(size);
+  let file: Deno.FsFile | undefined;
+  let off = 0;
+  let hex: Promise<string> | undefined;
+  const close = () => {
+    file?.close();
+    file = undefined;
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      try {
+        file ??= await Deno.open(path, { read: true });
+        if (off < size) {
+          const n = Math.min(CHUNK, size - off);
+          const piece = buf ? buf.subarray(off, off + n) : new Uint8Array(n);
+          if (!(await readFull(file, piece))) throw new Error(`${path} shrank while it was sent`);
+          off += n;
+          if (sum) await sum.update(piece);
+          else if (off === size) {
+            hex = sha256Hex(buf as Uint8Array);
+            hex.catch(() => {});
+          }
+          ctl.enqueue(piece);
+          return;
+        }
+        const digest = await (hex ?? sum?.digest() ?? sha256Hex(new Uint8Array(0)));
+        close();
+        ctl.enqueue(new TextEncoder().encode(`${digest}\n`));
+        ctl.close();
+      } catch (err) {
+        close();
+        ctl.error(err);
+      }
+    },
+    cancel: close,
+  });
 }

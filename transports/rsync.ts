@@ -29,7 +29,7 @@
  *   and after the same commit the sidecar is written (temporary name, `sync`,
  *   `mv`, `sync` of its directory; one already holding the checksum is only
  *   synced). Hashing here costs the slave nothing (its coreutils `sha256sum`
- *   runs at a fifth of the speed, in series) and overlaps the transfer. With
+ *   hashes ~360 MB/s, after the transfer) and hides behind the transfer. With
  *   `compression` the file is hashed first (a read of its own) and the
  *   checksum passed as an argument of the same rsync commit.
  * - writeFile: the same as putFile, with the bytes written to ssh's stdin.
@@ -53,7 +53,7 @@ import { basename, dirname } from "../core/paths.ts";
 import { errorReason, WalmgrError } from "../core/errors.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
-import { Sha256, SHA256_WHOLE_MAX, sha256File, sha256Hex } from "../core/sha256.ts";
+import { fileThenSum, sha256File } from "../core/sha256.ts";
 import { walSumPath } from "../core/wal_checksums.ts";
 import { describeExit, lastLine } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
@@ -171,56 +171,6 @@ const APPEND = `p=$1 o=$2 n=$3 z=$4 d=$5; t=$(mktemp) || exit 1; (cat > "$t") ||
   `dd if="$t" of="$p" bs=1048576 seek="$o" oflag=seek_bytes conv=notrunc status=none || ` +
   `{ rm -f -- "$t"; exit 1; }; fi; rm -f -- "$t"; truncate -s ">$z" -- "$p" || exit 1; ` +
   `sync -- "$p" || exit 1; if [ $c = 1 ]; then sync -- "$d" || exit 1; fi`;
-
-/**
- * The local file `localPath` (`size` bytes, read once) followed by its SHA-256
- * in hex and a newline, hashed off the main thread while the bytes are sent.
- * Errors the stream when the file does not have `size` bytes (the slave then
- * stores nothing).
- */
-function bytesThenSum(localPath: string, size: number): ReadableStream<Uint8Array> {
-  let file: Deno.FsFile | undefined;
-  // a segment is read and hashed in one piece (no copy); larger files by 1 MiB chunks
-  const whole = size <= SHA256_WHOLE_MAX;
-  const sum = whole ? undefined : new Sha256(size);
-  let hex: Promise<string> | undefined;
-  let left = size;
-  return new ReadableStream<Uint8Array>({
-    async pull(ctl) {
-      try {
-        file ??= await Deno.open(localPath, { read: true });
-        if (left > 0) {
-          const buf = new Uint8Array(whole ? size : Math.min(left, 1 << 20));
-          let off = 0;
-          while (off < buf.length) {
-            const n = await file.read(buf.subarray(off));
-            if (n === null) throw new Error(`it shrank while it was sent`);
-            off += n;
-          }
-          left -= buf.length;
-          if (sum) await sum.update(buf);
-          else hex = sha256Hex(buf);
-          hex?.catch(() => {});
-          ctl.enqueue(buf);
-          return;
-        }
-        const digest = await (hex ?? (sum ? sum.digest() : sha256Hex(new Uint8Array(0))));
-        file.close();
-        file = undefined;
-        ctl.enqueue(new TextEncoder().encode(`${digest}\n`));
-        ctl.close();
-      } catch (err) {
-        file?.close();
-        file = undefined;
-        ctl.error(new WalmgrError(`cannot read ${localPath}: ${errorReason(err)}`, { cause: err }));
-      }
-    },
-    cancel() {
-      file?.close();
-      file = undefined;
-    },
-  });
-}
 
 function parseFindLine(line: string, name: string): FileInfo | null {
   const m = /^(\S) (\d+) (\d+(?:\.\d+)?) ?/.exec(line);
@@ -364,7 +314,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     let res: RunResult;
     if (!conn.settings.compression) {
       res = await conn.exec(shScript(PUT_DD_SUM, [...words, String(size), ...sumWords]), {
-        stdin: () => Promise.resolve(bytesThenSum(localPath, size)),
+        stdin: () => Promise.resolve(fileThenSum(localPath, size)),
       });
     } else {
       let hex: string;

@@ -13,11 +13,13 @@
  * into a temporary name while walmgr3 starts, so that Deno's start-up (~50 ms)
  * overlaps the transfer instead of preceding it; `xstorage commit` then checks
  * cat's exit status and the byte count and stores the file durably.
- * putFileWithSum (xarchive) is the same with `xstorage commit-sum`: the slave
- * hashes the temporary file (read back from its page cache while it is
- * fsynced, so the checksum names the bytes stored, not the bytes sent) and
- * writes the SHA-256 sidecar after the file. Warnings of the slave's walmgr3
- * (a sidecar it had to replace) are repeated here.
+ * putFileWithSum (xarchive) is the same with `xstorage commit-sum`, but this
+ * process reads the file (once) into ssh's stdin and sends its SHA-256 line
+ * after it (core/sha256.ts fileThenSum: hashed off the main thread while the
+ * bytes travel, so the hash hides behind the transfer and the slave's
+ * start-up); the slave takes the line off the temporary file and writes the
+ * sidecar after the file. Warnings of the slave's walmgr3 (a sidecar it had to
+ * replace) are repeated here.
  *
  * Puts send the byte count along: a connection that drops mid-transfer gives the
  * slave an early end of input, which it refuses instead of storing a short file.
@@ -37,6 +39,7 @@
 import { basename, dirname } from "../core/paths.ts";
 import { WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
+import { fileThenSum } from "../core/sha256.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -191,18 +194,19 @@ export function createSshTransport(opts: TransportOptions): Transport {
   ): Promise<PutOutcome> {
     const target = storagePath(path);
     const temp = uniqueTempName(dirname(target), basename(target));
-    // ssh reads the file itself (its bytes never pass through this process)
-    const res = await conn.execFromFile(
-      [
-        "sh",
-        "-c",
-        shellQuote(PUT_OVERLAPPED),
-        "sh",
-        ...[temp, policy, target, String(size), op].map((w) => remoteWord(w)),
-        remoteWalmgrCommand(opts, []),
-      ].join(" "),
-      localPath,
-    );
+    const remote = [
+      "sh",
+      "-c",
+      shellQuote(PUT_OVERLAPPED),
+      "sh",
+      ...[temp, policy, target, String(size), op].map((w) => remoteWord(w)),
+      remoteWalmgrCommand(opts, []),
+    ].join(" ");
+    const res = op === "commit"
+      // ssh reads the file itself (its bytes never pass through this process)
+      ? await conn.execFromFile(remote, localPath)
+      // the bytes pass here once, hashed on the way; the checksum line follows them
+      : await conn.exec(remote, { stdin: () => Promise.resolve(fileThenSum(localPath, size)) });
     checkRemoteWalmgr(conn, opts, res);
     return putOutcome(path, res, `copy ${localPath} to`);
   }
