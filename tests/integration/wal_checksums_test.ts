@@ -325,3 +325,61 @@ Deno.test("WAL checksums: the asynchronous worker writes a sidecar for every fil
     await stopAllControlMasters();
   }
 });
+
+Deno.test("WAL checksums: xstorage commit-sum takes the checksum line off the temporary file", async (t) => {
+  await using tmp = await tempDir("wsumc");
+  const store = tmp.join("store");
+  await Deno.mkdir(store);
+  const slaveIni = tmp.join("slave.ini");
+  await Deno.writeTextFile(slaveIni, `[walmgr]\nwalmgr_data = ${tmp.path}\n`);
+  const name = "000000010000000000000007";
+  const data = randomBytes(1024 * 1024 + 7);
+  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  /** `temp` (a temporary name of `name`) holding `bytes`, committed with cat's status 0. */
+  const commit = async (bytes: Uint8Array) => {
+    const temp = `${store}/.${name}.walmgr3-tmp.${Deno.pid}.${Date.now()}.0a0b0c0d`;
+    await Deno.writeFile(temp, bytes);
+    const res = await run(
+      [
+        WALMGR,
+        slaveIni,
+        "xstorage",
+        "commit-sum",
+        "identical-ok",
+        `${store}/${name}`,
+        String(data.length),
+        temp,
+      ],
+      { stdin: "0\n" },
+    );
+    return { res, tempLeft: exists(temp) };
+  };
+  const withLine = (line: string) => {
+    const out = new Uint8Array(data.length + line.length);
+    out.set(data);
+    out.set(new TextEncoder().encode(line), data.length);
+    return out;
+  };
+  await t.step("without the line: refused as an incomplete transfer, nothing stored", async () => {
+    const { res, tempLeft } = await commit(data);
+    assertEquals(res.code, 1, show(res));
+    assertStringIncludes(res.stderr, "incomplete transfer");
+    assert(!tempLeft && !exists(`${store}/${name}`) && !exists(walSumPath(store, name)));
+  });
+  await t.step("a malformed line: refused, nothing stored", async () => {
+    const { res, tempLeft } = await commit(withLine(`${"z".repeat(64)}\n`));
+    assertEquals(res.code, 1, show(res));
+    assertStringIncludes(res.stderr, "no valid SHA-256 line");
+    assert(!tempLeft && !exists(`${store}/${name}`) && !exists(walSumPath(store, name)));
+  });
+  await t.step("with the line: the file without it, the sidecar with it", async () => {
+    const { res, tempLeft } = await commit(withLine(`${hex}\n`));
+    assertEquals(res.code, 0, show(res));
+    assertEquals(res.stdout.trim(), "stored");
+    assert(!tempLeft);
+    assertEquals(await sha256(`${store}/${name}`), hex);
+    await assertSidecar(store, name);
+    assertNoTemps(store);
+  });
+});
