@@ -32,6 +32,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["backup_lock", async () => (await import("./backup_lock.ts")).backupLockCommands],
   ["rotate", async () => (await import("./rotate.ts")).rotateCommands],
   ["xstorage", async () => (await import("./xstorage.ts")).xstorageCommands],
+  ["xtree", async () => (await import("./xtree.ts")).xtreeCommands],
   ["init", async () => (await import("./init.ts")).initCommands],
   ["cleanup", async () => (await import("./cleanup.ts")).cleanupCommands],
   ["plugins", async () => (await import("./plugins.ts")).pluginsCommands],

@@ -431,15 +431,15 @@ export function dryRunTreeWriter(
   const at = (rel: string) => `${where}/${rel}`;
   return {
     list,
-    mkdir(rel) {
+    async mkdir(rel) {
       checkTreePath(rel, "create directory", where);
       log.info(`DRY RUN: would create directory ${at(rel)}`);
-      return Promise.resolve();
+      await Promise.resolve();
     },
-    symlink(rel, target) {
+    async symlink(rel, target) {
       checkTreePath(rel, "create symlink", where);
       log.info(`DRY RUN: would create symlink ${at(rel)} -> ${target}`);
-      return Promise.resolve();
+      await Promise.resolve();
     },
     async writeFile(rel, size, chunks) {
       checkTreePath(rel, "write", where);
@@ -452,10 +452,10 @@ export function dryRunTreeWriter(
       }
       log.info(`DRY RUN: would write ${size} bytes to ${at(rel)}`);
     },
-    remove(rel) {
+    async remove(rel) {
       checkTreePath(rel, "remove", where);
       log.info(`DRY RUN: would remove ${at(rel)}`);
-      return Promise.resolve();
+      await Promise.resolve();
     },
     finish() {
       log.info(`DRY RUN: would make ${where} durable`);

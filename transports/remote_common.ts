@@ -181,6 +181,7 @@ export function createRemoteTransport(
     "readFile",
     "runWalmgr",
     "openShipper",
+    "openTreeWriter",
   ]);
   const describe = (path: string) => `${host}:${path}`;
 
@@ -329,6 +330,8 @@ export function createRemoteTransport(
     syncTree,
     runWalmgr,
     openShipper,
+    openTreeWriter: async (dir) =>
+      (await import("./tree_remote.ts")).openRemoteTree(conn, opts, dir),
     // the shared ssh connection stays for the next process (ControlPersist)
     close: () => Promise.resolve(),
   };

@@ -13,9 +13,13 @@
 import assert from "node:assert/strict";
 import { WalmgrError } from "../../core/errors.ts";
 import { createLocalTransport } from "../../transports/local.ts";
+import { createRsyncTransport } from "../../transports/rsync.ts";
+import { createSshTransport } from "../../transports/ssh.ts";
 import type { Transport, TransportOptions, TreeEntry, TreeWriter } from "../../transports/types.ts";
 import { WALMGR } from "../helpers/standby.ts";
+import { remoteEnv, writeSlaveIni } from "../helpers/remote_env.ts";
 import { makeTempDir, removeTree, treeSnapshot } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const enc = new TextEncoder();
 
@@ -58,6 +62,13 @@ async function write(
   await w.writeFile(rel, data.length, chunked(data, chunk), meta);
 }
 
+/** Byte equality without a diff of megabytes when it fails. */
+function assertBytes(actual: Uint8Array, expected: Uint8Array): void {
+  assert.equal(actual.length, expected.length, "length");
+  const at = actual.findIndex((b, i) => b !== expected[i]);
+  assert.equal(at, -1, `bytes differ from offset ${at}`);
+}
+
 function modeOf(path: string): number {
   return (Deno.lstatSync(path).mode ?? 0) & 0o7777;
 }
@@ -70,7 +81,11 @@ function byPath(entries: TreeEntry[]): Map<string, TreeEntry> {
   return new Map(entries.map((e) => [e.path, e]));
 }
 
-/** Registers the TreeWriter contract for one transport. */
+/**
+ * Registers the TreeWriter contract for one transport. A remote writer's calls
+ * return once their request is on its way: `list()` (answered after every
+ * earlier request is applied) is the barrier before looking at the disk.
+ */
 function treeWriterContract(name: string, make: () => Promise<TreeFixture>): void {
   Deno.test(`tree writer contract: ${name}`, async (t) => {
     const fx = await make();
@@ -106,7 +121,7 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
             await w.finish();
             assert.equal(Deno.readFileSync(`${root}/empty`).length, 0);
             assert.deepEqual(Deno.readFileSync(`${root}/one`), enc.encode("x"));
-            assert.deepEqual(Deno.readFileSync(`${root}/base/1/16384`), big);
+            assertBytes(Deno.readFileSync(`${root}/base/1/16384`), big);
             assert.equal(modeOf(`${root}/empty`), 0o600);
             assert.equal(modeOf(`${root}/one`), 0o640);
             assert.equal(modeOf(`${root}/global/pg_control`), 0o644);
@@ -157,13 +172,15 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
             const again = big.slice();
             again[12345] = (again[12345]! + 1) & 0xff;
             await write(w2, "base/1/16384", again, { mode: 0o600, mtimeSec: 1_700_000_000 });
-            assert.deepEqual(Deno.readFileSync(`${root}/base/1/16384`), again);
+            await w2.list();
+            assertBytes(Deno.readFileSync(`${root}/base/1/16384`), again);
           },
         );
 
         await t.step("a file with another hard link is replaced, not written through", async () => {
           Deno.linkSync(`${root}/one`, `${outside}/hardlink`);
           await write(w2, "one", enc.encode("new"));
+          await w2.list();
           assert.equal(Deno.readTextFileSync(`${outside}/hardlink`), "x");
           assert.equal(Deno.readTextFileSync(`${root}/one`), "new");
           Deno.removeSync(`${outside}/hardlink`);
@@ -173,14 +190,18 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
           await w2.mkdir("pg_tblspc");
           await w2.mkdir("pg_wal/archive_status");
           await w2.symlink("pg_tblspc/16400", "/some/where/else");
+          await w2.list();
           assert.equal(Deno.readLinkSync(`${root}/pg_tblspc/16400`), "/some/where/else");
           // file -> directory (mkdir, and a file below a former file)
           await w2.mkdir("one");
+          await w2.list();
           assert.ok(Deno.lstatSync(`${root}/one`).isDirectory);
           await write(w2, "empty/below", enc.encode("below"));
+          await w2.list();
           assert.equal(Deno.readTextFileSync(`${root}/empty/below`), "below");
           // directory tree -> file
           await write(w2, "base", enc.encode("flat"), { mode: 0o600, mtimeSec: 1_600_000_000 });
+          await w2.list();
           assert.ok(Deno.lstatSync(`${root}/base`).isFile);
           assert.equal(Deno.readTextFileSync(`${root}/base`), "flat");
           // symlink -> file, and a file below a symlink: the link's target is untouched
@@ -189,6 +210,7 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
           await write(w2, "link", enc.encode("was a link"));
           await write(w2, "link2/keep", enc.encode("through the link?"));
           await w2.mkdir("pg_tblspc/16400/sub");
+          await w2.list();
           assert.ok(Deno.lstatSync(`${root}/link`).isFile);
           assert.ok(Deno.lstatSync(`${root}/link2`).isDirectory);
           assert.ok(Deno.lstatSync(`${root}/pg_tblspc/16400`).isDirectory);
@@ -196,6 +218,7 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
           // symlink replaced by a symlink
           await w2.symlink("pg_tblspc/16401", "/a");
           await w2.symlink("pg_tblspc/16401", "/b");
+          await w2.list();
           assert.equal(Deno.readLinkSync(`${root}/pg_tblspc/16401`), "/b");
           const seen = byPath(await w2.list());
           assert.equal(seen.get("pg_tblspc/16401")?.type, "symlink");
@@ -209,6 +232,7 @@ function treeWriterContract(name: string, make: () => Promise<TreeFixture>): voi
           await w2.remove("pg_wal");
           await w2.remove("no/such/thing");
           await w2.remove("base/below-a-file");
+          await w2.list();
           assert.throws(() => Deno.lstatSync(`${root}/link`));
           assert.throws(() => Deno.lstatSync(`${root}/pg_wal`));
           const seen = byPath(await w2.list());
@@ -297,6 +321,229 @@ treeWriterContract("local", async () => {
     cleanup: () => removeTree(dir),
   };
 });
+
+for (
+  const [name, create] of [["rsync", createRsyncTransport], ["ssh", createSshTransport]] as const
+) {
+  treeWriterContract(name, async () => {
+    const e = await remoteEnv(`tree-${name}`);
+    return {
+      transport: create(e.options()),
+      root: `${e.dir}/storage`,
+      host: e.sshd.hostAlias,
+      cleanup: e.cleanup,
+    };
+  });
+}
+
+/** Pids of this user's processes whose argv has `xtree` followed by `dir`. */
+function xtreePids(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const argv = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0");
+      const i = argv.indexOf("xtree");
+      if (i >= 0 && argv[i + 1] === dir) out.push(Number(e.name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** Runs the slave's `walmgr3 xtree` directly with raw protocol input. */
+async function rawXtree(
+  ini: string,
+  args: string[],
+  input: Uint8Array,
+): Promise<{ code: number; lines: string[]; stderr: string }> {
+  const child = new Deno.Command(WALMGR, {
+    args: [ini, "xtree", ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(input);
+  await w.close();
+  const out = await child.output();
+  return {
+    code: out.code,
+    lines: new TextDecoder().decode(out.stdout).split("\n").filter((l) => l !== ""),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("walmgr3 xtree itself refuses hostile paths and malformed input", async (t) => {
+  const dir = await makeTempDir("xtree-raw");
+  try {
+    const ini = await writeSlaveIni(dir);
+    const root = `${dir}/storage/tree`;
+    await Deno.mkdir(`${dir}/storage`, { recursive: true });
+    const before = treeSnapshot(dir);
+
+    await t.step("each bad path is one error line; good requests still apply", async () => {
+      const input = enc.encode(
+        'mkdir "../x"\n' +
+          'file 4 644 0 "../evil"\nevilend\n' +
+          'file 4 644 0 "/etc/evil"\nevilend\n' +
+          'symlink "a/../../b" "/tmp"\n' +
+          'remove "/etc"\n' +
+          'mkdir ""\n' +
+          'file 2 600 1600000000 "ok/f"\nokend\n' +
+          'file 5 600 0 "aborted"\n\0\0\0\0\0abort source vanished\n' +
+          "list\nfinish\n",
+      );
+      const res = await rawXtree(ini, [root], input);
+      assert.equal(res.code, 1, res.stderr);
+      assert.equal(res.lines[0], "walmgr3-tree 1");
+      const errors = res.lines.filter((l) => l.startsWith("error "));
+      assert.equal(errors.length, 6, res.lines.join("\n"));
+      for (const [i, bad] of ["../x", "../evil", "/etc/evil", "a/../../b", "/etc", ""].entries()) {
+        assert.ok(errors[i]?.includes(JSON.stringify(bad)), `${errors[i]} names ${bad}`);
+        assert.match(errors[i] ?? "", /refused/);
+      }
+      assert.ok(res.lines.includes('entry file 2 1600000000 "ok/f"'));
+      assert.ok(res.lines.includes("listed 2"));
+      assert.equal(res.lines.at(-1), "finished");
+      assert.equal(Deno.readTextFileSync(`${root}/ok/f`), "ok");
+      assert.throws(() => Deno.lstatSync(`${root}/aborted`));
+      const after = treeSnapshot(dir).filter((l) => !l.startsWith(`${dir}/storage/tree`));
+      assert.deepEqual(after, before);
+    });
+
+    await t.step("a malformed request ends the session with exit code 1", async () => {
+      const res = await rawXtree(ini, [root], enc.encode('file 12 "x"\n'));
+      assert.equal(res.code, 1);
+      assert.match(res.lines.at(-1) ?? "", /^error .*malformed request/);
+    });
+
+    await t.step("input ending inside a body removes the partial file", async () => {
+      const res = await rawXtree(ini, [root], enc.encode('file 100 600 0 "cut"\nonly ten b'));
+      assert.equal(res.code, 1);
+      assert.match(res.lines.at(-1) ?? "", /^error .*input ended inside .*cut/);
+      assert.throws(() => Deno.lstatSync(`${root}/cut`));
+    });
+
+    await t.step("read-only sessions create nothing and only list", async () => {
+      const res = await rawXtree(
+        ini,
+        [`${dir}/none`, "read-only"],
+        enc.encode('list\nmkdir "a"\n'),
+      );
+      assert.deepEqual(res.lines.slice(0, 2), ["walmgr3-tree 1", "listed 0"]);
+      assert.match(res.lines[2] ?? "", /^error .*read-only/);
+      assert.throws(() => Deno.lstatSync(`${dir}/none`));
+    });
+  } finally {
+    await removeTree(dir);
+  }
+});
+
+Deno.test("ssh tree writer: a killed slave process or ssh is one line naming the host", async (t) => {
+  const e = await remoteEnv("tree-kill");
+  try {
+    const tr = createSshTransport(e.options());
+    const host = e.sshd.hostAlias;
+
+    await t.step("the slave's xtree killed mid-file", async () => {
+      const root = `${e.dir}/storage/killed`;
+      const w = await tr.openTreeWriter!(root);
+      try {
+        await write(w, "before", enc.encode("before"));
+        const pids = xtreePids(root);
+        assert.equal(pids.length, 1, "one xtree process on the slave");
+        let sent = 0;
+        const endless = (async function* () {
+          const chunk = randomBytes(1 << 20);
+          for (;;) {
+            if (sent === 4) Deno.kill(pids[0]!, "SIGKILL");
+            sent++;
+            yield chunk;
+          }
+        })();
+        const started = Date.now();
+        await assert.rejects(
+          () => w.writeFile("big", 2 ** 40, endless, { mode: 0o600, mtimeSec: 1 }),
+          (err: unknown) => {
+            assert.ok(err instanceof WalmgrError, String(err));
+            assert.ok(err.message.includes(host), err.message);
+            assert.ok(!err.message.includes("\n"), err.message);
+            return true;
+          },
+        );
+        assert.ok(Date.now() - started < 60_000, "no hang");
+        await assert.rejects(() => w.finish(), (err: unknown) => {
+          assert.ok(err instanceof WalmgrError && err.message.includes(host));
+          return true;
+        });
+      } finally {
+        await w.close();
+      }
+    });
+
+    await t.step("ssh killed while the writer waits for finish", async () => {
+      const root = `${e.dir}/storage/ssh-killed`;
+      const w = await tr.openTreeWriter!(root);
+      try {
+        await write(w, "f", randomBytes(1000));
+        const pids = xtreePids(root);
+        assert.equal(pids.length, 1);
+        // stop the slave's process: it can neither answer nor die on its own
+        Deno.kill(pids[0]!, "SIGSTOP");
+        const finishing = w.finish();
+        let settled = false;
+        finishing.then(() => settled = true, () => settled = true);
+        // the session's ssh process (a child of this test process) dies
+        const ssh = sshChildren();
+        assert.equal(ssh.length, 1, "one ssh for the session");
+        Deno.kill(ssh[0]!, "SIGKILL");
+        await waitFor(() => settled, { timeoutMs: 30_000, what: "finish() to fail" });
+        await assert.rejects(() => finishing, (err: unknown) => {
+          assert.ok(err instanceof WalmgrError && err.message.includes(host), String(err));
+          return true;
+        });
+      } finally {
+        for (const pid of xtreePids(root)) {
+          Deno.kill(pid, "SIGCONT");
+          Deno.kill(pid, "SIGKILL");
+        }
+        await w.close();
+      }
+    });
+
+    await t.step("dry run lists through a read-only session and writes nothing", async () => {
+      const dry = createSshTransport(e.options({}, { dryRun: true }));
+      const w = await dry.openTreeWriter!(`${e.dir}/storage/killed`);
+      const seen = (await w.list()).map((x) => x.path);
+      assert.ok(seen.includes("before"), seen.join(" "));
+      await w.mkdir("dry");
+      await write(w, "dry/f", enc.encode("x"));
+      await w.finish();
+      await w.close();
+      assert.throws(() => Deno.lstatSync(`${e.dir}/storage/killed/dry`));
+      const none = await dry.openTreeWriter!(`${e.dir}/storage/none`);
+      assert.deepEqual(await none.list(), []);
+      assert.throws(() => Deno.lstatSync(`${e.dir}/storage/none`));
+    });
+  } finally {
+    await e.cleanup();
+  }
+});
+
+/** Pids of the `ssh` processes that are children of this test process. */
+function sshChildren(): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      // pid (comm) state ppid ...
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const m = /^\d+ \((.*)\) \S+ (\d+) /.exec(stat);
+      if (m?.[1] === "ssh" && Number(m[2]) === Deno.pid) out.push(Number(e.name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
 
 Deno.test("local tree writer: per-file fsync durability", async () => {
   const dir = await makeTempDir("tree-fsync");
