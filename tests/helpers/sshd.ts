@@ -40,6 +40,11 @@ export interface SshdOptions {
   env?: Record<string, string>;
   /** Extra sshd_config lines. */
   extraConfig?: string[];
+  /**
+   * More `authorized_keys` files sshd reads (after its own), e.g. the one
+   * `walmgr3 --init-slave --ssh-add-key` writes under a test HOME.
+   */
+  authorizedKeysFiles?: string[];
   /** How long to wait for the first successful login (default 20 s). */
   timeoutMs?: number;
 }
@@ -161,7 +166,9 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
         `ListenAddress 127.0.0.1`,
         `HostKey ${p("ssh_host_ed25519_key")}`,
         `PidFile ${p("sshd.pid")}`,
-        `AuthorizedKeysFile ${p("authorized_keys")}`,
+        `AuthorizedKeysFile ${
+          [p("authorized_keys"), ...(opts.authorizedKeysFiles ?? [])].join(" ")
+        }`,
         `AllowUsers ${user}`,
         `StrictModes no`,
         `UsePAM no`,
