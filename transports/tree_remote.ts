@@ -196,11 +196,30 @@ async function openSession(
     for (const w of waiters.splice(0)) w.reject(failed);
   }
 
-  const greeting = await lines.next().catch(() => null);
+  const GONE = Symbol("gone");
+  let reading = true;
+  /** Resolves (after a grace period for its last output) once ssh has exited. */
+  let drainTimer: ReturnType<typeof setTimeout> | undefined;
+  const exitedLongAgo = child.status.then(() =>
+    new Promise<typeof GONE>((resolve) => {
+      if (reading) drainTimer = setTimeout(() => resolve(GONE), EXIT_DRAIN_MS);
+    })
+  );
+
+  let greeting: string | null | typeof GONE;
+  try {
+    greeting = await Promise.race([lines.next(), exitedLongAgo]);
+  } catch {
+    greeting = null;
+  }
+  if (greeting === GONE) {
+    await lines.cancel();
+    greeting = null;
+  }
   if (greeting !== TREE_GREETING) {
-    try {
-      await pipe.close();
-    } catch { /* gone */ }
+    reading = false;
+    clearTimeout(drainTimer);
+    pipe.abort().catch(() => {});
     if (greeting !== null) {
       try {
         child.kill("SIGTERM");
@@ -216,14 +235,6 @@ async function openSession(
   greeted = true;
   log.debug(`xtree session to ${where} is open${readOnly ? " (read-only)" : ""}`);
 
-  const GONE = Symbol("gone");
-  let reading = true;
-  let drainTimer: ReturnType<typeof setTimeout> | undefined;
-  const exitedLongAgo = child.status.then(() =>
-    new Promise<typeof GONE>((resolve) => {
-      if (reading) drainTimer = setTimeout(() => resolve(GONE), EXIT_DRAIN_MS);
-    })
-  );
   const readerDone = (async () => {
     for (;;) {
       let line: string | null | typeof GONE;
@@ -423,6 +434,7 @@ async function openSession(
       const answered = new Promise<TreeEntry[]>((resolve, reject) => {
         waiters.push({ kind, entries: [], resolve, reject });
       });
+      answered.catch(() => {}); // sending may fail first: then that error is the news
       await sendRequest({ op: kind });
       await flush();
       return await answered;

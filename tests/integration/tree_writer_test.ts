@@ -511,6 +511,15 @@ Deno.test("ssh tree writer: a killed slave process or ssh is one line naming the
       }
     });
 
+    await t.step("a missing walmgr3 on the slave is one clear line", async () => {
+      const bad = createSshTransport(e.options({}, { remoteWalmgr: [`${e.dir}/no-walmgr3`] }));
+      await assert.rejects(() => bad.openTreeWriter!(`${e.dir}/storage/x`), (err: unknown) => {
+        assert.ok(err instanceof WalmgrError, String(err));
+        assert.match(err.message, /^cannot run walmgr3 on walmgr-test-slave .*remote_walmgr$/);
+        return true;
+      });
+    });
+
     await t.step("dry run lists through a read-only session and writes nothing", async () => {
       const dry = createSshTransport(e.options({}, { dryRun: true }));
       const w = await dry.openTreeWriter!(`${e.dir}/storage/killed`);
