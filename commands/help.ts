@@ -36,7 +36,8 @@ Specific options:
   --add-password=FILE    add the replication password from FILE to .pgpass (slave)
   --remove-password      remove the .pgpass entry used for replication (slave cleanup)
   --synch-standby=NAMES  like the synch-standby command, without an ini (master)
-  --json                 machine-readable output (listbackups, verify)
+  --json                 machine-readable output (listbackups, verify, check, status)
+  --prometheus[=FILE]    status in Prometheus' text format, to stdout or FILE (atomically)
   --all                  verify every backup, not only the newest
 
 Daemon options:

@@ -36,6 +36,8 @@ export interface CliOptions {
   json: boolean;
   /** `--all` (verify: every backup). */
   all: boolean;
+  /** `--prometheus[=FILE]` (status): `true` for stdout, else the file. */
+  prometheus?: string | true;
   /** Positional arguments: ini, command, command arguments. */
   positionals: string[];
 }
@@ -66,7 +68,11 @@ const OPTIONS = {
   kill: { type: "boolean", short: "k" },
   json: { type: "boolean" },
   all: { type: "boolean" },
+  prometheus: { type: "boolean" },
 } as const;
+
+/** Boolean options that also accept `--name=VALUE`. */
+const OPTIONAL_VALUE: ReadonlySet<string> = new Set(["prometheus"]);
 
 /** Names of options that take a value, for error messages. */
 const VALUE_OPTIONS = Object.entries(OPTIONS).filter(([, o]) => o.type === "string").map(([k]) =>
@@ -107,8 +113,9 @@ function tokenize(
       const spec = Object.hasOwn(OPTIONS, name) ? OPTIONS[name] : undefined;
       if (!spec) throw new UsageError(`unknown option --${name}`);
       if (spec.type === "boolean") {
-        if (eq >= 0) throw new UsageError(`option --${name} does not take a value`);
-        add(name, true);
+        if (eq >= 0 && OPTIONAL_VALUE.has(name)) add(name, arg.slice(eq + 1) || true);
+        else if (eq >= 0) throw new UsageError(`option --${name} does not take a value`);
+        else add(name, true);
       } else if (eq >= 0) {
         add(name, arg.slice(eq + 1));
       } else {
@@ -163,6 +170,7 @@ export function parseCommandLine(argv: readonly string[]): CliOptions {
     all: flag("all"),
     positionals,
   };
+  if (flag("prometheus")) opts.prometheus = last("prometheus") ?? true;
   const strings: Array<[keyof CliOptions, OptionName]> = [
     ["configDir", "config-dir"],
     ["slave", "slave"],

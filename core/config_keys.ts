@@ -120,6 +120,12 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     doc: "seconds backup waits in pg_backup_stop for its WAL to be archived before it gives up " +
       "(0 = no limit); backup refuses to start while pg_stat_archiver shows archiving failing",
   },
+  check_timeout: {
+    role: "both",
+    default: "30",
+    doc: "seconds each check of check and each part of status may take; check's round trip " +
+      "waits this long for its WAL file to be archived",
+  },
   backup_wal_timeout: {
     role: "both",
     default: "60",

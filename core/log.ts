@@ -48,6 +48,8 @@ export class Logger {
   #lastError: string | undefined;
   #file: Deno.FsFile | undefined;
   #filePath: string | undefined;
+  /** A progress line is shown on stderr (a terminal) and must be cleared before the next line. */
+  #transient = false;
 
   constructor(level: LogLevel = "INFO") {
     this.#level = level;
@@ -135,9 +137,42 @@ export class Logger {
     this.#write(level, msg);
   }
 
+  /** True when stderr is a terminal (progress lines are rewritten in place there). */
+  stderrIsTerminal(): boolean {
+    try {
+      return Deno.stderr.isTerminal();
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Shows `text` as the one progress line on stderr, rewritten in place (`\r`,
+   * erase to the end of the line); `null` clears it. Only on a terminal, never in
+   * the log file; the next log line clears it first. See core/progress.ts.
+   */
+  progressLine(text: string | null): void {
+    if (!this.stderrIsTerminal() || (text === null && !this.#transient)) return;
+    const cols = (() => {
+      try {
+        return Deno.consoleSize().columns;
+      } catch {
+        return 100;
+      }
+    })();
+    const shown = text === null ? "" : text.slice(0, Math.max(10, cols - 1));
+    try {
+      writeAllSync(Deno.stderr, encoder.encode(`\r${shown}\x1b[K`));
+      this.#transient = text !== null;
+    } catch {
+      this.#transient = false;
+    }
+  }
+
   #write(level: LogLevel, msg: string): void {
     const line = `${formatTimestamp(new Date())} ${Deno.pid} ${level} ${maskPasswords(msg)}\n`;
     const bytes = encoder.encode(line);
+    if (this.#transient) this.progressLine(null);
     try {
       writeAllSync(Deno.stderr, bytes);
     } catch {
