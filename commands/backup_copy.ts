@@ -2,7 +2,9 @@
  * The base backup's copy: walmgr3 reads every file of the plan
  * (`commands/backup_source.ts`) once, computes its SHA-256 for the
  * `backup_manifest` as the bytes pass, and hands them to the transport's
- * {@link TreeWriter} on the storage side. Files run in parallel streams.
+ * {@link TreeWriter} on the storage side. A file the storage side already
+ * holds is rewritten in place, block by block, where it differs (the local
+ * writer compares 8 KiB blocks).
  *
  * **No size + mtime shortcut without proof.** A work directory that already
  * holds files (a recycled expired backup, or an unfinished one) is trusted for a
@@ -129,7 +131,12 @@ export interface CopyStats {
   bytesReused: number;
 }
 
-/** Reads `item.size` bytes of its source in chunks, hashing them (zeros after a shrink). */
+/**
+ * Reads `item.size` bytes of its source in chunks, hashing them (zeros after a
+ * shrink). One buffer is reused: a {@link TreeWriter} is done with a chunk once
+ * it asks for the next one. Reads are synchronous (page-cache reads take
+ * microseconds; an asynchronous read costs a thread hop per chunk).
+ */
 async function* readChunks(
   file: Deno.FsFile,
   item: FileItem,
@@ -137,19 +144,21 @@ async function* readChunks(
 ): AsyncGenerator<Uint8Array> {
   let left = item.size;
   let eof = false;
+  const buf = new Uint8Array(Math.min(CHUNK, Math.max(left, 1)));
   while (left > 0) {
-    const buf = new Uint8Array(Math.min(CHUNK, left));
+    const want = buf.subarray(0, Math.min(buf.length, left));
     let got = 0;
-    while (!eof && got < buf.length) {
-      const n = await file.read(buf.subarray(got));
+    while (!eof && got < want.length) {
+      const n = file.readSync(want.subarray(got));
       if (n === null) eof = true;
       else got += n;
     }
     // a file that shrank while we read it is padded with zeros, as pg_basebackup does;
     // WAL replay from the backup's start rewrites those blocks
-    hash.update(buf);
-    left -= buf.length;
-    yield buf;
+    if (got < want.length) want.fill(0, got);
+    hash.update(want);
+    left -= want.length;
+    yield want;
   }
 }
 

@@ -8,10 +8,14 @@
  *   file, a directory or a link (a file where a directory must go, a symlink,
  *   a tree where a file goes) is removed first, so nothing is ever written
  *   outside the root.
- * - `writeFile` opens the file with truncation (a file with other hard links
- *   or one we may not write is unlinked first), writes the caller's chunks
- *   as they come, checks the byte count (a short or long source removes the
- *   file and throws), then sets mode and mtime (atime = mtime).
+ * - `writeFile` writes into a plain private file already there in place: it
+ *   compares each 8 KiB block with what the file holds and writes only the
+ *   blocks that differ, then truncates to the new size (a re-backup into a
+ *   recycled directory rewrites only what changed; the bytes afterwards are
+ *   exactly the caller's). Anything else is created with truncation (a file
+ *   with other hard links or one we may not write is unlinked first). It checks
+ *   the byte count (a short or long source removes the file and throws), then
+ *   sets mode and mtime (atime = mtime).
  *   The writer is done with a chunk once it asks the iterator for the next
  *   one, so a caller may read every chunk into the same buffer (allocating a
  *   fresh 1 MiB buffer per chunk costs as much as the write itself).
@@ -33,6 +37,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
 import { fsyncDir, mkdirp } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
@@ -101,6 +106,47 @@ function writeAll(f: Deno.FsFile, data: Uint8Array): void {
 }
 
 /** Every entry under `root` (pre-order, sorted by name within a directory); `[]` when missing. */
+/** Bytes compared (and rewritten when they differ) at a time when a file is written in place. */
+export const DELTA_BLOCK = 8192;
+
+let scratch = new Uint8Array(0);
+
+/**
+ * Writes `chunk` at byte `at` of `f`, whose first `oldSize` bytes hold an
+ * earlier copy: only the {@link DELTA_BLOCK}-sized blocks that differ from
+ * what the file holds are written (a re-backup into a recycled directory
+ * rewrites only what changed); the file's bytes afterwards are exactly
+ * `chunk` at `at`, as with a plain write.
+ */
+function writeChanged(f: Deno.FsFile, chunk: Uint8Array, at: number, oldSize: number): void {
+  const n = Math.min(chunk.length, oldSize - at);
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 1 << 20));
+  f.seekSync(at, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < n) {
+    const r = f.readSync(scratch.subarray(got, n));
+    if (r === null) break;
+    got += r;
+  }
+  const old = Buffer.from(scratch.buffer, scratch.byteOffset, got);
+  const neu = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+  let runStart = -1;
+  const flush = (end: number) => {
+    if (runStart < 0) return;
+    f.seekSync(at + runStart, Deno.SeekMode.Start);
+    writeAll(f, chunk.subarray(runStart, end));
+    runStart = -1;
+  };
+  for (let i = 0; i < chunk.length; i += DELTA_BLOCK) {
+    const e = Math.min(i + DELTA_BLOCK, chunk.length);
+    const same = e <= got && neu.compare(old, i, e, i, e) === 0;
+    if (same) flush(i);
+    else if (runStart < 0) runStart = i;
+  }
+  flush(chunk.length);
+  f.seekSync(at + chunk.length, Deno.SeekMode.Start);
+}
+
 export function listTree(root: string): TreeEntry[] {
   const out: TreeEntry[] = [];
   const walk = (abs: string, prefix: string): void => {
@@ -244,19 +290,30 @@ export async function openLocalTreeWriter(
     pending.add(p);
   };
 
-  /** Opens `rel` for writing from offset 0, replacing anything that is not a plain private file. */
-  const openForWrite = async (rel: string): Promise<Deno.FsFile> => {
+  /**
+   * Opens `rel` for writing from offset 0, replacing anything that is not a
+   * plain private file. A plain private file already there is opened without
+   * truncation (`oldSize` > 0): the caller writes only the blocks that differ.
+   */
+  const openForWrite = async (rel: string): Promise<{ f: Deno.FsFile; oldSize: number }> => {
     const path = abs(rel);
     const st = lstatOrNull(path);
     if (st && (!st.isFile || (st.nlink ?? 1) > 1)) await clear(rel, st);
     else if (!st) touched(rel);
+    else if (st.size > 0) {
+      try {
+        return { f: Deno.openSync(path, { read: true, write: true }), oldSize: st.size };
+      } catch {
+        // not readable and writable as it is: replaced below
+      }
+    }
     const flags = { write: true, create: true, truncate: true, mode: 0o600 } as const;
     try {
-      return Deno.openSync(path, flags);
+      return { f: Deno.openSync(path, flags), oldSize: 0 };
     } catch (err) {
       if (!(st?.isFile && err instanceof Deno.errors.PermissionDenied)) throw err;
       await clear(rel, st); // a read-only file of ours: replace it
-      return Deno.openSync(path, flags);
+      return { f: Deno.openSync(path, flags), oldSize: 0 };
     }
   };
 
@@ -273,11 +330,12 @@ export async function openLocalTreeWriter(
       throw new WalmgrError(`cannot write ${describe(path)}: invalid size ${size}`);
     }
     let f: Deno.FsFile;
+    let oldSize: number;
     try {
       await ensureDir(parentRel(rel));
       forget(rel);
       await throttle();
-      f = await openForWrite(rel);
+      ({ f, oldSize } = await openForWrite(rel));
     } catch (err) {
       throw fail("write", rel, err);
     }
@@ -299,10 +357,22 @@ export async function openLocalTreeWriter(
           );
         }
         try {
-          writeAll(f, chunk);
+          const at = got - chunk.length;
+          if (at < oldSize) writeChanged(f, chunk, at, oldSize);
+          else {
+            if (at > 0 && oldSize > 0) f.seekSync(at, Deno.SeekMode.Start);
+            writeAll(f, chunk);
+          }
         } catch (err) {
           await it.return?.();
           throw fail("write", rel, err);
+        }
+      }
+      if (oldSize > 0) {
+        try {
+          f.truncateSync(size);
+        } catch (err) {
+          throw fail("truncate", rel, err);
         }
       }
       if (got !== size) {

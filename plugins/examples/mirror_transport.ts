@@ -129,7 +129,11 @@ function teeWriter(a: TreeWriter, b: TreeWriter): TreeWriter {
     mkdir: (rel) => each((w) => w.mkdir(rel)),
     symlink: (rel, target) => each((w) => w.symlink(rel, target)),
     async writeFile(rel, size, chunks, meta) {
-      const [x, y] = ReadableStream.from(chunks).tee();
+      // the source reuses its buffer once the next chunk is asked for: copy for the tee
+      const copies = (async function* () {
+        for await (const c of chunks) yield c.slice();
+      })();
+      const [x, y] = ReadableStream.from(copies).tee();
       await Promise.all([a.writeFile(rel, size, x, meta), b.writeFile(rel, size, y, meta)]);
     },
     remove: (rel) => each((w) => w.remove(rel)),
