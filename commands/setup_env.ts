@@ -53,8 +53,7 @@ export interface ServerEnvironment {
 export async function serverEnvironment(dataDir: string): Promise<ServerEnvironment | null> {
   const debian = debianClusterOf(dataDir);
   const envFile = debian ? `${debian.confDir}/environment` : undefined;
-  const withFile = (e: ServerEnvironment): ServerEnvironment =>
-    envFile ? { ...e, envFile } : e;
+  const withFile = (e: ServerEnvironment): ServerEnvironment => envFile ? { ...e, envFile } : e;
   const state = await postmasterState(dataDir);
   if (state.running) {
     // Deno may not read /proc/<pid>/environ itself (it needs --allow-all); cat may
