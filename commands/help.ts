@@ -40,6 +40,17 @@ Specific options:
   --prometheus[=FILE]    status in Prometheus' text format, to stdout or FILE (atomically)
   --all                  verify every backup, not only the newest
 
+Point-in-time recovery (restore):
+  --target-time=TIME     stop at a time: 'YYYY-MM-DD HH:MM:SS[.ffffff][zone]' (zone +02:00,
+                         Z, UTC or Europe/Paris; none: this host's TZ)
+  --target-lsn=LSN       stop at a WAL location (X/Y)
+  --target-xid=XID       stop at a transaction's commit
+  --target-name=NAME     stop at a restore point (see restore-point)
+  --target-immediate     stop as soon as the backup is consistent
+  --target-exclusive     stop just before the time, LSN or transaction
+  --target-action=ACT    at the target: pause (default), promote or shutdown
+  --target-timeline=TLI  latest (default), current or a timeline number
+
 Daemon options:
   -r, --reload           reload config (send SIGHUP)
   -s, --stop             stop program safely (send SIGINT)

@@ -36,6 +36,15 @@ export interface CliOptions {
   json: boolean;
   /** `--all` (verify: every backup). */
   all: boolean;
+  /** `--target-*` of restore (point-in-time recovery, core/recovery_target.ts), as given. */
+  targetTime?: string;
+  targetLsn?: string;
+  targetXid?: string;
+  targetName?: string;
+  targetImmediate: boolean;
+  targetExclusive: boolean;
+  targetAction?: string;
+  targetTimeline?: string;
   /** `--prometheus[=FILE]` (status): `true` for stdout, else the file. */
   prometheus?: string | true;
   /** Positional arguments: ini, command, command arguments. */
@@ -69,6 +78,14 @@ const OPTIONS = {
   json: { type: "boolean" },
   all: { type: "boolean" },
   prometheus: { type: "boolean" },
+  "target-time": { type: "string" },
+  "target-lsn": { type: "string" },
+  "target-xid": { type: "string" },
+  "target-name": { type: "string" },
+  "target-immediate": { type: "boolean" },
+  "target-exclusive": { type: "boolean" },
+  "target-action": { type: "string" },
+  "target-timeline": { type: "string" },
 } as const;
 
 /** Boolean options that also accept `--name=VALUE`. */
@@ -168,6 +185,8 @@ export function parseCommandLine(argv: readonly string[]): CliOptions {
     kill: flag("kill"),
     json: flag("json"),
     all: flag("all"),
+    targetImmediate: flag("target-immediate"),
+    targetExclusive: flag("target-exclusive"),
     positionals,
   };
   if (flag("prometheus")) opts.prometheus = last("prometheus") ?? true;
@@ -180,6 +199,12 @@ export function parseCommandLine(argv: readonly string[]): CliOptions {
     ["primaryConninfo", "primary-conninfo"],
     ["addPassword", "add-password"],
     ["synchStandby", "synch-standby"],
+    ["targetTime", "target-time"],
+    ["targetLsn", "target-lsn"],
+    ["targetXid", "target-xid"],
+    ["targetName", "target-name"],
+    ["targetAction", "target-action"],
+    ["targetTimeline", "target-timeline"],
   ];
   for (const [field, name] of strings) {
     const s = last(name);
@@ -214,6 +239,17 @@ function validate(o: CliOptions): void {
   }
   if (o.slave !== undefined && !o.initMaster) {
     throw new UsageError("--slave is used with --init-master");
+  }
+  const target = [
+    o.targetTime,
+    o.targetLsn,
+    o.targetXid,
+    o.targetName,
+    o.targetAction,
+    o.targetTimeline,
+  ].some((v) => v !== undefined) || o.targetImmediate || o.targetExclusive;
+  if (target && o.positionals[1] !== "restore") {
+    throw new UsageError("--target-* options are used with restore (point-in-time recovery)");
   }
 }
 
