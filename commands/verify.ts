@@ -498,6 +498,11 @@ async function verifyLocal(ctx: CommandContext, arg: string | undefined): Promis
   }
   const report = verifyReport(reports);
   ctx.log.out(ctx.options.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  if (!ctx.dryRun) {
+    // the last result of each backup, for status (core/verify_record.ts)
+    const { recordVerifyResults } = await import("../core/verify_record.ts");
+    await recordVerifyResults(full.transport, full.path, reports, (m) => ctx.log.warning(m));
+  }
   return report.ok ? 0 : 1;
 }
 

@@ -19,6 +19,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { type BackupStorage, listBackups } from "./backups.ts";
 import { writeFileDurable } from "./fsutil.ts";
 import { dirname } from "./paths.ts";
 
@@ -101,5 +102,49 @@ export async function writeVerifyRecords(
   for await (const e of Deno.readDir(dir)) {
     if (!e.isFile || !/^[0-9a-f]{32}\.json$/.test(e.name) || keep.has(e.name)) continue;
     await Deno.remove(`${dir}/${e.name}`).catch(() => {});
+  }
+}
+
+/** One backup as verify reported it. */
+export interface VerifiedReport {
+  /** Its name as listed (`data.master`, ...). */
+  backup: string;
+  path: string;
+  problems: readonly unknown[];
+}
+
+/**
+ * Records the results of a local `verify` run for the listed backups among
+ * `reports` (a backup verified by path elsewhere is not recorded). Never
+ * throws: a record that cannot be written is reported through `warn`.
+ */
+export async function recordVerifyResults(
+  storage: BackupStorage,
+  fullBackup: string,
+  reports: readonly VerifiedReport[],
+  warn: (msg: string) => void,
+): Promise<void> {
+  try {
+    const listed = await listBackups(storage, fullBackup, { warn: () => {} });
+    const byPath = new Map(listed.map((b) => [b.path, b]));
+    const results: VerifiedBackup[] = [];
+    for (const r of reports) {
+      const b = byPath.get(r.path);
+      if (!b) continue;
+      results.push({
+        name: b.name,
+        labelText: b.labelText,
+        ok: r.problems.length === 0,
+        problems: r.problems.length,
+      });
+    }
+    if (results.length === 0) return;
+    await writeVerifyRecords(fullBackup, results, listed.map((b) => b.labelText));
+  } catch (err) {
+    warn(
+      `cannot record the result of verify in ${verifyRecordsDir(fullBackup)} for status: ${
+        err instanceof Error ? err.message : err
+      }`,
+    );
   }
 }
