@@ -187,9 +187,12 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
     await Deno.writeTextFile(`${s.completed}/PROGRESS`, "1\n");
     const child = spawnXrestore(s, [SEG, DEST]);
     try {
-      await waitFor(async () => (await logText(s)).includes(`${SEG}: not found, sleeping`), {
-        what: "xrestore to wait",
-      });
+      await waitFor(
+        async () => (await logText(s)).includes(`${SEG}: not found in ${s.completed}, sleeping`),
+        {
+          what: "xrestore to wait",
+        },
+      );
       assert(
         !exists(`${s.completed}/PROGRESS`),
         "PROGRESS is removed when the next file is asked for",
@@ -304,7 +307,10 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
     }).spawn();
     try {
       await waitFor(
-        async () => (await logText(s)).slice(before).includes(`${SEG}: not found, sleeping`),
+        async () =>
+          (await logText(s)).slice(before).includes(
+            `${SEG}: not found in ${s.completed}, sleeping`,
+          ),
         { what: "xrestore to wait" },
       );
       parent.kill("SIGKILL");
