@@ -197,7 +197,7 @@ class BackupSession {
         archiver = `: ${
           archiverSummary(state)
         }; the archive_command's errors are in ${await bounded(
-          serverLogHint(this.#db, this.#ctx.config.getString("master_data")),
+          serverLogHint(this.#db, this.#ctx.config.getPath("master_data") ?? ""),
           10_000,
           "the server log",
         )}`;
