@@ -67,7 +67,7 @@ import type { RemoteResult, Transport } from "../transports/types.ts";
 import { acquireLock, localLockOps, type LockOps } from "./backup_lock.ts";
 import { purgeWals, rotateFinish, rotatePrepare } from "./rotate.ts";
 import { BackupTree, type StopResult } from "./backup_write.ts";
-import { stageConfFiles } from "./backup_config.ts";
+import { removeStaged, removeStagedSync, stageConfFiles } from "./backup_config.ts";
 import {
   archiverState,
   archiverSummary,
@@ -452,6 +452,7 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
     if (interrupted) Deno.exit(1); // a second signal: at once
     interrupted = true;
     ctx.log.error(`Full backup failed: interrupted by ${sig}`);
+    removeStagedSync(); // the configuration files' private copy
     session?.interrupt(`interrupted by ${sig}`);
     // clean-up is bounded: a hung server or slave must not keep the process alive
     setTimeout(() => {
@@ -643,7 +644,7 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
           excludes: ["*"],
         });
       } finally {
-        if (from !== dir) await Deno.remove(from, { recursive: true }).catch(() => {});
+        if (from !== dir) await removeStaged(from);
       }
     },
   };

@@ -11,12 +11,17 @@
 import { errorMessage } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 
+/** Staged directories not removed yet (removed by {@link removeStagedSync} on a signal). */
+const pending = new Set<string>();
+
 /**
  * Copies the regular `*.conf` files of `dir` (symlinks followed, modes kept) into
- * a new private temp directory and returns it; the caller removes it.
+ * a new private temp directory and returns it; the caller removes it with
+ * {@link removeStaged}.
  */
 export async function stageConfFiles(dir: string): Promise<string> {
   const staged = await Deno.makeTempDir({ prefix: "walmgr3-conf-" });
+  pending.add(staged);
   await Deno.chmod(staged, 0o700);
   try {
     for await (const e of Deno.readDir(dir)) {
@@ -35,8 +40,24 @@ export async function stageConfFiles(dir: string): Promise<string> {
       if (st.mtime) await Deno.utime(`${staged}/${e.name}`, st.atime ?? st.mtime, st.mtime);
     }
   } catch (err) {
-    await Deno.remove(staged, { recursive: true }).catch(() => {});
+    await removeStaged(staged);
     throw err;
   }
   return staged;
+}
+
+/** Removes a directory made by {@link stageConfFiles}. */
+export async function removeStaged(staged: string): Promise<void> {
+  await Deno.remove(staged, { recursive: true }).catch(() => {});
+  pending.delete(staged);
+}
+
+/** Removes every staged directory still there (the SIGINT/SIGTERM path, before exit). */
+export function removeStagedSync(): void {
+  for (const staged of pending) {
+    try {
+      Deno.removeSync(staged, { recursive: true });
+    } catch { /* gone */ }
+  }
+  pending.clear();
 }
