@@ -18,9 +18,10 @@
  *    where backups are made).
  * 9. `free_space`: on the archive's filesystem, at least 1 GiB and 5 % free.
  * 10. `round_trip`: as pgBackRest's check: a restore point, a WAL switch, then
- *     a wait (at most `check_timeout`) until that segment is in
+ *     a wait (at most `check_timeout`) until PostgreSQL has archived that
+ *     segment (its `.ready` file became `.done`); it must then be in
  *     `completed_wals`, byte-identical to `pg_wal`'s (its SHA-256 against the
- *     checksum sidecar).
+ *     checksum sidecar, else the archived file's).
  * 11. `backup`: a newest backup exists, its WAL from start to end is archived,
  *     and no gap follows it.
  *
@@ -103,6 +104,16 @@ async function showSetting(db: Db, name: string, signal: AbortSignal): Promise<s
   return r?.v ?? "";
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
 /** A probe file name in a storage directory (not a WAL name: nothing else reads it). */
 function probeName(): string {
   return `.walmgr3-check.${hostName().replace(/[^A-Za-z0-9.-]/g, "_")}.${Deno.pid}`;
@@ -147,7 +158,8 @@ async function checkWritable(
       "fix the directory's permissions (retention removes WAL there)",
     );
   }
-  return `${t.describe(dir)} exists and is writable`;
+  return `${t.describe(dir)} exists and is writable` +
+    (what === "completed_wals" || what === "partial_wals" ? "" : ` (${what})`);
 }
 
 /** Runs the master checks (see the module documentation). */
@@ -386,25 +398,34 @@ async function roundTrip(
   const name = sw?.f;
   if (!name) throw new CheckFailed("pg_switch_wal() returned nothing", "see the server log");
   const path = `${wals.path.replace(/\/+$/, "")}/${name}`;
+  // PostgreSQL renames <name>.ready to .done once archive_command succeeded
+  const ready = `${masterData}/pg_wal/archive_status/${name}.ready`;
   const started = performance.now();
   const limitMs = env.timeoutMs;
   let delay = 100;
-  for (;;) {
-    if ((await t.stat(path))?.isFile) break;
+  while (await exists(ready)) {
     if (performance.now() - started > limitMs) {
-      const ready = readyFiles(masterData);
+      const queued = readyFiles(masterData);
       const a = await readArchiver(db).catch(() => null);
+      const there = await t.stat(path).catch(() => null);
       throw new CheckFailed(
         `${name} (switched to at ${new Date().toISOString()}) was not archived to ` +
           `${wals.display} within ${Math.round(limitMs / 1000)} s` +
-          (ready === null ? "" : ` (${ready} files wait in pg_wal/archive_status)`) +
-          (a?.failing ? `; archiving fails: last failure ${a.lastFailedWal}` : ""),
+          (queued === null ? "" : ` (${queued} files wait in pg_wal/archive_status)`) +
+          (a?.failing ? `; archiving fails: last failure ${a.lastFailedWal}` : "") +
+          (there ? `; a file named ${name} is already there (other bytes?)` : ""),
         "read archive_command's errors in the server log; a backlog needs a larger check_timeout",
       );
     }
     if (signal.aborted) throw signal.reason;
     await sleepFor(delay, signal);
     delay = Math.min(delay * 2, 1000);
+  }
+  if (!(await t.stat(path))?.isFile) {
+    throw new CheckFailed(
+      `PostgreSQL archived ${name}, but it is not in ${wals.display}`,
+      "archive_command stores it elsewhere: compare it with this ini's completed_wals, run setup",
+    );
   }
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   // byte-identical: the local segment's SHA-256 against the archived copy's sidecar

@@ -67,7 +67,7 @@ function archiveLines(r: StatusReport): string[] {
     : "";
   const gaps = a.missingSegments > 0 ? `, ${a.missingSegments} MISSING in gaps` : ", no gaps";
   lines.push(
-    `Archive ${a.directory}: ${a.segments} segments (${
+    `Archive ${a.directory}: ${a.segments} segment${a.segments === 1 ? "" : "s"} (${
       formatBytes(a.bytes)
     }), ${a.timelines.length} ` +
       `timeline${a.timelines.length === 1 ? "" : "s"}${a.segments > 0 ? gaps : ""}${fs}`,
@@ -100,12 +100,18 @@ function windowLines(r: StatusReport): string[] {
   ];
 }
 
+/** `15.4` from `server_version_num` 150004. */
+export function versionText(num: number | null): string {
+  if (num === null) return "?";
+  return `${Math.floor(num / 10000)}.${num % 10000}`;
+}
+
 function masterLines(r: StatusReport, nowMs: number): string[] {
   const m = r.master;
   if (m === null) return [];
   if (!m.reachable) return ["Master: not reachable on master_db"];
   const lines = [
-    `Master: PostgreSQL ${m.serverVersion ?? "?"}` +
+    `Master: PostgreSQL ${versionText(m.serverVersion)}` +
     (m.currentWal ? `, writing ${m.currentWal.segment} (${m.currentWal.lsn})` : ""),
   ];
   const a = m.archiver;
