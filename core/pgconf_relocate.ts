@@ -26,10 +26,12 @@ export interface RelocateTarget {
    * directory, or a Debian cluster's `/etc/postgresql/<v>/<cluster>`.
    */
   configDir: string;
-  /** The directory the master's file came from (absolute), when known. */
+  /**
+   * The directory the master's file came from (absolute). When not given it is
+   * taken from the file itself: the directory of an absolute `hba_file` or
+   * `ident_file` outside `configDir` (what pg_createcluster writes).
+   */
   masterConfigDir?: string;
-  /** The master's data directory, when known. */
-  masterDataDir?: string;
   /** The slave's `cluster_name` (e.g. Debian's `15/walslave`); else the setting is commented out. */
   clusterName?: string;
   /** The slave's `external_pid_file`; else the setting is commented out. */
@@ -89,6 +91,18 @@ function note(text: string): string {
   return `# walmgr3 restore: ${text}`;
 }
 
+/** The directory of an absolute `hba_file`/`ident_file` outside `configDir`, if any. */
+function guessMasterConfigDir(text: string, configDir: string): string | undefined {
+  for (const name of ["hba_file", "ident_file"]) {
+    const v = readSetting(text, name).value;
+    if (v?.startsWith("/") && !under(v, configDir)) {
+      const d = trimSlash(v).replace(/\/[^/]*$/, "");
+      if (d) return d;
+    }
+  }
+  return undefined;
+}
+
 /**
  * Returns `text` with the master's paths rewritten for the slave (or commented
  * out), and the list of changes (see the module documentation):
@@ -113,6 +127,7 @@ export function relocateMasterConf(
   const configDir = trimSlash(target.configDir);
   const dataDir = trimSlash(target.dataDir);
   const inData = configDir === dataDir;
+  const masterConfigDir = target.masterConfigDir ?? guessMasterConfigDir(text, configDir);
   const lines = text.split("\n");
   const out = lines.map((line, i) => {
     const m = NAME_REGEXP.exec(line);
@@ -164,11 +179,11 @@ export function relocateMasterConf(
       case "include":
       case "include_if_exists": {
         if (value.startsWith("/")) {
-          if (!under(value, target.masterConfigDir) || under(value, configDir)) {
+          if (!under(value, masterConfigDir) || under(value, configDir)) {
             if (name === "include_if_exists" || target.exists(value)) return line;
             return commentOut(`${value} does not exist on the slave`);
           }
-          const rel = trimSlash(value).slice(trimSlash(target.masterConfigDir as string).length);
+          const rel = trimSlash(value).slice(trimSlash(masterConfigDir as string).length);
           const moved = `${configDir}${rel}`;
           if (target.exists(moved)) return rewrite(moved, "in the master's config directory");
           // on one host the master's file exists: never read it

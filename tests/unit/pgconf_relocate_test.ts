@@ -17,10 +17,7 @@ const DEBIAN_MASTER = [
   "",
 ].join("\n");
 
-const MASTER = {
-  masterConfigDir: "/etc/postgresql/15/walmaster",
-  masterDataDir: "/var/lib/postgresql/15/walmaster",
-};
+const MASTER = { masterConfigDir: "/etc/postgresql/15/walmaster" };
 
 Deno.test("relocateMasterConf(): a Debian master's file for a new slave data directory (pg_ctl)", () => {
   const data = "/srv/standby";
@@ -89,6 +86,17 @@ Deno.test("relocateMasterConf(): into a Debian slave cluster's /etc directory", 
     ),
     text,
   );
+});
+
+Deno.test("relocateMasterConf(): the master's config directory is taken from hba_file when not given", () => {
+  const text = DEBIAN_MASTER + "include_if_exists = '/etc/postgresql/15/walmaster/local.conf'\n";
+  const conf = "/etc/postgresql/15/walslave";
+  const r = relocateMasterConf(text, {
+    dataDir: "/var/lib/postgresql/15/walslave",
+    configDir: conf,
+    exists: () => true, // one host: the master's files exist too
+  });
+  assertEquals(readSetting(r.text, "include_if_exists").value, `${conf}/local.conf`);
 });
 
 Deno.test("relocateMasterConf(): nothing to do for a file that names no master path", () => {
