@@ -141,6 +141,7 @@ async function* readChunks(
   file: Deno.FsFile,
   item: FileItem,
   hash: ReturnType<typeof createHash>,
+  onBytes?: (n: number) => void,
 ): AsyncGenerator<Uint8Array> {
   let left = item.size;
   let eof = false;
@@ -159,11 +160,16 @@ async function* readChunks(
     hash.update(want);
     left -= want.length;
     yield want;
+    onBytes?.(want.length);
   }
 }
 
 /** Copies one file; returns its manifest entry, or null when it vanished before it was opened. */
-async function copyFile(w: TreeWriter, item: FileItem): Promise<ManifestFile | null> {
+async function copyFile(
+  w: TreeWriter,
+  item: FileItem,
+  onBytes?: (n: number) => void,
+): Promise<ManifestFile | null> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(item.src, { read: true });
@@ -177,7 +183,7 @@ async function copyFile(w: TreeWriter, item: FileItem): Promise<ManifestFile | n
   }
   const hash = createHash("sha256");
   try {
-    await w.writeFile(item.rel, item.size, readChunks(file, item, hash), {
+    await w.writeFile(item.rel, item.size, readChunks(file, item, hash, onBytes), {
       mode: item.mode,
       mtimeSec: item.mtimeSec,
     });
@@ -240,6 +246,8 @@ export interface CopyTreeOptions {
   reuse: ReuseBase | null;
   /** Files copied at the same time. */
   width: number;
+  /** Bytes of the plan done (copied, or kept from the previous backup): progress. */
+  onBytes?: (n: number) => void;
 }
 
 /**
@@ -277,9 +285,10 @@ export async function copyTree(
       entries.set(it.rel, prev);
       stats.reused++;
       stats.bytesReused += it.size;
+      o.onBytes?.(it.size);
       return;
     }
-    const m = await copyFile(w, it);
+    const m = await copyFile(w, it, o.onBytes);
     if (m) {
       entries.set(it.rel, m);
       stats.copied++;

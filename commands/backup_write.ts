@@ -19,6 +19,7 @@ import { relocateTablespaceMap } from "../core/backup_label.ts";
 import { parseBackupLabel } from "../core/backup_label.ts";
 import type { ManifestFile } from "../core/backup_manifest.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
+import { Progress } from "../core/progress.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import type { Transport, TreeWriter } from "../transports/types.ts";
 import { controlSystemId, type CopyStats, copyTree, takeReuseBase } from "./backup_copy.ts";
@@ -105,13 +106,15 @@ export class BackupTree {
     this.#writer = w;
     const existing = await w.list();
     const began = performance.now();
+    const progress = new Progress(`Copying ${dataDir}`, plan.bytes);
     const { files: entries, stats } = await copyTree(ctx, {
       plan,
       writer: w,
       existing,
       reuse,
       width: copyWidth(t),
-    });
+      onBytes: (n) => progress.add(n),
+    }).finally(() => progress.finish());
     this.#files = entries;
     this.#logStats(stats, (performance.now() - began) / 1000);
   }
