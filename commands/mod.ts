@@ -28,6 +28,7 @@ const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
   ["check", async () => (await import("./check.ts")).checkCommands],
   ["status", async () => (await import("./status.ts")).statusCommands],
   ["restore", async () => (await import("./restore.ts")).restoreCommands],
+  ["restore_point", async () => (await import("./restore_point.ts")).restorePointCommands],
   ["xarchive", async () => (await import("./xarchive.ts")).xarchiveCommands],
   ["xrestore", async () => (await import("./xrestore.ts")).xrestoreCommands],
   ["xcleanup", async () => (await import("./xcleanup.ts")).xcleanupCommands],

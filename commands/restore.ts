@@ -32,10 +32,21 @@
  *
  * Finally `slave_start_cmd` starts the server (exit status checked).
  *
+ * Point-in-time recovery (`--target-*`, issue 14): the target is checked before
+ * anything changes (core/recovery_target.ts); without `src` the backup is the
+ * newest that can reach it (commands/restore_target.ts reads where each backup
+ * ended). The backup is always copied, never moved, so that it can be restored
+ * again with another target. The recovery settings are the target's with
+ * `recovery.signal` (never `standby.signal`, never `primary_conninfo`); the
+ * restored `postgresql.conf` gets archiving held (archive_mode on, no
+ * archive_command, commands/restore_config.ts) instead of off; the standby's
+ * control files (STOP, PAUSE, PROGRESS) are left alone. A re-run after a kill
+ * must repeat the target options.
+ *
  * @module
  */
 
-import { dirname, resolve } from "../core/paths.ts";
+import { basename, dirname, resolve } from "../core/paths.ts";
 import { expandHome } from "../core/config.ts";
 import { errorMessage, errorReason, WalmgrError } from "../core/errors.ts";
 import { fsyncDir, lstatSyncOrNull, mkdirp, statSyncOrNull } from "../core/fsutil.ts";
@@ -49,12 +60,22 @@ import {
   recoveryPlan,
   writeRecoverySettings,
 } from "../core/recovery_conf.ts";
+import {
+  chooseBackup,
+  describeTarget,
+  formatUtc,
+  parseRecoveryTarget,
+  type RecoveryTarget,
+  targetSettings,
+  targetWords,
+} from "../core/recovery_target.ts";
 import { firstFreeName, removeControlFiles, standbyArchiveCleanup } from "../core/standby_prep.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import {
   checkSameArgs,
   crashPoint,
   newRestoreState,
+  type PitrRecord,
   readRestoreState,
   refuseIfRunning,
   type RestoreState,
@@ -72,6 +93,7 @@ import {
   prepareExternalWal,
   sameDir,
 } from "./restore_layout.ts";
+import { backupPointOf, listBackupPoints, readHistories } from "./restore_target.ts";
 import {
   deleteReplaced,
   fillStage,
@@ -194,9 +216,49 @@ function configIntoData(ctx: CommandContext, target: string, isSlaveData: boolea
   return !isSlaveData || confSetting === undefined || sameDir(confSetting, target);
 }
 
-/** The recovery settings of the restored server. */
-function recoverySettings(ctx: CommandContext, version: number): RecoveryPlan {
+/** The recovery target of `--target-*`, or null (checked here: nothing has changed yet). */
+function restoreTarget(ctx: CommandContext): RecoveryTarget | null {
+  const o = ctx.options;
+  return parseRecoveryTarget({
+    ...(o.targetTime !== undefined ? { time: o.targetTime } : {}),
+    ...(o.targetLsn !== undefined ? { lsn: o.targetLsn } : {}),
+    ...(o.targetXid !== undefined ? { xid: o.targetXid } : {}),
+    ...(o.targetName !== undefined ? { name: o.targetName } : {}),
+    ...(o.targetAction !== undefined ? { action: o.targetAction } : {}),
+    ...(o.targetTimeline !== undefined ? { timeline: o.targetTimeline } : {}),
+    immediate: o.targetImmediate,
+    exclusive: o.targetExclusive,
+  }, {
+    defaultZone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC",
+    nowMs: Date.now(),
+  });
+}
+
+/** What the state records of `t`. */
+function pitrRecord(t: RecoveryTarget | null): PitrRecord | null {
+  return t ? { settings: targetSettings(t), words: targetWords(t) } : null;
+}
+
+/** The recovery settings of the restored server (`pitr`: a point-in-time recovery). */
+function recoverySettings(
+  ctx: CommandContext,
+  version: number,
+  pitr: PitrRecord | null = null,
+): RecoveryPlan {
   const conninfo = ctx.config.get("primary_conninfo")?.trim() ?? "";
+  if (pitr) {
+    if (conninfo) {
+      log.info(
+        "A point-in-time recovery is not a standby: primary_conninfo is not written " +
+          "(recovery.signal)",
+      );
+    }
+    return recoveryPlan({
+      version,
+      restoreCommand: buildRestoreCommand(ctx.self, ctx.config.file),
+      target: pitr.settings,
+    });
+  }
   const cleanup = conninfo
     ? standbyArchiveCleanup(ctx.self, ctx.config.file, ctx.config.getInt("keep_backups", 0))
     : undefined;
@@ -217,11 +279,13 @@ function configBackup(ctx: CommandContext): string | undefined {
 }
 
 /** A separate `slave_config_dir` completed from `config_backup`. */
-function separateConfig(ctx: CommandContext): Promise<void> {
+function separateConfig(ctx: CommandContext, state: RestoreState): Promise<void> {
   return restoreSeparateConfig(
     ctx.fx,
     localPath(ctx, "slave_config_dir", true),
     configBackup(ctx),
+    state.target,
+    { archiving: state.pitr ? "held" : "off", version: state.version },
   );
 }
 
@@ -230,6 +294,15 @@ interface Job {
   state: RestoreState;
   intoData: boolean;
   completed: string;
+}
+
+/**
+ * The xrestore control files in `completed_wals` belong to the archive's standby:
+ * a standby restore removes them, a point-in-time restore leaves them.
+ */
+async function controlFiles(ctx: CommandContext, job: Job): Promise<void> {
+  if (job.state.pitr) return;
+  await removeControlFiles(ctx.fx, job.completed);
 }
 
 /**
@@ -252,14 +325,17 @@ async function prepareData(ctx: CommandContext, job: Job, dataDir: string): Prom
   await linkTablespaces(ctx.fx, dataDir, target);
   await writeRecoverySettings(
     dataDir,
-    recoverySettings(ctx, state.version),
+    recoverySettings(ctx, state.version, state.pitr ?? null),
     ctx.fx,
     target,
   );
   crashPoint("prepare-recovery");
   if (job.intoData) {
     const savedDir = workPaths(restoreWorkDir(target)).conf;
-    await applyConfig(ctx.fx, state.conf, savedDir, dataDir, target);
+    await applyConfig(ctx.fx, state.conf, savedDir, dataDir, target, {
+      archiving: state.pitr ? "held" : "off",
+      version: state.version,
+    });
   }
   // PostgreSQL refuses a data directory more open than 0750.
   const mode = (statSyncOrNull(dataDir)?.mode ?? 0o700) & 0o777;
@@ -283,8 +359,8 @@ async function finish(ctx: CommandContext, job: Job): Promise<void> {
     }
     await linkWal(state.target, state.walLink);
   }
-  await removeControlFiles(ctx.fx, job.completed);
-  if (!job.intoData) await separateConfig(ctx);
+  await controlFiles(ctx, job);
+  if (!job.intoData) await separateConfig(ctx, state);
   await deleteReplaced(state);
   crashPoint("old-deleted");
   await removeWorkDir(state.target);
@@ -357,8 +433,8 @@ async function dryRun(ctx: CommandContext, job: Job, startCmd: string | undefine
     await prepareExternalWal(ctx.fx, state.walLink, undefined, undefined);
     await ctx.fx.act(`link ${target}/pg_wal to ${state.walLink}`, () => {}, undefined);
   }
-  await removeControlFiles(ctx.fx, job.completed);
-  if (!job.intoData) await separateConfig(ctx);
+  await controlFiles(ctx, job);
+  if (!job.intoData) await separateConfig(ctx, state);
   if (!state.keepOld && lstatSyncOrNull(target)) {
     await ctx.fx.act(`delete the old ${target} (backup_datadir = no)`, () => {}, undefined);
   }
@@ -366,15 +442,57 @@ async function dryRun(ctx: CommandContext, job: Job, startCmd: string | undefine
   return 0;
 }
 
+/**
+ * The backup a point-in-time restore starts from: `src` when given (checked to
+ * reach the target), else the newest that can (core/recovery_target.ts).
+ */
+async function pitrSource(
+  ctx: CommandContext,
+  src: string | undefined,
+  t: RecoveryTarget,
+): Promise<string> {
+  const completed = localPath(ctx, "completed_wals", true);
+  const full = localPath(ctx, "full_backup", true);
+  const histories = await readHistories(completed);
+  let points;
+  if (src === undefined) {
+    points = await listBackupPoints(full, completed);
+  } else {
+    const path = resolveSource(ctx, src).path;
+    if (!lstatSyncOrNull(`${path}/backup_label`)) checkBackup(path, path, false);
+    points = [await backupPointOf(basename(path), path, completed)];
+  }
+  const choice = chooseBackup(points, t, histories, src !== undefined);
+  const b = choice.backup;
+  const ended = [
+    b.endTimeUs !== undefined ? `at ${formatUtc(b.endTimeUs)} (${b.endTimeFrom})` : "",
+    b.endLsn !== undefined ? `at LSN ${b.endLsn} (${b.endLsnFrom})` : "",
+  ].filter(Boolean).join(", ");
+  for (const n of t.notes) log.info(n);
+  log.info(
+    `Point-in-time recovery to ${describeTarget(t)}: from backup ${b.name}` +
+      `${ended ? ` (ended ${ended})` : ""}, following timeline ${choice.timeline}`,
+  );
+  for (const n of choice.notes) log.warning(n);
+  log.info(
+    `The backup is copied and stays in ${dirname(b.path)}: restore again with another ` +
+      `target if this one misses`,
+  );
+  return b.path;
+}
+
 /** Checks a new restore and builds its state (nothing is changed here). */
-function planRestore(
+async function planRestore(
   ctx: CommandContext,
   args: string[],
   target: string,
   isSlaveData: boolean,
-): RestoreState {
+  pitr: RecoveryTarget | null,
+): Promise<RestoreState> {
   const [src, dst] = args;
-  const { path: source, move: moveWanted } = resolveSource(ctx, src);
+  const { path: source, move: moveWanted } = pitr
+    ? { path: await pitrSource(ctx, src, pitr), move: false }
+    : resolveSource(ctx, src);
   const version = checkBackup(source, target, isSlaveData);
   if (sameDir(source, target) || isInside(target, source) || isInside(source, target)) {
     throw new WalmgrError(`cannot restore ${source} into ${target}: one contains the other`);
@@ -412,6 +530,7 @@ function planRestore(
     walLink: walLink ?? null,
     oldWalLink,
     keepOld: ctx.config.getBool("backup_datadir", true),
+    pitr: pitrRecord(pitr),
   });
 }
 
@@ -429,10 +548,11 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
   const startCmd = isSlaveData ? ctx.config.require("slave_start_cmd").trim() : undefined;
   const completed = localPath(ctx, "completed_wals", true);
   const intoData = configIntoData(ctx, target, isSlaveData);
+  const pitr = restoreTarget(ctx);
 
   let state = await readRestoreState(target, ctx.dryRun);
   if (state) {
-    checkSameArgs(state, args);
+    checkSameArgs(state, args, pitrRecord(pitr));
     await refuseIfRunning(state);
     log.info(
       `Finishing the interrupted restore of ${state.source} into ${target} (it stopped at ` +
@@ -444,7 +564,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
     }
     await stopServer(ctx, target, isSlaveData);
   } else {
-    state = planRestore(ctx, args, target, isSlaveData);
+    state = await planRestore(ctx, args, target, isSlaveData, pitr);
     await stopServer(ctx, target, isSlaveData);
     if (ctx.dryRun) return await dryRun(ctx, { state, intoData, completed }, startCmd);
     await begin(state);
@@ -460,6 +580,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
       `Data restored into ${target}; not starting a server there (slave_start_cmd is for ` +
         `slave_data): start it with pg_ctl -D ${target} start`,
     );
+    if (state.pitr) pitrNextSteps(ctx, state.pitr);
     return 0;
   }
   log.info(`Starting postmaster: ${startCmd}`);
@@ -471,7 +592,27 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
         `the data is in place in ${target}: check the server log, fix the problem and start it`,
     );
   }
+  if (state.pitr) pitrNextSteps(ctx, state.pitr);
   return 0;
+}
+
+/** What happens next in a point-in-time recovery, and what to do. */
+function pitrNextSteps(ctx: CommandContext, pitr: PitrRecord): void {
+  const action = pitr.settings.find(([k]) => k === "recovery_target_action")?.[1] ?? "pause";
+  const ini = ctx.config.file;
+  const then = action === "promote"
+    ? `is promoted to a new timeline; to archive from it (its new timeline's history file ` +
+      `first), run setup with a master ini for it`
+    : action === "shutdown"
+    ? "shuts down"
+    : `pauses there: look at the data (read-only), then promote it (walmgr3 ${ini} boot, ` +
+      `or select pg_wal_replay_resume()), or restore again with another target`;
+  log.info(`The server replays WAL up to the target and ${then}`);
+  log.info(
+    'If the archive ends before the target, PostgreSQL stops the server ("recovery ended ' +
+      'before configured recovery target was reached") and does not promote it: archive ' +
+      "the missing WAL and start it again, or restore with an earlier target",
+  );
 }
 
 /** Commands this module registers. */

@@ -75,6 +75,26 @@ export interface RestoreState {
   walEmptied: boolean;
   /** Configuration files in `conf/` (when the config dir is the data dir). */
   conf: SavedConf[];
+  /** A point-in-time recovery (`--target-*`); absent or null: a standby. */
+  pitr?: PitrRecord | null;
+}
+
+/** The recovery target of a point-in-time restore, as the state records it. */
+export interface PitrRecord {
+  /** The `recovery_target_*` settings (core/recovery_target.ts targetSettings). */
+  settings: Array<[string, string]>;
+  /** The options that ask for it, for messages (`--target-name=x`). */
+  words: string[];
+}
+
+function isPitrRecord(v: unknown): v is PitrRecord {
+  if (typeof v !== "object" || v === null) return false;
+  const o = v as Record<string, unknown>;
+  return Array.isArray(o.settings) &&
+    o.settings.every((p) =>
+      Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string")
+    ) &&
+    Array.isArray(o.words) && o.words.every((w) => typeof w === "string");
 }
 
 /** A refusal inside a step whose line already says what to do. */
@@ -132,7 +152,8 @@ export function parseRestoreState(v: unknown): RestoreState | null {
     o.conf.every((c) =>
       typeof c === "object" && c !== null && typeof (c as SavedConf).name === "string" &&
       typeof (c as SavedConf).from === "string" && !(c as SavedConf).name.includes("/")
-    );
+    ) &&
+    (o.pitr === undefined || o.pitr === null || isPitrRecord(o.pitr));
   return ok ? o as unknown as RestoreState : null;
 }
 
@@ -214,19 +235,26 @@ export async function refuseIfRunning(state: RestoreState): Promise<void> {
   );
 }
 
-/** `restore` with `args` as typed, for messages. */
-function restoreCommandLine(args: readonly (string | null)[]): string {
-  const given = args.filter((a): a is string => a !== null);
+/** `restore` with `args` (and the target options) as typed, for messages. */
+function restoreCommandLine(args: readonly (string | null)[], pitr?: PitrRecord | null): string {
+  const given = [...args.filter((a): a is string => a !== null), ...(pitr?.words ?? [])];
   return given.length ? `restore ${given.join(" ")}` : "restore without arguments";
 }
 
 /**
- * Checks that a re-run may finish `state`: the same arguments. Otherwise one line
- * saying how to finish or abandon the interrupted restore.
+ * Checks that a re-run may finish `state`: the same arguments and the same
+ * recovery target (`pitr`, null for none). Otherwise one line saying how to
+ * finish or abandon the interrupted restore.
  */
-export function checkSameArgs(state: RestoreState, args: readonly (string | undefined)[]): void {
+export function checkSameArgs(
+  state: RestoreState,
+  args: readonly (string | undefined)[],
+  pitr: PitrRecord | null = null,
+): void {
   const now: [string | null, string | null] = [args[0] ?? null, args[1] ?? null];
-  if (now[0] === state.args[0] && now[1] === state.args[1]) return;
+  const sameTarget = JSON.stringify(state.pitr?.settings ?? null) ===
+    JSON.stringify(pitr?.settings ?? null);
+  if (now[0] === state.args[0] && now[1] === state.args[1] && sameTarget) return;
   const work = restoreWorkDir(state.target);
   const data = workPaths(work).data;
   const beforeSwap = state.phase !== "swap" && state.phase !== "finish";
@@ -239,7 +267,9 @@ export function checkSameArgs(state: RestoreState, args: readonly (string | unde
   }
   throw new WalmgrError(
     `an interrupted restore of ${state.source} into ${state.target} is unfinished ` +
-      `(step ${state.phase}, in ${work}): run ${restoreCommandLine(state.args)} to finish it` +
+      `(step ${state.phase}, in ${work}): run ${
+        restoreCommandLine(state.args, state.pitr)
+      } to finish it` +
       `${abandon}`,
   );
 }
@@ -256,7 +286,7 @@ export function stepFailure(err: unknown, state: RestoreState): WalmgrError {
     : `the new data is ${state.phase === "finish" ? "" : "being put "}in place in ${state.target}`;
   return new WalmgrError(
     `${errorMessage(err)}; restore stopped at step ${state.phase} (${where}): fix this and ` +
-      `run ${restoreCommandLine(state.args)} again to finish it`,
+      `run ${restoreCommandLine(state.args, state.pitr)} again to finish it`,
     { cause: err },
   );
 }

@@ -22,6 +22,25 @@
  *   (where any code from 1 to 125 would end recovery early); "known absent"
  *   stays 1 only where it is (streaming mode, `.history`, STOP).
  *
+ * Point-in-time recovery (`recovery.signal` and a `recovery_target*` setting in
+ * the data directory's `postgresql.auto.conf`, as `restore --target-*` writes):
+ * no waiting, no partial segments, PAUSE and STOP ignored (they are the
+ * standby's), no standby record, no cleaning. A missing segment is the end of the
+ * archive: exit 1 with a WARNING saying so; PostgreSQL (13+) then stops the
+ * server ("recovery ended before configured recovery target was reached") and
+ * never promotes it short of the target. Transient failures still exit 128.
+ *
+ * Timelines in an archive-fed standby (`standby.signal` without
+ * `primary_conninfo`, recovery_target_timeline = 'latest'): PostgreSQL looks for
+ * a newer timeline (asks for `<tli+1>.history`, which is delivered, or reported
+ * missing at once) each time a segment is reported missing. So when the archive
+ * holds a newer timeline that branches off the requested segment's timeline
+ * inside that segment (its history file says where), the segment is reported
+ * missing instead of waited for (or delivered from the old timeline): PostgreSQL
+ * rescans, switches to the new timeline and asks for its segment. A timeline
+ * that branched off before the requested segment cannot be followed any more
+ * (the server replayed past the branch point): a WARNING says so once.
+ *
  * After a delivery in archive-fed mode (in a data directory in recovery) the
  * server's progress goes to its standby record
  * (`completed_wals/STANDBY.<dir>-<hash>`, see core/standby_record.ts): the
@@ -30,6 +49,11 @@
  * `keep_backups = 0` WAL before that point is then removed, except what a
  * listed backup or another standby needs (commands/xcleanup.ts,
  * core/retention.ts).
+ *
+ * Every attempt to look at or copy the file runs under `archive_timeout`
+ * (core/deadline.ts, default 60 s; a hung file system never holds the
+ * startup process for ever): running out of time is a transient failure,
+ * retried, then 128 or 1 as above. Hooks run under `hook_timeout`.
  *
  * Start-up stays lean: no SQL driver, no transport.
  *
@@ -46,15 +70,18 @@ import {
   UsageError,
   WalmgrError,
 } from "../core/errors.ts";
+import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
 import { cleanupStaleTemps, copyFileDurable, existsSync, STALE_TEMP_MS } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { autoConfTarget } from "../core/recovery_target.ts";
 import { type WalNeed, walNeed } from "../core/retention.ts";
 import {
   readStandbyRecord,
   standbyRecordName,
   writeStandbyRecord,
 } from "../core/standby_record.ts";
-import { walFileKind } from "../core/wal.ts";
+import { formatLsn, parseWalFileName, WAL_SEGMENT_REGEXP, walFileKind } from "../core/wal.ts";
+import { historyFileName, parseTimelineHistory } from "../core/wal_verify.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { cleanArchive, inRecoveryDir } from "./xcleanup.ts";
 
@@ -173,19 +200,97 @@ async function recordProgress(
   return standbyRecordName(cwd);
 }
 
+/**
+ * The recovery target in `<dataDir>/postgresql.auto.conf` (`name = 'value'`), or
+ * null: a point-in-time recovery has one, a standby none.
+ */
+function pitrTarget(dataDir: string): string | null {
+  try {
+    return autoConfTarget(Deno.readTextFileSync(`${dataDir}/postgresql.auto.conf`));
+  } catch {
+    return null;
+  }
+}
+
+/** A power of two between 1 MiB and 1 GiB: a WAL segment size. */
+function isSegmentSize(n: number): boolean {
+  return n >= 1 << 20 && n <= 1 << 30 && (n & (n - 1)) === 0;
+}
+
+/** The WAL segment size of the archive: the size of an archived segment (16 MiB if none). */
+function archiveSegmentSize(completed: string, name: string): number {
+  try {
+    const size = Deno.statSync(`${completed}/${name}`).size;
+    if (isSegmentSize(size)) return size;
+  } catch { /* not there */ }
+  try {
+    for (const e of Deno.readDirSync(completed)) {
+      if (!e.isFile || !WAL_SEGMENT_REGEXP.test(e.name)) continue;
+      const size = Deno.statSync(`${completed}/${e.name}`).size;
+      if (isSegmentSize(size)) return size;
+    }
+  } catch { /* unreadable: the default */ }
+  return 16 << 20;
+}
+
+/** Where the newest timeline of the archive stands to the requested segment's. */
+type Branch =
+  | { kind: "none" }
+  | { kind: "unrelated"; tli: number }
+  | { kind: "here" | "before" | "after"; tli: number; switchLsn: bigint };
+
+/**
+ * The newest timeline in `completed` counting up from segment `name`'s (as
+ * PostgreSQL probes `.history` files) and where it branched off `name`'s
+ * timeline: inside this segment (`here`), before it, or after it.
+ */
+function newestBranch(completed: string, name: string, newest: number): Branch {
+  const tli = parseInt(name.slice(0, 8), 16);
+  if (newest <= tli) return { kind: "none" };
+  let entries;
+  try {
+    entries = parseTimelineHistory(
+      Deno.readTextFileSync(`${completed}/${historyFileName(newest)}`),
+    );
+  } catch {
+    return { kind: "unrelated", tli: newest };
+  }
+  const e = entries.find((x) => x.tli === tli);
+  if (!e) return { kind: "unrelated", tli: newest };
+  const segSize = archiveSegmentSize(completed, name);
+  const { segNo } = parseWalFileName(name, segSize);
+  const switchSeg = e.switchLsn / BigInt(segSize);
+  const kind = switchSeg === segNo ? "here" : switchSeg < segNo ? "before" : "after";
+  return { kind, tli: newest, switchLsn: e.switchLsn };
+}
+
+/** The newest timeline whose history file is in `completed`, probing up from `tli`. */
+function newestTimeline(completed: string, tli: number): number {
+  let newest = tli;
+  while (existsSync(`${completed}/${historyFileName(newest + 1)}`)) newest++;
+  return newest;
+}
+
 /** Thrown when retries did not cure a failure. */
 class TransientFailure extends Error {}
 
 /**
  * Runs `fn`, retrying failures with backoff (250 ms doubling to 8 s) until
  * `budgetMs` is spent; a `NotFound` ends the retries at once (rethrown).
+ * Each attempt runs under `attemptS` seconds (`archive_timeout`; 0 = none).
  */
-async function retrying<T>(what: string, budgetMs: number, fn: () => Promise<T>): Promise<T> {
+async function retrying<T>(
+  what: string,
+  budgetMs: number,
+  fn: () => Promise<T>,
+  attemptS = 0,
+): Promise<T> {
   const start = Date.now();
   let delay = 250;
   for (let attempt = 1;; attempt++) {
     try {
-      return await fn();
+      using d = new Deadline("one attempt", attemptS, DEADLINES.archive.key, undefined, "");
+      return await raceSignal(fn(), d.signal);
     } catch (err) {
       if (isNotFoundError(err)) throw err;
       const msg = errorMessage(err);
@@ -219,6 +324,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
   const pauseFile = `${completed}/PAUSE`;
   const progressFile = `${completed}/PROGRESS`;
   const budget = retryBudgetMs(mode);
+  const attemptS = deadlineSeconds((k) => config.get(k), DEADLINES.archive);
 
   /** Failure that is not "absent": fatal in archive recovery, 1 in standby mode. */
   const transient = (err: unknown): number => {
@@ -253,7 +359,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
         const st = await Deno.stat(path);
         if (!st.isFile) throw new WalmgrError("not a regular file");
         return true;
-      });
+      }, attemptS);
     } catch (err) {
       if (isNotFoundError(err)) return false;
       throw err;
@@ -277,7 +383,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     try {
       await retrying(`${name}: cannot copy ${from} to ${dest}`, budget, async () => {
         await copyFileDurable(from, destPath, "replace");
-      });
+      }, attemptS);
     } catch (err) {
       if (isNotFoundError(err) && !existsSync(from)) {
         log.info(`${name}: ${from} disappeared while copying`);
@@ -319,6 +425,29 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
   };
 
   try {
+    // Point-in-time recovery: no waiting; a missing segment is the end of the archive.
+    const target = mode === "archive" ? pitrTarget(cwd) : null;
+    if (target !== null) {
+      if (await present(srcPath)) {
+        log.info(`${name}: Found`);
+        if (await deliver(srcPath, "completed")) {
+          if (ctx.dryRun) return dryRunExit(`nothing written to ${destPath}`);
+          return 0;
+        }
+      }
+      if (kind === "history") {
+        log.info(`${name}: not found in ${completed}, ignoring`);
+        return EXIT_FAILURE;
+      }
+      log.warning(
+        `${name}: not in ${completed}: the archive ends before the recovery target ` +
+          `(${target}); PostgreSQL stops the server ("recovery ended before configured ` +
+          `recovery target was reached") and does not promote it: archive the missing WAL ` +
+          `and start the server again, or restore with an earlier target`,
+      );
+      return EXIT_FAILURE;
+    }
+
     // Streaming mode: no waiting, no partials, no PAUSE.
     if (streaming) {
       if (!(await present(srcPath))) {
@@ -358,6 +487,9 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       const now = currentPpid();
       return now !== ppid || now <= 1;
     };
+    // archive-fed standby: newer timelines seen so far (see the module doc)
+    const tli = kind === "segment" ? parseInt(name.slice(0, 8), 16) : 0;
+    let branchSeen = tli;
 
     for (;;) {
       const stop = existsSync(stopFile);
@@ -377,6 +509,34 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       }
       if (pauseLogged && stop) log.info(`${name}: STOP overrides PAUSE`);
       pauseLogged = false;
+
+      if (kind === "segment" && mode === "standby") {
+        const newest = newestTimeline(completed, tli);
+        if (newest > branchSeen) {
+          branchSeen = newest;
+          const b = newestBranch(completed, name, newest);
+          if (b.kind === "here") {
+            log.info(
+              `${name}: timeline ${b.tli} branches off timeline ${tli} at ${
+                formatLsn(b.switchLsn)
+              }, in this segment: reporting it missing so that PostgreSQL switches to ` +
+                `timeline ${b.tli} (recovery_target_timeline = 'latest')`,
+            );
+            return EXIT_FAILURE;
+          }
+          if (b.kind === "before") {
+            log.warning(
+              `${name}: timeline ${b.tli} branched off timeline ${tli} at ${
+                formatLsn(b.switchLsn)
+              }, before this segment: this server replayed past that point and cannot ` +
+                `follow it; restore it again to follow timeline ${b.tli}`,
+            );
+          }
+          if (b.kind === "unrelated") {
+            log.debug(`${name}: timeline ${b.tli} does not descend from timeline ${tli}`);
+          }
+        }
+      }
 
       if (await present(srcPath)) {
         log.info(`${name}: Found`);
@@ -414,7 +574,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       if (ctx.dryRun) {
         return dryRunExit(`not found in ${completed}: would wait for it (until boot)`);
       }
-      if (!timelineWarned && nextHistory && existsSync(nextHistory)) {
+      if (mode === "archive" && !timelineWarned && nextHistory && existsSync(nextHistory)) {
         timelineWarned = true;
         log.warning(
           `${name}: ${

@@ -3,16 +3,27 @@
  * `postgresql.auto.conf` plus a signal file, never `recovery.conf` (a server
  * with one refuses to start).
  *
- * - With `primary_conninfo`: `standby.signal`, `primary_conninfo`,
- *   `primary_slot_name` when set, and `archive_cleanup_command` (walmgr3's
- *   `xcleanup %r`, {@link buildCleanupCommand}) when the caller asks for it
- *   (keep_backups = 0).
- * - Without: `recovery.signal` (archive-fed recovery that ends in promotion when
- *   `xrestore` reports the end of the archive) and, on 15+, `recovery_prefetch =
- *   off`: with read-ahead the startup process blocks inside the waiting
- *   restore_command before replaying WAL it already has, so the server never
- *   becomes consistent.
- * - Always: `restore_command` and `recovery_target_timeline = 'latest'`.
+ * - A standby streaming from its primary (`primary_conninfo`): `standby.signal`,
+ *   `primary_conninfo`, `primary_slot_name` when set, and
+ *   `archive_cleanup_command` (walmgr3's `xcleanup %r`, {@link buildCleanupCommand})
+ *   when the caller asks for it (keep_backups = 0).
+ * - An archive-fed standby (no `primary_conninfo`): `standby.signal` too (issue
+ *   14: standby mode fed by restore_command alone). Only in standby mode does
+ *   PostgreSQL look for new timelines while it runs (it probes
+ *   `<next timeline>.history` whenever restore_command reports a file missing), so
+ *   only so can it follow a master promoted while it recovers; a "file missing"
+ *   never ends its recovery (`boot` promotes it). xrestore still waits for the
+ *   next segment (PAUSE, STOP and partial segments keep working) and reports a
+ *   segment missing when a newer timeline branches off in it
+ *   (commands/xrestore.ts). On 15+ `recovery_prefetch = off`: with read-ahead the
+ *   startup process blocks inside the waiting restore_command before replaying
+ *   WAL it already has, so the server never becomes consistent.
+ * - A point-in-time recovery (a recovery target): `recovery.signal` (it is not a
+ *   standby: it ends at the target), the `recovery_target_*` settings the caller
+ *   gives (core/recovery_target.ts), `recovery_prefetch = off` on 15+, no
+ *   `primary_conninfo`.
+ * - Always: `restore_command`; `recovery_target_timeline = 'latest'` unless the
+ *   target says otherwise.
  *
  * Every recovery setting the backup may carry (from the master's ALTER SYSTEM,
  * `pg_basebackup -R`, an older walmgr) is removed first, and so are the master's
@@ -46,6 +57,12 @@ export interface RecoveryInput {
   primarySlotName?: string;
   /** `archive_cleanup_command` (streaming only; absent = none). */
   archiveCleanupCommand?: string;
+  /**
+   * A point-in-time recovery: its `recovery_target_*` settings
+   * (core/recovery_target.ts `targetSettings`, with `recovery_target_timeline`).
+   * Set: `recovery.signal`, no streaming.
+   */
+  target?: ReadonlyArray<readonly [string, string]>;
 }
 
 /** The settings and signal file to write. */
@@ -121,6 +138,14 @@ export function recoveryPlan(input: RecoveryInput): RecoveryPlan {
     );
   }
   const settings: Array<[string, string]> = [["restore_command", input.restoreCommand]];
+  if (input.target) {
+    for (const [k, v] of input.target) settings.push([k, v]);
+    if (!input.target.some(([k]) => k === "recovery_target_timeline")) {
+      settings.push(["recovery_target_timeline", "latest"]);
+    }
+    if (hasRecoveryPrefetch(input.version)) settings.push(["recovery_prefetch", "off"]);
+    return { signal: "recovery.signal", settings, streaming: false };
+  }
   const conninfo = input.primaryConninfo?.trim() ?? "";
   const streaming = conninfo !== "";
   settings.push(["recovery_target_timeline", "latest"]);
@@ -134,7 +159,7 @@ export function recoveryPlan(input: RecoveryInput): RecoveryPlan {
   } else if (hasRecoveryPrefetch(input.version)) {
     settings.push(["recovery_prefetch", "off"]);
   }
-  return { signal: streaming ? "standby.signal" : "recovery.signal", settings, streaming };
+  return { signal: "standby.signal", settings, streaming };
 }
 
 /** Name of the setting an active `name = value` line sets (lower case), or null. */

@@ -171,7 +171,7 @@ for (const variant of VARIANTS) {
       step("walmgr3 slave.ini restore (archive-fed)");
       const restore = await walmgr([slaveIni, "restore"]);
       assertStringIncludes(restore.stdout + restore.stderr, "Starting postmaster:");
-      assert(exists(`${slaveData}/recovery.signal`), "archive-fed recovery");
+      assert(exists(`${slaveData}/standby.signal`), "archive-fed standby");
       try {
         step("replay: the slave sees the rows written after the backup");
         const count = () =>

@@ -154,7 +154,7 @@ async function assertNewWithSlaveConfig(dir: string, marker: string, what: strin
   assertEquals(readSetting(conf, "archive_mode").value, "off", `${what}: archiving off`);
   assertEquals(await Deno.readTextFile(`${dir}/pg_hba.conf`), "# slave hba\n", what);
   assertEquals(await Deno.readTextFile(`${dir}/pg_ident.conf`), "# slave ident\n", what);
-  assert(exists(`${dir}/recovery.signal`), `${what}: recovery.signal`);
+  assert(exists(`${dir}/standby.signal`), `${what}: standby.signal (archive-fed)`);
   assertEquals(Deno.readLinkSync(`${dir}/pg_tblspc/${TBS_OID}`), `${dir}/tmpspc/${TBS_OID}`);
 }
 

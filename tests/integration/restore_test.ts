@@ -175,8 +175,9 @@ Deno.test("restore with hand-made backups", async (t) => {
     assertEquals(readSetting(auto, "recovery_prefetch").value, "off");
     assertEquals(readSetting(auto, "recovery_target_timeline").value, "latest");
     assertMatch(readSetting(auto, "restore_command").value ?? "", / xrestore %f "%p" %r$/);
-    assert(exists(`${s.data}/recovery.signal`));
-    assert(!exists(`${s.data}/standby.signal`));
+    // archive-fed: standby mode fed by restore_command (follows new timelines, issue 14)
+    assert(exists(`${s.data}/standby.signal`));
+    assert(!exists(`${s.data}/recovery.signal`));
     assert(!exists(`${s.data}/recovery.conf`));
     // pg_wal, tablespaces
     assert(Deno.statSync(`${s.data}/pg_wal/archive_status`).isDirectory);
@@ -668,7 +669,7 @@ Deno.test("restore an archive-fed slave (PostgreSQL 15): consistent while xresto
     await t.step("restore: starts and becomes consistent while xrestore waits", async () => {
       const res = await walmgr([s.ini, "restore"]);
       assertEquals(res.code, 0, show(res, await slaveLogTail(s)));
-      assert(exists(`${s.slaveData}/recovery.signal`));
+      assert(exists(`${s.slaveData}/standby.signal`)); // archive-fed standby mode (issue 14)
       const auto = await Deno.readTextFile(`${s.slaveData}/postgresql.auto.conf`);
       assertEquals(readSetting(auto, "recovery_prefetch").value, "off");
       // pg_ctl -w returned: the server accepts read-only queries

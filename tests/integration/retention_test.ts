@@ -243,7 +243,7 @@ Deno.test("retention: backup keeps the segment a paused archive-fed standby need
     await t.step("an archive-fed standby, paused while it waits for the next segment", async () => {
       await mustRun([r.masterIni, "backup"]);
       await mustRun([r.slaveIni, "restore"], await slaveLog());
-      assert(exists(`${r.sb.dataDir}/recovery.signal`));
+      assert(exists(`${r.sb.dataDir}/standby.signal`)); // archive-fed standby mode
       await switchAndArchive(r, 1);
       await waitFor(async () => (await standby(r, "select v from t where id = 1")) === "1", {
         what: "the standby to replay the first change",

@@ -74,10 +74,12 @@ Deno.test("recoveryPlan", async (t) => {
       ["archive_cleanup_command", "ac %r"],
     ]);
   });
-  await t.step("archive-fed on 15+: recovery.signal and recovery_prefetch = off", () => {
+  await t.step("archive-fed on 15+: standby.signal and recovery_prefetch = off", () => {
     for (const version of [15, 16, 17, 18]) {
       const p = recoveryPlan({ version, restoreCommand: "rc", primaryConninfo: "" });
-      assertEquals(p.signal, "recovery.signal");
+      // standby mode: the only mode in which PostgreSQL follows a new timeline (issue 14)
+      assertEquals(p.signal, "standby.signal");
+      assertEquals(p.streaming, false);
       assertEquals(p.settings, [
         ["restore_command", "rc"],
         ["recovery_target_timeline", "latest"],
@@ -90,6 +92,37 @@ Deno.test("recoveryPlan", async (t) => {
       const p = recoveryPlan({ version, restoreCommand: "rc" });
       assertEquals(p.settings.map(([k]) => k), ["restore_command", "recovery_target_timeline"]);
     }
+  });
+  await t.step("point-in-time recovery: recovery.signal, the target, no streaming", () => {
+    for (const version of [13, 15]) {
+      const p = recoveryPlan({
+        version,
+        restoreCommand: "rc",
+        primaryConninfo: "host=m",
+        primarySlotName: "s",
+        archiveCleanupCommand: "ac",
+        target: [
+          ["recovery_target_name", "rp"],
+          ["recovery_target_action", "promote"],
+          ["recovery_target_timeline", "current"],
+        ],
+      });
+      assertEquals(p.signal, "recovery.signal");
+      assertEquals(p.streaming, false);
+      assertEquals(p.settings, [
+        ["restore_command", "rc"],
+        ["recovery_target_name", "rp"],
+        ["recovery_target_action", "promote"],
+        ["recovery_target_timeline", "current"],
+        ...(version >= 15 ? [["recovery_prefetch", "off"] as [string, string]] : []),
+      ]);
+    }
+    const noTimeline = recoveryPlan({
+      version: 14,
+      restoreCommand: "rc",
+      target: [["recovery_target", "immediate"]],
+    });
+    assertEquals(noTimeline.settings.at(-1), ["recovery_target_timeline", "latest"]);
   });
   await t.step("slot and cleanup only with streaming", () => {
     const p = recoveryPlan({
@@ -165,7 +198,12 @@ Deno.test("writeRecoverySettings writes auto.conf and the signal file; dry run w
   await Deno.writeTextFile(`${dir}/postgresql.auto.conf`, "primary_conninfo = 'old'\n");
   await Deno.writeTextFile(`${dir}/recovery.conf`, "standby_mode = on\n");
   await Deno.writeTextFile(`${dir}/standby.signal`, "");
-  const plan = recoveryPlan({ version: 15, restoreCommand: "rc" });
+  // a point-in-time recovery: recovery.signal replaces standby.signal
+  const plan = recoveryPlan({
+    version: 15,
+    restoreCommand: "rc",
+    target: [["recovery_target", "immediate"]],
+  });
 
   await writeRecoverySettings(dir, plan, new Effects(true));
   assertEquals(

@@ -83,3 +83,36 @@ Deno.test("stepFailure says where the data is and that a re-run finishes", () =>
   const guided = new RestoreStepRefusal("move it yourself");
   assertEquals(stepFailure(guided, state()), guided);
 });
+
+Deno.test("a point-in-time restore's state records its target; a re-run must repeat it", () => {
+  const pitr = {
+    settings: [["recovery_target_name", "rp"], ["recovery_target_action", "pause"]] as Array<
+      [string, string]
+    >,
+    words: ["--target-name=rp"],
+  };
+  const s = state({ method: "copy", phase: "prepare", pitr });
+  assertEquals(parseRestoreState(JSON.parse(JSON.stringify(s))), s);
+  assertEquals(parseRestoreState({ ...s, pitr: null }), { ...s, pitr: null });
+  assertEquals(parseRestoreState({ ...s, pitr: { settings: [["a"]], words: [] } }), null);
+  assertEquals(parseRestoreState({ ...s, pitr: { settings: [], words: [1] } }), null);
+  const older = state();
+  delete older.pitr;
+  assertEquals(parseRestoreState(JSON.parse(JSON.stringify(older))), older, "state of before");
+
+  checkSameArgs(s, [], pitr);
+  const noTarget = assertThrows(() => checkSameArgs(s, []), WalmgrError);
+  assertMatch(noTarget.message, /run restore --target-name=rp to finish it, or remove/);
+  const other = {
+    settings: [["recovery_target_name", "rp2"]] as Array<[string, string]>,
+    words: [],
+  };
+  assertThrows(() => checkSameArgs(s, [], other), WalmgrError, "restore --target-name=rp");
+  assertThrows(
+    () => checkSameArgs(state(), [], pitr),
+    WalmgrError,
+    "run restore without arguments",
+  );
+  const failed = stepFailure(new Error("disk full"), s);
+  assertMatch(failed.message, /run restore --target-name=rp again to finish it$/);
+});
