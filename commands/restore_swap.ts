@@ -14,10 +14,11 @@ import { dirname } from "../core/paths.ts";
 import { errorMessage, errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
 import { copyFileDurable, fsyncDir, lstatSyncOrNull, mkdirp, removeTree } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { watchTreeCopy } from "../core/progress.ts";
 import { describeExit, lastLine, runCommand } from "../core/process.ts";
 import { firstFreeName } from "../core/standby_prep.ts";
 import { walFileKind } from "../core/wal.ts";
-import type { CommandContext } from "../plugins/registry.ts";
+import type { CommandContext, ResolvedLocation } from "../plugins/registry.ts";
 import {
   crashPoint,
   type RestoreState,
@@ -82,6 +83,19 @@ function isExdev(err: unknown): boolean {
 /** Copies the backup into `stage`: the tree without pg_wal, then the WAL files it holds. */
 async function copyInto(ctx: CommandContext, source: string, stage: string): Promise<void> {
   const loc = await ctx.location("full_backup");
+  const endProgress = await watchTreeCopy(`Copying ${source}`, source, stage);
+  try {
+    await copyTreeAndWal(loc, source, stage);
+  } finally {
+    endProgress();
+  }
+}
+
+async function copyTreeAndWal(
+  loc: ResolvedLocation,
+  source: string,
+  stage: string,
+): Promise<void> {
   if (loc.transport.syncTree) {
     await loc.transport.syncTree(source, stage, {
       excludes: ["/pg_wal", ...STALE_TOP.map((n) => `/${n}`)],

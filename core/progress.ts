@@ -258,3 +258,53 @@ export function waitNotice(
   }, intervalMs);
   return () => clearInterval(timer);
 }
+
+/** Bytes of the regular files under `dir` (symlinks not followed; vanished entries skipped). */
+export async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  const stack = [dir];
+  while (stack.length > 0) {
+    const d = stack.pop() as string;
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(d));
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (e.isDirectory) stack.push(`${d}/${e.name}`);
+      else if (e.isFile) {
+        try {
+          total += (await Deno.lstat(`${d}/${e.name}`)).size;
+        } catch { /* gone */ }
+      }
+    }
+  }
+  return total;
+}
+
+/**
+ * Progress of a copy done by someone else (rsync) from the local tree `src`
+ * into `dst`: the total is `src`'s size, the bytes done are measured in `dst`
+ * every few seconds (every 2 s on a terminal, every 10 s otherwise: measuring
+ * walks the tree). Returns the function that ends it. Nothing at all under
+ * `-q`.
+ */
+export async function watchTreeCopy(
+  what: string,
+  src: string,
+  dst: string,
+  log: Logger = defaultLog,
+): Promise<() => void> {
+  if (!log.enabled("INFO")) return () => {};
+  const progress = new Progress(what, await treeBytes(src), { sink: loggerSink(log) });
+  const stop = pollProgress(
+    progress,
+    () => treeBytes(dst),
+    log.stderrIsTerminal() ? 2_000 : LOG_INTERVAL_MS,
+  );
+  return () => {
+    stop();
+    progress.finish();
+  };
+}
