@@ -49,6 +49,7 @@ import { binVersion, dataDirVersion, pgProgram } from "../core/pgtools.ts";
 import { isPidAlive } from "../core/pidfile.ts";
 import { postmasterState, waitPostmasterGone } from "../core/postmaster.ts";
 import { describeExit, displayCommand, lastLine, type RunResult } from "../core/process.ts";
+import { basebackupProgress, Progress } from "../core/progress.ts";
 import { buildRestoreCommand, recoveryPlan, writeRecoverySettings } from "../core/recovery_conf.ts";
 import {
   archivingOff,
@@ -596,10 +597,15 @@ async function runCreateslave(ctx: CommandContext): Promise<number> {
       ];
       log.info(`Starting pg_basebackup into ${st.temp} (from ${redactConninfo(conn.dsn)})`);
       log.debug(`Running: ${displayCommand(argv)}`);
-      const bb = await ctx.fx.run(argv, {
+      // -P: pg_basebackup's own report (done of total) feeds the progress line
+      const progress = log.enabled("INFO") && !ctx.dryRun
+        ? new Progress("pg_basebackup", null)
+        : null;
+      const bb = await ctx.fx.run(progress ? [...argv, "-P"] : argv, {
         env: { ...conn.env, LC_ALL: "C" },
         signal: abortChildren.signal,
-      });
+        ...(progress ? { onStderr: (text: string) => basebackupProgress(progress, text) } : {}),
+      }).finally(() => progress?.finish());
       checkInterrupt();
       if (!bb.ok) {
         throw new WalmgrError(

@@ -27,6 +27,8 @@ export interface RunOptions {
   inherit?: boolean;
   /** When it aborts, the child gets SIGTERM (then SIGKILL after 5 s), as on a timeout. */
   signal?: AbortSignal;
+  /** Also receives the child's stderr as it comes (a progress report); it is still captured. */
+  onStderr?: (text: string) => void;
 }
 
 /** A finished process. */
@@ -42,13 +44,24 @@ export interface RunResult {
 
 const decoder = new TextDecoder();
 
-async function readAll(stream: ReadableStream<Uint8Array> | null): Promise<Uint8Array> {
+/** `onText` fed with decoded chunks (UTF-8 sequences split across chunks kept whole). */
+function streamText(onText?: (text: string) => void): ((c: Uint8Array) => void) | undefined {
+  if (!onText) return undefined;
+  const d = new TextDecoder();
+  return (c) => onText(d.decode(c, { stream: true }));
+}
+
+async function readAll(
+  stream: ReadableStream<Uint8Array> | null,
+  onChunk?: (chunk: Uint8Array) => void,
+): Promise<Uint8Array> {
   if (!stream) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let len = 0;
   for await (const chunk of stream) {
     chunks.push(chunk);
     len += chunk.length;
+    onChunk?.(chunk);
   }
   const out = new Uint8Array(len);
   let off = 0;
@@ -143,7 +156,9 @@ export async function runCommand(
     const [status, out, errOut] = await Promise.all([
       child.status,
       opts.inherit ? Promise.resolve(new Uint8Array()) : readAll(child.stdout),
-      opts.inherit ? Promise.resolve(new Uint8Array()) : readAll(child.stderr),
+      opts.inherit
+        ? Promise.resolve(new Uint8Array())
+        : readAll(child.stderr, streamText(opts.onStderr)),
       writeStdin,
     ]);
     const okCodes = opts.okCodes ?? [0];
