@@ -308,3 +308,13 @@ export async function watchTreeCopy(
     progress.finish();
   };
 }
+
+/**
+ * Feeds `progress` from a chunk of `pg_basebackup -P` output
+ * (`12345/67890 kB (18%), 0/1 tablespace`): the last report in `text` wins.
+ */
+export function basebackupProgress(progress: Progress, text: string): void {
+  let last: RegExpExecArray | null = null;
+  for (const m of text.matchAll(/(\d+)\/(\d+) kB/g)) last = m;
+  if (last) progress.set(Number(last[1]) * 1024, Number(last[2]) * 1024);
+}
