@@ -7,13 +7,18 @@
 
 import { TimeoutError, withTimeout } from "../../core/bounded.ts";
 import {
+  basebackupProgress,
   formatBytes,
   formatDuration,
   formatProgress,
+  pollProgress,
   Progress,
   type ProgressSink,
+  treeBytes,
 } from "../../core/progress.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { tempDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 function fakeSink(tty: boolean, enabled = true) {
   const lines: Array<string | null> = [];
@@ -110,4 +115,36 @@ Deno.test("bounded: withTimeout aborts the work and names it", async () => {
   assertEquals((err as Error).message, "the slave: no answer within 50 ms");
   assert(aborted);
   assertEquals(await withTimeout("quick", 1000, () => Promise.resolve(7)), 7);
+});
+
+Deno.test("progress: pg_basebackup -P reports set done and total (the last one wins)", () => {
+  const { sink } = fakeSink(false);
+  const p = new Progress("pg_basebackup", null, { sink });
+  basebackupProgress(
+    p,
+    "    10/31250 kB (0%), 0/1 tablespace\n 15625/31250 kB (50%), 0/1 tablespace\n",
+  );
+  assertEquals([p.figures().done, p.figures().total], [15625 * 1024, 31250 * 1024]);
+  basebackupProgress(p, "pg_basebackup: checkpoint completed\n");
+  assertEquals(p.done, 15625 * 1024, "other lines change nothing");
+});
+
+Deno.test("progress: a copy measured from outside (pollProgress, treeBytes)", async () => {
+  await using tmp = await tempDir("progress-poll");
+  await Deno.mkdir(tmp.join("dst/sub"), { recursive: true });
+  const { sink, infos } = fakeSink(false);
+  const p = new Progress("Copying", 3000, { sink, logIntervalMs: 10 });
+  const stop = pollProgress(p, () => treeBytes(tmp.join("dst")), 20);
+  try {
+    await Deno.writeFile(tmp.join("dst/a"), new Uint8Array(1000));
+    await Deno.writeFile(tmp.join("dst/sub/b"), new Uint8Array(2000));
+    await Deno.symlink("a", tmp.join("dst/link"));
+    await waitFor(() => p.done === 3000, { what: "the measured size", timeoutMs: 5000 });
+  } finally {
+    stop();
+    p.finish();
+  }
+  assert(infos.length >= 1, "INFO lines while it ran");
+  assertMatch(infos[infos.length - 1] as string, /^Copying: /);
+  assertEquals(await treeBytes(tmp.join("nothing-here")), 0);
 });
