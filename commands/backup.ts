@@ -20,8 +20,10 @@
  *    them unchanged; each tablespace goes to `tmpspc/<oid>`; `pg_wal` and the log
  *    directory become empty directories (or, with `keep_symlinks` and a remote
  *    slave, symlinks to the same path there); `global/pg_control` is copied last.
- * 5. `pg_backup_stop(true)` / `pg_stop_backup(false, true)`: waits until the
- *    last WAL the backup needs is archived, returns `backup_label` and
+ * 5. `pg_backup_stop(false)` / `pg_stop_backup(false, false)`, then (master)
+ *    a wait of at most `backup_stop_timeout` until the first and last WAL the
+ *    backup needs are in `completed_wals` (polled: the server's own wait sleeps
+ *    a second between checks); the stop returns `backup_label` and
  *    `tablespace_map`, which are written into the copy (never into the live data
  *    directory). The map points at `<full_backup>/tmpspc/<oid>`. Then the
  *    copy is made durable and `backup_manifest` written. Until the backup's
@@ -209,6 +211,48 @@ class BackupSession {
       `${this.#api.stop.replace(/^.* from /, "").replace(/\(.*$/, "()")} for the backup's WAL ` +
       `to be archived${archiver}; this backup is not usable: fix archiving, then run backup ` +
       `again (or raise backup_stop_timeout)`;
+  }
+
+  /**
+   * After a stop without waiting: polls `archived()` (fast at first, then every
+   * half second) until it says the backup's WAL is archived, at most
+   * `timeoutMs` (then fails like a stop that waited that long, with the
+   * archiver's state); {@link interrupt} ends the wait at once. The server's own
+   * wait (`pg_backup_stop(true)`) sleeps a whole second between its checks.
+   */
+  async awaitArchived(archived: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    if (this.#ctx.dryRun) return;
+    const ac = new AbortController();
+    this.#inflight = ac;
+    const started = Date.now();
+    let pause = 20;
+    let told = started;
+    try {
+      while (!(await archived())) {
+        if (ac.signal.aborted) throw ac.signal.reason;
+        const waited = Date.now() - started;
+        if (timeoutMs > 0 && waited >= timeoutMs) {
+          throw new WalmgrError(await this.#stopTimeoutReason(timeoutMs));
+        }
+        if (Date.now() - told >= 10_000) {
+          told = Date.now();
+          this.#ctx.log.info(
+            `still waiting for the backup's WAL to be archived (${Math.round(waited / 1000)} s)`,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, pause);
+          ac.signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            resolve();
+          }, { once: true });
+        });
+        if (ac.signal.aborted) throw ac.signal.reason;
+        pause = Math.min(500, pause * 2);
+      }
+    } finally {
+      this.#inflight = undefined;
+    }
   }
 
   /** Ends a running stop at once (SIGINT/SIGTERM); the stop then fails with `reason`. */
@@ -515,10 +559,23 @@ async function runBackup(ctx: CommandContext, role: BackupRole): Promise<number>
       0,
       ctx.config.getInt("backup_stop_timeout", DEFAULT_BACKUP_STOP_TIMEOUT),
     );
-    const stop = await s.stop(role.waitForArchive, role.waitForArchive ? stopTimeout * 1000 : 0);
+    // the server's own wait for the archiver sleeps a second between checks: stop at
+    // once and watch completed_wals instead (bounded by backup_stop_timeout all the same)
+    const stop = await s.stop(false);
+    if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
+    if (role.waitForArchive) {
+      const needed = neededWal(stop, segSize);
+      if (needed.length > 0 && ctx.config.getString("completed_wals").trim()) {
+        const loc = await ctx.location("completed_wals");
+        const dir = loc.path.replace(/\/+$/, "");
+        await s.awaitArchived(async () => {
+          for (const f of needed) if (!(await loc.transport.stat(`${dir}/${f}`))) return false;
+          return true;
+        }, stopTimeout * 1000);
+      }
+    }
     session = undefined;
     await s.close();
-    if (stop.lsn) ctx.log.info(`Backup ends at WAL location ${stop.lsn}`);
     await tree.finish(stop, finalDir, versionNum);
     const missing = await awaitBackupWal(ctx, stop, segSize);
     if (missing.length > 0) {

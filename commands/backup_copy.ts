@@ -30,6 +30,7 @@
 import { createHash } from "node:crypto";
 import type { ManifestFile } from "../core/backup_manifest.ts";
 import { errorMessage, errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
+import { stallPoint } from "../core/test_hooks.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import type { Transport, TreeEntry, TreeWriter } from "../transports/types.ts";
 import type { SourceItem, SourcePlan } from "./backup_source.ts";
@@ -260,6 +261,7 @@ export async function copyTree(
   o: CopyTreeOptions,
 ): Promise<{ files: ManifestFile[]; stats: CopyStats }> {
   const { plan, writer: w, reuse } = o;
+  await stallPoint("backup-copy");
   const planned = new Map<string, SourceItem["kind"]>();
   for (const it of plan.items) if (it.rel !== "") planned.set(it.rel, it.kind);
   const stored = new Map(o.existing.map((e) => [e.path, e]));

@@ -125,12 +125,8 @@ export function workPaths(work: string): {
   };
 }
 
-/** Test hook: SIGKILL ourselves at `point` when `WALMGR3_TEST_CRASH_AT` names it. */
-export function crashPoint(point: string): void {
-  if (Deno.env.get("WALMGR3_TEST_CRASH_AT") !== point) return;
-  log.debug(`WALMGR3_TEST_CRASH_AT=${point}: killing ourselves`);
-  Deno.kill(Deno.pid, "SIGKILL");
-}
+/** Test hook: SIGKILL ourselves at `point` (core/test_hooks.ts). */
+export { crashPoint } from "../core/test_hooks.ts";
 
 function isStringOrNull(v: unknown): v is string | null {
   return v === null || typeof v === "string";

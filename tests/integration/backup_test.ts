@@ -154,25 +154,12 @@ async function restoreAndCheck(
  * long as its parent lives) so that the backup stops mid-copy; `marker` appears
  * when it got there.
  */
-async function stalledBackup(root: string, ini: string) {
-  const fakeBin = `${root}/fakebin`;
-  if (!exists(`${fakeBin}/rsync`)) {
-    await Deno.mkdir(fakeBin, { recursive: true });
-    const realRsync = (await run(["sh", "-c", "command -v rsync"])).stdout.trim();
-    await Deno.writeTextFile(
-      `${fakeBin}/rsync`,
-      `#!/bin/sh\nif [ -n "$WALMGR3_TEST_RSYNC_STALL" ]; then\n  touch "$WALMGR3_TEST_RSYNC_STALL"\n` +
-        `  while kill -0 $PPID 2>/dev/null; do sleep 0.1; done\n  exit 1\nfi\nexec ${realRsync} "$@"\n`,
-    );
-    await Deno.chmod(`${fakeBin}/rsync`, 0o755);
-  }
-  const marker = `${root}/rsync-stalled-${crypto.randomUUID()}`;
+/** A backup that stalls in its copy (test hook, core/test_hooks.ts) until signalled or killed. */
+function stalledBackup(root: string, ini: string) {
+  const marker = `${root}/copy-stalled-${crypto.randomUUID()}`;
   const child = new Deno.Command(WALMGR, {
     args: [ini, "backup"],
-    env: {
-      PATH: `${fakeBin}:${Deno.env.get("PATH") ?? ""}`,
-      WALMGR3_TEST_RSYNC_STALL: marker,
-    },
+    env: { WALMGR3_TEST_STALL_AT: "backup-copy", WALMGR3_TEST_STALL_MARKER: marker },
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -226,9 +213,8 @@ Deno.test("backup on the master: label, exclusions, restore, rotation, purge, lo
         "Execute SQL: select pg_backup_start('FullBackup', true)",
         "Checking tablespaces",
         `Got tablespace ${tsOid}: ${tsDir}`,
-        "pg_log does not exist, skipping",
         `Backup conf files from ${pg.dataDir}`,
-        "Execute SQL: select * from pg_backup_stop(true)",
+        "Execute SQL: select * from pg_backup_stop(false)",
         "First useful WAL file is: ",
         "Backup lock released.",
         "Full backup successful",
@@ -350,12 +336,12 @@ Deno.test("backup on the master: label, exclusions, restore, rotation, purge, lo
   await t.step(
     "a concurrent backup is refused; a killed one leaves a stale lock taken over",
     async () => {
-      const { child, marker, stderr } = await stalledBackup(root, l.masterIni);
+      const { child, marker, stderr } = stalledBackup(root, l.masterIni);
       let killed = false;
       try {
         await waitFor(() => exists(marker), {
           timeoutMs: 60_000,
-          what: "the backup to reach rsync",
+          what: "the backup to reach its copy",
         });
         const holder = parseLockContent(await Deno.readTextFile(`${l.wals}/BACKUPLOCK`));
         assertEquals(holder.pid, child.pid);
@@ -410,9 +396,12 @@ Deno.test("backup on the master: label, exclusions, restore, rotation, purge, lo
   );
 
   await t.step("SIGTERM ends backup mode and releases the lock", async () => {
-    const { child, marker, stderr } = await stalledBackup(root, l.masterIni);
+    const { child, marker, stderr } = stalledBackup(root, l.masterIni);
     try {
-      await waitFor(() => exists(marker), { timeoutMs: 60_000, what: "the backup to reach rsync" });
+      await waitFor(() => exists(marker), {
+        timeoutMs: 60_000,
+        what: "the backup to reach its copy",
+      });
       child.kill("SIGTERM");
       const status = await child.status;
       assertEquals(status.code, 1);
@@ -497,7 +486,7 @@ Deno.test({
       res.stderr,
       "Execute SQL: select pg_start_backup('FullBackup', true, false)",
     );
-    assertStringIncludes(res.stderr, "Execute SQL: select * from pg_stop_backup(false, true)");
+    assertStringIncludes(res.stderr, "Execute SQL: select * from pg_stop_backup(false, false)");
     const label = parseBackupLabel(await Deno.readTextFile(`${l.full}/backup_label`));
     assertEquals(label.backupMethod, "streamed");
     await restoreAndCheck(binDir, l.full, `${root}/restore`, l.wals, async (r) => {
