@@ -88,6 +88,9 @@ keep_symlinks        = 1
 # seconds backup waits in pg_backup_stop for its WAL to be archived (0 = no limit); backup
 # refuses to start while pg_stat_archiver shows archiving failing
 #backup_stop_timeout = 1800
+# seconds each check of "check" (and each part of "status") may take; the round trip
+# waits this long for its WAL file to be archived
+#check_timeout       = 30
 
 # asynchronous archiving: a background worker ships WAL ahead over one connection
 #archive_async         = 0
@@ -161,6 +164,7 @@ archive_command      =
 #xrestore_wait_timeout = 0
 #backup_fast_checkpoint = 1
 #backup_wal_timeout  = 60
+#check_timeout       = 30
 #transport           = local
 #plugins             =
 #hook_command        =
