@@ -64,6 +64,17 @@ config_backup        = %(slave)s:%(walmgr_data)s/config.backup
 # seconds after its last use (0 = leave connection sharing to ~/.ssh/config)
 #ssh_control_persist = 60
 #ssh_control_dir     = ~/.ssh/walmgr3-cm
+# never wait forever for the slave: ssh gives up connecting after
+# ssh_connect_timeout s and drops a connection that stops answering after
+# ssh_alive_interval x ssh_alive_count s (added after ssh_options, which wins;
+# 0 = leave it to your ssh configuration)
+#ssh_connect_timeout = 10
+#ssh_alive_interval  = 10
+#ssh_alive_count     = 3
+# seconds one WAL file may take (xarchive then exits 1), and any other single
+# operation on the slave's storage (0 = no limit)
+#archive_timeout     = 60
+#remote_timeout      = 300
 # walmgr3 on the slave host (default: the same path as on this host)
 #remote_walmgr       = /usr/local/bin/walmgr3
 
@@ -107,8 +118,10 @@ keep_symlinks        = 1
 #plugins             = /etc/walmgr3/notify.ts
 #hook_command        = /usr/local/bin/walmgr-notify
 #hook_events         = command-error, after-backup
+# seconds a hook may run (a before-* hook that runs out of time fails the operation)
+#hook_timeout        = 60
 # seconds an exec: transport program may go without progress on a request
-#exec_timeout        = 300
+#exec_timeout        = 60
 `;
 
 /** Sample slave ini. */
@@ -162,6 +175,10 @@ archive_command      =
 #createslave_timeout = 120
 # seconds xrestore waits for a segment in archive-fed mode (0 = until boot)
 #xrestore_wait_timeout = 0
+# seconds one attempt to copy a WAL file may take (a hung disk: retried, then
+# recovery stops in archive-fed mode; the standby asks again in streaming mode)
+#archive_timeout     = 60
+#hook_timeout        = 60
 #backup_fast_checkpoint = 1
 #backup_wal_timeout  = 60
 #check_timeout       = 30

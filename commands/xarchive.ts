@@ -6,7 +6,11 @@
  * file with identical bytes counts; different bytes are never overwritten),
  * with its SHA-256 sidecar (transports/put_wal.ts).
  * Every failure exits 1, never above 125: PostgreSQL restarts its archiver on
- * such codes instead of retrying the file.
+ * such codes instead of retrying the file. The store runs under
+ * `archive_timeout` (core/deadline.ts, default 60 s): a slave that stops
+ * answering fails it with one line naming the slave and the timeout, never a
+ * hang of PostgreSQL's archiver. A missing `completed_wals` directory is named
+ * as such, with `setup` as the fix.
  * `-n` (dry run) says what it would store and exits 3 ({@link EXIT_DRY_RUN}):
  * a file that was not stored is never reported as archived.
  *
@@ -15,8 +19,17 @@
  * @module
  */
 
+import {
+  Deadline,
+  DeadlineError,
+  DEADLINES,
+  deadlineSeconds,
+  raceSignal,
+} from "../core/deadline.ts";
 import { errorMessage, EXIT_DRY_RUN, WalmgrError } from "../core/errors.ts";
+import { DifferentFileError } from "../core/fsutil.ts";
 import { uniqueTempName } from "../core/fsutil.ts";
+import type { ResolvedLocation } from "../plugins/registry.ts";
 import { basename, dirname, join, resolve } from "../core/paths.ts";
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
@@ -88,6 +101,47 @@ async function asyncQueue(
   return { spool, destination: ctx.config.getString("completed_wals") };
 }
 
+/**
+ * Stores `src` as `dest` (with its sidecar) under `archive_timeout`; a failure
+ * caused by a missing `completed_wals` is said so (with `setup` as the fix).
+ */
+async function store(
+  ctx: CommandContext,
+  loc: ResolvedLocation,
+  src: string,
+  dest: string,
+  name: string,
+): Promise<"stored" | "identical"> {
+  const t = loc.transport;
+  const seconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.archive);
+  using d = new Deadline(
+    `storing ${name} in ${t.describe(dest)}`,
+    seconds,
+    DEADLINES.archive.key,
+    undefined,
+    `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.archive.key}`,
+  );
+  try {
+    return await raceSignal(putWalFile(t, src, dest, { signal: d.signal }), d.signal);
+  } catch (err) {
+    if (err instanceof DeadlineError || err instanceof DifferentFileError) throw err;
+    // only now, on the failure path: is the directory itself missing?
+    let missing = false;
+    try {
+      using probe = new Deadline("checking completed_wals", 10, DEADLINES.archive.key);
+      missing = (await raceSignal(t.stat(loc.path, { signal: probe.signal }), probe.signal)) ===
+        null;
+    } catch { /* cannot tell: the original error says more */ }
+    if (!missing) throw err;
+    throw new WalmgrError(
+      `completed_wals directory ${t.describe(loc.path)} does not exist ` +
+        `(completed_wals = ${loc.display}); run "walmgr3 ${ctx.config.file} setup" to create it ` +
+        `(or fix completed_wals)`,
+      { cause: err },
+    );
+  }
+}
+
 /** Returns true when the file is stored, false for a dry run (which stores nothing). */
 async function archive(ctx: CommandContext, srcpath: string, name: string): Promise<boolean> {
   const started = performance.now();
@@ -134,8 +188,8 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   } else {
     const loc = await ctx.location("completed_wals");
     const dest = join(loc.path, name);
-    outcome = await putWalFile(loc.transport, src, dest);
     where = loc.transport.describe(dest);
+    outcome = await store(ctx, loc, src, dest, name);
   }
   if (outcome === "identical") {
     ctx.log.info(`${name} was already archived with identical contents in ${where}`);

@@ -22,6 +22,11 @@
  *   master stopped archiving), even while WAL keeps being queued.
  * - SIGTERM or SIGINT (`walmgr3 <ini> stop`): it ships no new file, waits for the
  *   files in flight, and exits.
+ * - Each file is stored under `archive_timeout` (core/deadline.ts): a slave
+ *   that stops answering fails it (and ends the ssh session) with one line
+ *   naming the slave and the timeout.
+ * - The spool removed under it (by hand, or /tmp cleaned) ends it with one
+ *   line; the next `xarchive` creates the spool again and starts a new one.
  * - Every second it refreshes its heartbeat (the mtime of `worker.lock`), except
  *   while a file has been in flight longer than `archive_async_timeout`: a hung
  *   worker goes stale and the foreground ends it (commands/xarchive_wait.ts). It
@@ -53,7 +58,8 @@ import {
   writeOk,
 } from "../core/archive_spool.ts";
 import type { SourceIdentity } from "../core/archive_spool.ts";
-import { errorMessage } from "../core/errors.ts";
+import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
+import { errorMessage, isNotFound } from "../core/errors.ts";
 import { join } from "../core/paths.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import { putWalFile } from "../transports/put_wal.ts";
@@ -95,7 +101,7 @@ function identityOf(path: string): SourceIdentity | null {
  */
 function perFileShipper(transport: Transport, dir: string): FileShipper {
   return {
-    put: (localPath, name) => putWalFile(transport, localPath, join(dir, name)),
+    put: (localPath, name, o) => putWalFile(transport, localPath, join(dir, name), o),
     close: () => Promise.resolve(),
   };
 }
@@ -152,6 +158,7 @@ async function work(
     1000;
   const startedAt = Date.now();
   const destination = ctx.config.getString("completed_wals");
+  const archiveSeconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.archive);
   const loc = await ctx.location("completed_wals");
   let opening: Promise<FileShipper> | undefined;
   const shipper = () =>
@@ -196,7 +203,17 @@ async function work(
     try {
       if (!before) throw new Error(`cannot stat ${path}`);
       const started = performance.now();
-      const outcome = await (await shipper()).put(path, name);
+      using d = new Deadline(
+        `storing ${name} in ${loc.transport.describe(join(loc.path, name))}`,
+        archiveSeconds,
+        DEADLINES.archive.key,
+        undefined,
+        `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.archive.key}`,
+      );
+      const outcome = await raceSignal(
+        shipper().then((s) => s.put(path, name, { signal: d.signal })),
+        d.signal,
+      );
       const after = identityOf(path);
       if (!after || !sameIdentity(before, after)) {
         ctx.log.warning(`${path} changed while it was shipped; it will be shipped again`);
@@ -229,7 +246,16 @@ async function work(
     if (queue !== lastQueue) idleSince = performance.now();
     lastQueue = queue;
     // records of files PostgreSQL no longer has queued are spent
-    for (const n of listStatusNames(spool)) {
+    let records: string[];
+    try {
+      records = listStatusNames(spool);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      ended = `the spool directory ${spool} was removed (the next xarchive creates it again ` +
+        `and starts a new worker)`;
+      break;
+    }
+    for (const n of records) {
       if (!queued.has(n) && !inFlight.has(n)) removeStatus(spool, n);
     }
     let ahead = 0;

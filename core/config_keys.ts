@@ -157,6 +157,35 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     role: "both",
     doc: "private directory for ssh control sockets; default $XDG_RUNTIME_DIR, ~/.ssh or /tmp",
   },
+  ssh_connect_timeout: {
+    role: "both",
+    default: "10",
+    doc: "seconds ssh may take to connect to the slave (ssh ConnectTimeout, added after " +
+      "ssh_options; 0 = your ssh configuration)",
+  },
+  ssh_alive_interval: {
+    role: "both",
+    default: "10",
+    doc: "seconds between ssh keep-alive probes (ServerAliveInterval): a slave that stops " +
+      "answering is dropped after ssh_alive_interval x ssh_alive_count s (0 = your ssh configuration)",
+  },
+  ssh_alive_count: {
+    role: "both",
+    default: "3",
+    doc: "unanswered ssh keep-alive probes before the connection is dropped (ServerAliveCountMax)",
+  },
+  archive_timeout: {
+    role: "both",
+    default: "60",
+    doc: "seconds one WAL file may take: xarchive's store, one file of the asynchronous worker, " +
+      "one xrestore copy attempt (0 = no limit); xarchive then exits 1",
+  },
+  remote_timeout: {
+    role: "both",
+    default: "300",
+    doc: "seconds any other single operation on the slave's storage may take (stat, list, " +
+      "read, write, rename, remove; not tree copies) (0 = no limit)",
+  },
   remote_walmgr: {
     role: "master",
     doc: "path of walmgr3 on the slave host; default: the same path as here",
@@ -167,10 +196,17 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     role: "both",
     doc: "comma-separated events hook_command runs on (default after-backup, command-error)",
   },
+  hook_timeout: {
+    role: "both",
+    default: "60",
+    doc: "seconds a hook (hook_command, a plugin's hook, periodic_command) may run before it is " +
+      "stopped; a before-* hook that runs out of time fails the operation (0 = no limit)",
+  },
   exec_timeout: {
     role: "both",
-    default: "300",
-    doc: "seconds an exec: transport program may go without progress on a request (0 = none)",
+    default: "60",
+    doc: "seconds an exec: transport program may go without progress on a request (0 = none); " +
+      "each request is also bounded by archive_timeout or remote_timeout",
   },
 
   // slave keys

@@ -49,13 +49,55 @@ export interface WriteDurableOptions {
    * "identical-ok" only.
    */
   sum?: boolean;
+  /**
+   * Directory of the temporary file (default: the file's own directory). It
+   * must be on the same filesystem: the temporary file is linked or renamed
+   * from there to its final name.
+   */
+  tempDir?: string;
 }
 
 /** Chunk size for copying and comparing (segments are 16 MiB and more). */
 const CHUNK = 1 << 20;
 
 const TEMP_MARK = ".walmgr3-tmp.";
-const TEMP_REGEXP = /^\.(.+)\.walmgr3-tmp\.(\d+)\.(\d+)\.[0-9a-f]+$/;
+/** `.<final>.walmgr3-tmp.[h<host tag>.]<pid>.<ms>.<random>` (untagged names: older walmgr3). */
+const TEMP_REGEXP = /^\.(.+)\.walmgr3-tmp\.(?:h([0-9a-f]{8})\.)?(\d+)\.(\d+)\.[0-9a-f]+$/;
+
+/**
+ * How old (by name and mtime) the temporary file of a writer on another host
+ * (or of an untagged name) must be before it is removed: its pid means
+ * nothing here, and a live writer keeps the mtime fresh while bytes arrive
+ * (every transfer is bounded by archive_timeout or remote_timeout anyway).
+ */
+export const FOREIGN_STALE_TEMP_MS = 600_000;
+
+let cachedHostTag: string | null | undefined;
+
+/**
+ * This host's tag in temporary names: 8 hex digits of a hash of the host
+ * name (`null` when the host name cannot be read). A pid is only judged on
+ * the host that wrote it.
+ */
+export function hostTag(): string | null {
+  if (cachedHostTag !== undefined) return cachedHostTag;
+  try {
+    cachedHostTag = hostTagOf(Deno.hostname());
+  } catch {
+    cachedHostTag = null;
+  }
+  return cachedHostTag;
+}
+
+/** The tag of host name `name` (32-bit FNV-1a, hex). */
+export function hostTagOf(name: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
 
 function fsError(action: string, path: string, err: unknown, hint = ""): WalmgrError {
   if (err instanceof WalmgrError) return err;
@@ -69,23 +111,38 @@ function fsError(action: string, path: string, err: unknown, hint = ""): WalmgrE
 
 /**
  * A unique temporary path for `finalName` in `dir`:
- * `<dir>/.<finalName>.walmgr3-tmp.<pid>.<ms>.<random>`. Hidden, so listings and
- * rsync `--exclude .*` skip it; recognisable for {@link cleanupStaleTemps}.
+ * `<dir>/.<finalName>.walmgr3-tmp.h<host tag>.<pid>.<ms>.<random>`. Hidden, so
+ * listings and rsync `--exclude .*` skip it; recognisable for
+ * {@link cleanupStaleTemps}, which judges the pid only on the host of the tag
+ * ({@link hostTag}: the master names the temporary files its ssh and rsync
+ * transports write on the slave).
  */
 export function uniqueTempName(dir: string, finalName: string): string {
   const rnd = new Uint8Array(4);
   crypto.getRandomValues(rnd);
   const hex = Array.from(rnd, (b) => b.toString(16).padStart(2, "0")).join("");
-  return join(dir, `.${finalName}${TEMP_MARK}${Deno.pid}.${Date.now()}.${hex}`);
+  const tag = hostTag();
+  return join(
+    dir,
+    `.${finalName}${TEMP_MARK}${tag ? `h${tag}.` : ""}${Deno.pid}.${Date.now()}.${hex}`,
+  );
 }
 
-/** Parses a temporary name made by {@link uniqueTempName}, or returns `null`. */
+/**
+ * Parses a temporary name made by {@link uniqueTempName}, or returns `null`.
+ * `host` is the writer's host tag (`null` for an untagged name).
+ */
 export function parseTempName(
   name: string,
-): { finalName: string; pid: number; createdMs: number } | null {
+): { finalName: string; pid: number; createdMs: number; host: string | null } | null {
   const m = TEMP_REGEXP.exec(name);
   if (!m) return null;
-  return { finalName: m[1] ?? "", pid: Number(m[2]), createdMs: Number(m[3]) };
+  return {
+    finalName: m[1] ?? "",
+    pid: Number(m[3]),
+    createdMs: Number(m[4]),
+    host: m[2] ?? null,
+  };
 }
 
 /** Opens `path` read-only and fsyncs it; `what` names it in errors ("", "directory"). */
@@ -449,7 +506,7 @@ export async function writeFileDurable(
     if (opts.policy === "identical-ok") throw differentError(path);
   }
 
-  const temp = uniqueTempName(dir, basename(path));
+  const temp = uniqueTempName(opts.tempDir ?? dir, basename(path));
   let committed = false;
   try {
     if (existing && source instanceof ReadableStream) {
@@ -628,10 +685,13 @@ export const STALE_TEMP_MS = 60_000;
 /**
  * Removes temporary files left in `dir` by crashed writers: names made by
  * {@link uniqueTempName} whose age (from the later of the name's timestamp and
- * the file's mtime) is at least `maxAgeMs` and whose pid is not alive on this
- * host. A live writer is never touched: its pid is alive here, and a writer on
- * another host sharing the directory keeps its file's mtime fresh while it
- * writes. Returns the names removed; a missing `dir` gives `[]`.
+ * the file's mtime) is at least `maxAgeMs` and, for a writer of this host (the
+ * name's host tag is ours), whose pid is not alive here. A pid from another
+ * host (the master's, in a slave's directory) is never judged here: such a
+ * file (and an untagged one, of an older walmgr3) must be
+ * {@link FOREIGN_STALE_TEMP_MS} old as well; its live writer keeps the
+ * file's mtime fresh while it writes. Returns the names removed; a missing
+ * `dir` gives `[]`.
  */
 export async function cleanupStaleTemps(dir: string, maxAgeMs = 3_600_000): Promise<string[]> {
   const removed: string[] = [];
@@ -646,7 +706,8 @@ export async function cleanupStaleTemps(dir: string, maxAgeMs = 3_600_000): Prom
       if (!st) continue;
       const age = now - Math.max(parsed.createdMs, st.mtime?.getTime() ?? 0);
       if (age < maxAgeMs) continue;
-      if (pidAlive(parsed.pid)) continue;
+      const ours = parsed.host !== null && parsed.host === hostTag();
+      if (ours ? pidAlive(parsed.pid) : age < FOREIGN_STALE_TEMP_MS) continue;
       try {
         await Deno.remove(path);
         removed.push(entry.name);

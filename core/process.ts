@@ -25,11 +25,24 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Inherit stdout/stderr instead of capturing them. */
   inherit?: boolean;
-  /** When it aborts, the child gets SIGTERM (then SIGKILL after 5 s), as on a timeout. */
+  /**
+   * When it aborts, the child and every process it started get SIGTERM (then
+   * SIGKILL after {@link KILL_GRACE_MS}), as on a timeout; the result has
+   * `aborted` set.
+   */
   signal?: AbortSignal;
   /** Also receives the child's stderr as it comes (a progress report); it is still captured. */
   onStderr?: (text: string) => void;
 }
+
+/** How long a stopped child (and its descendants) has after SIGTERM before SIGKILL. */
+export const KILL_GRACE_MS = 5000;
+
+/**
+ * After SIGKILL, how long the run still waits for the child's output pipes to
+ * close (a process that left the tree may hold them) before it stops reading.
+ */
+const PIPE_GRACE_MS = 1000;
 
 /** A finished process. */
 export interface RunResult {
@@ -40,6 +53,8 @@ export interface RunResult {
   /** True when the code is in `okCodes`. */
   ok: boolean;
   timedOut: boolean;
+  /** The run's `signal` aborted (the child was stopped). */
+  aborted?: boolean;
 }
 
 const decoder = new TextDecoder();
@@ -53,15 +68,30 @@ function streamText(onText?: (text: string) => void): ((c: Uint8Array) => void) 
 
 async function readAll(
   stream: ReadableStream<Uint8Array> | null,
+  readers?: Set<ReadableStreamDefaultReader<Uint8Array>>,
   onChunk?: (chunk: Uint8Array) => void,
 ): Promise<Uint8Array> {
   if (!stream) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let len = 0;
-  for await (const chunk of stream) {
-    chunks.push(chunk);
-    len += chunk.length;
-    onChunk?.(chunk);
+  const reader = stream.getReader();
+  readers?.add(reader);
+  try {
+    for (;;) {
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await reader.read();
+      } catch {
+        break; // cancelled after the child was killed: keep what came
+      }
+      if (r.done) break;
+      chunks.push(r.value);
+      len += r.value.length;
+      onChunk?.(r.value);
+    }
+  } finally {
+    readers?.delete(reader);
+    reader.releaseLock();
   }
   const out = new Uint8Array(len);
   let off = 0;
@@ -115,16 +145,22 @@ export async function runCommand(
   let aborted = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let killTimer: ReturnType<typeof setTimeout> | undefined;
+  let pipeTimer: ReturnType<typeof setTimeout> | undefined;
+  const readers = new Set<ReadableStreamDefaultReader<Uint8Array>>();
   const stop = () => {
     if (killTimer !== undefined) return;
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
+    // the whole tree: rsync's ssh, the ssh behind `sh -c`, a hook's own children
+    const tree = killTree(child.pid, "SIGTERM");
     killTimer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 5000);
+      for (const pid of [child.pid, ...tree]) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      pipeTimer = setTimeout(() => {
+        for (const r of readers) r.cancel().catch(() => {});
+      }, PIPE_GRACE_MS);
+    }, KILL_GRACE_MS);
   };
   if (opts.timeoutMs !== undefined) {
     timer = setTimeout(() => {
@@ -155,10 +191,10 @@ export async function runCommand(
   try {
     const [status, out, errOut] = await Promise.all([
       child.status,
-      opts.inherit ? Promise.resolve(new Uint8Array()) : readAll(child.stdout),
+      opts.inherit ? Promise.resolve(new Uint8Array()) : readAll(child.stdout, readers),
       opts.inherit
         ? Promise.resolve(new Uint8Array())
-        : readAll(child.stderr, streamText(opts.onStderr)),
+        : readAll(child.stderr, readers, streamText(opts.onStderr)),
       writeStdin,
     ]);
     const okCodes = opts.okCodes ?? [0];
@@ -169,12 +205,61 @@ export async function runCommand(
       stderr: decoder.decode(errOut),
       ok: !timedOut && !aborted && status.signal === null && okCodes.includes(status.code),
       timedOut,
+      ...(aborted ? { aborted } : {}),
     };
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     if (killTimer !== undefined) clearTimeout(killTimer);
+    if (pipeTimer !== undefined) clearTimeout(pipeTimer);
     opts.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/**
+ * Every process descending from `pid` (Linux `/proc`), children before their
+ * own children; empty when unknown (no `/proc`, or no permission to read it).
+ */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  try {
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        const list = children.get(ppid) ?? [];
+        list.push(Number(e.name));
+        children.set(ppid, list);
+      } catch { /* gone meanwhile */ }
+    }
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    for (const c of children.get(todo.shift() as number) ?? []) {
+      out.push(c);
+      todo.push(c);
+    }
+  }
+  return out;
+}
+
+/**
+ * Sends `sig` to `pid` and to every process it started (found before the
+ * signal, so that none is reparented away first). The processes stay in our
+ * process group, where PostgreSQL's and a terminal's signals reach them too.
+ * Returns the descendants found.
+ */
+export function killTree(pid: number, sig: Deno.Signal): number[] {
+  const tree = descendants(pid);
+  for (const p of [pid, ...tree]) {
+    try {
+      Deno.kill(p, sig);
+    } catch { /* gone */ }
+  }
+  return tree;
 }
 
 /** Runs a shell command string through `/bin/sh -c` (operator-configured commands). */
@@ -191,6 +276,7 @@ export function lastLine(res: RunResult): string {
 /** Describes how a process ended: `exit code 3`, `signal SIGKILL`, `timed out`. */
 export function describeExit(res: RunResult): string {
   if (res.timedOut) return "timed out";
+  if (res.aborted) return "stopped (deadline)";
   if (res.signal) return `killed by ${res.signal}`;
   return `exit code ${res.code}`;
 }

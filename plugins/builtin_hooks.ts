@@ -15,6 +15,7 @@
 
 import type { Config } from "../core/config.ts";
 import type { Effects } from "../core/effects.ts";
+import { DEADLINES, deadlineSeconds } from "../core/deadline.ts";
 import { errorMessage } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { describeExit, lastLine } from "../core/process.ts";
@@ -43,7 +44,11 @@ export type PeriodicOutcome =
  * `<master_data>/.walshipping.periodic`. The command runs when the stamp is
  * missing or older than `command_interval` seconds. Never throws.
  */
-export async function runPeriodic(config: Config, fx: Effects): Promise<PeriodicOutcome> {
+export async function runPeriodic(
+  config: Config,
+  fx: Effects,
+  signal?: AbortSignal,
+): Promise<PeriodicOutcome> {
   try {
     const command = config.getString("periodic_command").trim();
     if (!command) return "disabled";
@@ -62,7 +67,7 @@ export async function runPeriodic(config: Config, fx: Effects): Promise<Periodic
       return "not-due";
     }
     log.info(`Running periodic command: ${command}`);
-    const res = await fx.shell(command);
+    const res = await fx.shell(command, signal ? { signal } : {});
     if (!res.ok) {
       const detail = lastLine(res);
       log.error(
@@ -87,8 +92,9 @@ export function registerPeriodicHook(hooks: HookBus, config: Config, fx: Effects
   if (config.role !== "master") return;
   if (!config.getString("periodic_command").trim()) return;
   if (hooks.list().some((h) => h.event === "before-archive" && h.name === PERIODIC_HOOK)) return;
-  hooks.on("before-archive", PERIODIC_HOOK, async () => {
-    await runPeriodic(config, fx);
+  // stopped at hook_timeout (logged as failed): archiving goes on
+  hooks.on("before-archive", PERIODIC_HOOK, async (_payload, { signal }) => {
+    await runPeriodic(config, fx, signal);
   });
 }
 
@@ -97,6 +103,7 @@ export function registerPeriodicHook(hooks: HookBus, config: Config, fx: Effects
  * call from the context and again from a command.
  */
 export function registerBuiltinHooks(hooks: HookBus, config: Config, fx: Effects): void {
+  hooks.setTimeout(deadlineSeconds((k) => config.get(k), DEADLINES.hook));
   registerPeriodicHook(hooks, config, fx);
   registerRotationHook(hooks, config, fx);
 }
@@ -118,19 +125,27 @@ export function registerRotationHook(hooks: HookBus, config: Config, fx: Effects
   if (config.role !== "slave") return;
   if (!config.getString("archive_command").trim()) return;
   if (hooks.list().some((h) => h.event === "before-rotate" && h.name === ROTATION_HOOK)) return;
-  hooks.on("before-rotate", ROTATION_HOOK, async ({ backupDir }) => {
-    const command = config.getString("archive_command").trim();
-    log.info(`Executing archive_command: ${command} (BACKUPDIR=${backupDir})`);
-    const res = await fx.shell(command, { env: { BACKUPDIR: backupDir } });
-    if (!res.ok) {
-      const detail = lastLine(res);
-      return {
-        veto: `Backup archiving returned ${res.signal ? describeExit(res) : res.code}${
-          detail ? ` (${detail})` : ""
-        }`,
-      };
-    }
-    if (res.stdout.trim()) log.debug(`archive_command output: ${res.stdout.trim()}`);
-    return undefined;
-  });
+  hooks.on(
+    "before-rotate",
+    ROTATION_HOOK,
+    async ({ backupDir }) => {
+      const command = config.getString("archive_command").trim();
+      log.info(`Executing archive_command: ${command} (BACKUPDIR=${backupDir})`);
+      const res = await fx.shell(command, { env: { BACKUPDIR: backupDir } });
+      if (!res.ok) {
+        const detail = lastLine(res);
+        return {
+          veto: `Backup archiving returned ${res.signal ? describeExit(res) : res.code}${
+            detail ? ` (${detail})` : ""
+          }`,
+        };
+      }
+      if (res.stdout.trim()) log.debug(`archive_command output: ${res.stdout.trim()}`);
+      return undefined;
+      // it may copy a whole base backup, in `backup`, never in PostgreSQL's path:
+      // no hook_timeout (the session to the slave is bounded by ssh's ServerAlive)
+    },
+    "built-in",
+    { timeoutSeconds: 0 },
+  );
 }

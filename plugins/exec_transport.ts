@@ -17,10 +17,15 @@
  * - a `put` counts only when the reply confirms `"durable": true`; anything else
  *   is an error, so `xarchive` exits 0 only for a durable store;
  * - a crash, an exit, a reply that is not the expected JSON line, or no progress
- *   (no byte sent or received) for `exec_timeout` seconds (default 300; `run`
- *   has no limit) becomes one
+ *   (no byte sent or received) for `exec_timeout` seconds (default 60; `run`
+ *   has no such limit) becomes one
  *   WalmgrError naming the transport, the request and the program's last stderr
  *   line; the program is then stopped and not used again in this command;
+ * - every request also runs under its caller's deadline (the operation's
+ *   `signal`: `archive_timeout` for xarchive, else `remote_timeout` through
+ *   the plugin guard, core/deadline.ts): when it aborts, the program and
+ *   everything it started are killed and the request fails with the
+ *   deadline's line; the next command starts the program afresh;
  * - requests are sent one at a time (concurrent callers queue);
  * - `-n` (dry run): only `hello`, `stat`, `list` and `get` reach the program.
  *
@@ -35,10 +40,12 @@ import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { writeFileDurable } from "../core/fsutil.ts";
 import { basename, dirname } from "../core/paths.ts";
 import { log } from "../core/log.ts";
-import { displayCommand } from "../core/process.ts";
+import { DEADLINES } from "../core/deadline.ts";
+import { displayCommand, killTree } from "../core/process.ts";
 import type {
   ExistingPolicy,
   FileInfo,
+  OpOptions,
   PutOutcome,
   RemoteResult,
   SyncTreeOptions,
@@ -55,8 +62,8 @@ export const EXEC_PROTOCOL_VERSION = 1;
 /** Capabilities a program may announce in its `hello` reply. */
 export type ExecCapability = "append" | "symlink" | "run";
 
-/** Default seconds a program has to answer one request (`exec_timeout`). */
-export const DEFAULT_EXEC_TIMEOUT_S = 300;
+/** Default seconds a program may go without progress on one request (`exec_timeout`). */
+export const DEFAULT_EXEC_TIMEOUT_S: number = DEADLINES.exec.defaultSeconds;
 
 /** Longest reply line accepted (a `list` of a big directory fits easily). */
 const MAX_LINE = 64 * 1024 * 1024;
@@ -352,11 +359,7 @@ class ExecSession {
   #killTree(): void {
     const child = this.#child;
     if (!child || this.#status) return;
-    for (const pid of [...descendants(child.pid), child.pid]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch { /* gone */ }
-    }
+    killTree(child.pid, "SIGKILL");
   }
 
   /** Stops the program (after `graceMs` for it to exit by itself). */
@@ -403,6 +406,7 @@ class ExecSession {
     what: string,
     body?: Body,
     onBody?: (size: number, chunks: AsyncIterable<Uint8Array>) => Promise<T>,
+    signal?: AbortSignal,
   ): Promise<Reply & { body?: T }> {
     const writer = this.#writer as WritableStreamDefaultWriter<Uint8Array>;
     const reader = this.#reader as FrameReader;
@@ -427,12 +431,38 @@ class ExecSession {
         }, Math.min(1000, limitMs));
       });
     }
+    // the caller's deadline: the program is stopped, the request fails with it
+    let onAbort: (() => void) | undefined;
+    const stopped = signal
+      ? new Promise<never>((_, reject) => {
+        onAbort = () => {
+          this.#killTree();
+          void reader.cancel();
+          reject(new ProtocolError("deadline", true));
+        };
+        if (signal.aborted) onAbort();
+        else signal.addEventListener("abort", onAbort, { once: true });
+      })
+      : undefined;
+    stopped?.catch(() => {});
     const work = this.#talk(header, writer, reader, touch, body, onBody);
     try {
-      if (!expired) return await work;
+      if (!expired && !stopped) return await work;
       work.catch(() => {}); // settles after the kill; the timeout reports
-      return await Promise.race([work, expired]);
+      return await Promise.race([
+        work,
+        ...(expired ? [expired] : []),
+        ...(stopped ? [stopped] : []),
+      ]);
     } catch (err) {
+      if (signal?.aborted) {
+        this.#dead = `its request ${label} ran out of time`;
+        await this.#kill(0);
+        const reason: unknown = signal.reason;
+        throw reason instanceof Error
+          ? reason
+          : this.#fail(`${label} was stopped (deadline); nothing was stored by this request`);
+      }
       if (err instanceof RemoteError) throw err;
       if (err instanceof ProtocolError) {
         this.#dead = `it failed at ${label}`;
@@ -451,6 +481,7 @@ class ExecSession {
       throw err;
     } finally {
       if (timer !== undefined) clearInterval(timer);
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
     }
   }
 
@@ -537,19 +568,27 @@ class ExecSession {
     return r;
   }
 
-  /** A request in the queue, with the handshake done first. */
+  /**
+   * A request in the queue, with the handshake done first; `signal` is the
+   * caller's deadline (also while it waits in the queue).
+   */
   request<T = void>(
     op: string,
     fields: Record<string, unknown>,
     what: string,
     body?: () => Promise<Body>,
     onBody?: (size: number, chunks: AsyncIterable<Uint8Array>) => Promise<T>,
+    signal?: AbortSignal,
   ): Promise<Reply & { body?: T }> {
     return this.#serial(async () => {
+      if (signal?.aborted) {
+        const reason: unknown = signal.reason;
+        throw reason instanceof Error ? reason : this.#fail(`${op} ${what} was stopped`);
+      }
       await this.#ensureStarted();
       const b = body ? await body() : undefined;
       try {
-        return await this.#exchange(op, fields, what, b, onBody);
+        return await this.#exchange(op, fields, what, b, onBody, signal);
       } catch (err) {
         if (err instanceof RemoteError) {
           throw this.#fail(`${op} ${what} failed: ${err.message}`, err);
@@ -601,34 +640,6 @@ async function within(p: Promise<unknown> | undefined, ms: number): Promise<void
   clearTimeout(timer);
 }
 
-/** Every process descending from `pid` (Linux `/proc`); empty when unknown. */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  try {
-    for (const e of Deno.readDirSync("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      try {
-        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-        const list = children.get(ppid) ?? [];
-        list.push(Number(e.name));
-        children.set(ppid, list);
-      } catch { /* gone meanwhile */ }
-    }
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length) {
-    for (const c of children.get(todo.pop() as number) ?? []) {
-      out.push(c);
-      todo.push(c);
-    }
-  }
-  return out;
-}
-
 /** An `ok: false` reply: the request failed, the program is still fine. */
 class RemoteError extends Error {
   readonly code: string;
@@ -660,14 +671,14 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     }
   }
 
-  async function stat(path: string): Promise<FileInfo | null> {
-    const r = await session.request("stat", { path }, path);
+  async function stat(path: string, o?: OpOptions): Promise<FileInfo | null> {
+    const r = await session.request("stat", { path }, path, undefined, undefined, o?.signal);
     if (r.info === null || r.info === undefined) return null;
     return fileInfo(r.info, `stat ${path}`);
   }
 
-  async function list(dir: string): Promise<FileInfo[] | null> {
-    const r = await session.request("list", { path: dir }, dir);
+  async function list(dir: string, o?: OpOptions): Promise<FileInfo[] | null> {
+    const r = await session.request("list", { path: dir }, dir, undefined, undefined, o?.signal);
     if (r.entries === null || r.entries === undefined) return null;
     if (!Array.isArray(r.entries)) {
       throw new WalmgrError(`transport ${program.name}: list ${dir}: "entries" is not an array`);
@@ -675,12 +686,12 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     return r.entries.map((e) => fileInfo(e, `list ${dir}`));
   }
 
-  async function readFile(path: string): Promise<Uint8Array> {
+  async function readFile(path: string, o?: OpOptions): Promise<Uint8Array> {
     const r = await session.request("get", { path }, path, undefined, async (size, chunks) => {
       const parts: Uint8Array[] = [];
       for await (const c of chunks) parts.push(c.slice());
       return concat(parts, size);
-    });
+    }, o?.signal);
     return r.body as Uint8Array;
   }
 
@@ -699,6 +710,7 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     path: string,
     data: Uint8Array,
     policy: ExistingPolicy,
+    o?: OpOptions,
   ): Promise<PutOutcome> {
     if (dryRun) {
       log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
@@ -709,6 +721,8 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
       { path, policy, mode: 0o600 },
       path,
       () => Promise.resolve({ bytes: data }),
+      undefined,
+      o?.signal,
     );
     return outcome(r, `put ${path}`);
   }
@@ -717,6 +731,7 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     localPath: string,
     path: string,
     policy: ExistingPolicy,
+    o?: OpOptions,
   ): Promise<PutOutcome> {
     let st: Deno.FileInfo;
     try {
@@ -735,51 +750,68 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
       return "stored";
     }
     const mode = (st.mode ?? 0o600) & 0o777;
-    const r = await session.request("put", { path, policy, mode }, path, async () => {
-      let file: Deno.FsFile;
-      try {
-        file = await Deno.open(localPath, { read: true });
-      } catch (err) {
-        throw new WalmgrError(`cannot read ${localPath}: ${errorMessage(err)}`, { cause: err });
-      }
-      const size = (await file.stat()).size;
-      return { file, size, path: localPath };
-    });
+    const r = await session.request(
+      "put",
+      { path, policy, mode },
+      path,
+      async () => {
+        let file: Deno.FsFile;
+        try {
+          file = await Deno.open(localPath, { read: true });
+        } catch (err) {
+          throw new WalmgrError(`cannot read ${localPath}: ${errorMessage(err)}`, { cause: err });
+        }
+        const size = (await file.stat()).size;
+        return { file, size, path: localPath };
+      },
+      undefined,
+      o?.signal,
+    );
     return outcome(r, `put ${path}`);
   }
 
-  async function getFile(path: string, localPath: string): Promise<void> {
+  async function getFile(path: string, localPath: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
       return;
     }
     await session.request("get", { path }, path, undefined, async (_size, chunks) => {
       await writeFileDurable(localPath, ReadableStream.from(chunks), { policy: "replace" });
-    });
+    }, o?.signal);
   }
 
-  async function rename(from: string, to: string): Promise<void> {
+  async function rename(from: string, to: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
       return;
     }
-    await session.request("rename", { from, to }, `${from} ${to}`);
+    await session.request("rename", { from, to }, `${from} ${to}`, undefined, undefined, o?.signal);
   }
 
-  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
+  async function remove(
+    path: string,
+    o: { recursive?: boolean } & OpOptions = {},
+  ): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
       return;
     }
-    await session.request("remove", { path, recursive: o.recursive === true }, path);
+    await session.request(
+      "remove",
+      { path, recursive: o.recursive === true },
+      path,
+      undefined,
+      undefined,
+      o.signal,
+    );
   }
 
-  async function mkdirp(path: string): Promise<void> {
+  async function mkdirp(path: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would create directory ${describe(path)}`);
       return;
     }
-    await session.request("mkdirp", { path }, path);
+    await session.request("mkdirp", { path }, path, undefined, undefined, o?.signal);
   }
 
   async function symlink(path: string, target: string): Promise<void> {
@@ -801,6 +833,7 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     offset: number,
     data: Uint8Array,
     padTo: number,
+    o?: OpOptions,
   ): Promise<void> {
     if (dryRun) {
       log.info(
@@ -814,17 +847,19 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
         { path, offset, padTo },
         path,
         () => Promise.resolve({ bytes: data }),
+        undefined,
+        o?.signal,
       );
       durable(r, `append ${path}`);
       return;
     }
     // Fall-back: rewrite the whole file.
     let base: Uint8Array = new Uint8Array();
-    if (offset > 0 && (await stat(path))?.isFile) base = await readFile(path);
+    if (offset > 0 && (await stat(path, o))?.isFile) base = await readFile(path, o);
     const out = new Uint8Array(Math.max(base.length, offset + data.length, padTo));
     out.set(base);
     out.set(data, offset);
-    await writeFile(path, out, "replace");
+    await writeFile(path, out, "replace", o);
   }
 
   async function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
@@ -835,7 +870,10 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
     await syncTreeByFiles({ list, mkdirp, putFile, remove, symlink }, localDir, dir, o);
   }
 
-  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+  async function runWalmgr(
+    args: string[],
+    o: { stdin?: Uint8Array } & OpOptions = {},
+  ): Promise<RemoteResult> {
     if (!opts.slaveConfig) {
       throw new WalmgrError(
         "slave_config is not set; set slave_config in the master's ini to the slave's ini path",
@@ -859,6 +897,8 @@ export function createExecTransport(program: ExecProgram, opts: TransportOptions
       { argv },
       args[0] ?? "",
       () => Promise.resolve({ bytes: stdin }),
+      undefined,
+      o.signal,
     );
     if (typeof r.code !== "number") {
       throw new WalmgrError(`transport ${program.name}: run ${args[0] ?? ""}: no exit "code"`);

@@ -28,6 +28,10 @@
  * output line); for `after-*` and `command-error` it is only a warning (the
  * operation is done and stands). Under `-n` the program is not run.
  *
+ * The program runs under `hook_timeout` (default 60 s, plugins/hooks.ts): at
+ * the limit it and everything it started are killed, and the event fails or
+ * warns as for a non-zero exit, with a line naming the timeout.
+ *
  * @module
  */
 
@@ -107,13 +111,14 @@ export function registerHookCommand(
   const have = new Set(hooks.list().filter((h) => h.name === HOOK_COMMAND).map((h) => h.event));
   for (const event of events) {
     if (have.has(event)) continue;
-    hooks.on(event, HOOK_COMMAND, async (payload) => {
+    hooks.on(event, HOOK_COMMAND, async (payload, { signal }) => {
       const data = payload as unknown as Record<string, unknown>;
       const env = hookEnv(event, data, { config: config.file, role: config.role, command });
       log.debug(`running hook_command for ${event}: ${program}`);
       const res = await fx.shell(program, {
         env,
         stdin: new TextEncoder().encode(`${JSON.stringify({ event, payload: data })}\n`),
+        signal,
       });
       if (res.ok) {
         if (res.stdout.trim()) log.debug(`hook_command output: ${res.stdout.trim()}`);

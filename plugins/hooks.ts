@@ -7,9 +7,18 @@
  * handlers still run, so that a notification can never fail an operation that
  * is done (a WAL file delivered to the standby, a backup taken).
  *
+ * Every handler runs under a deadline: `hook_timeout` seconds (default 60,
+ * core/deadline.ts; a hook may be registered with its own). Its second
+ * argument carries the `signal` that aborts then, so that it can stop its
+ * work (hook_command kills its program); one that has not returned
+ * {@link HOOK_GRACE_MS} later is abandoned. A `before-*` hook that runs out of
+ * time fails the operation, like a veto ("hook X on before-archive timed out
+ * after 60 s (hook_timeout)"); any other is a warning.
+ *
  * @module
  */
 
+import { Deadline, DEADLINES, raceSignal } from "../core/deadline.ts";
 import { errorMessage } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 
@@ -45,16 +54,33 @@ export const HOOK_EVENTS: readonly HookEvent[] = [
 /** What a handler may return: nothing, or a veto (honoured for `before-*` events). */
 export type HookResult = void | { veto: string };
 
+/** What a handler gets besides the payload. */
+export interface HookContext {
+  /** Aborts when the hook's time is up (`hook_timeout`): stop, and return. */
+  signal: AbortSignal;
+}
+
 /** A hook handler. */
 export type HookHandler<E extends HookEvent> = (
   payload: HookEvents[E],
+  context: HookContext,
 ) => Promise<HookResult> | HookResult;
+
+/** Options of {@link HookBus.on}. */
+export interface HookOptions {
+  /** This hook's own limit in seconds (0 = none); default the bus's `hook_timeout`. */
+  timeoutSeconds?: number;
+}
+
+/** How long a handler whose signal aborted still has to return before it is abandoned. */
+export const HOOK_GRACE_MS = 2000;
 
 /** A registered handler and where it came from. */
 interface Entry {
   name: string;
   origin: string;
-  handler: (payload: unknown) => Promise<HookResult> | HookResult;
+  handler: (payload: unknown, context: HookContext) => Promise<HookResult> | HookResult;
+  timeoutSeconds?: number;
 }
 
 /** Thrown by {@link HookBus.emit} when a `before-*` hook vetoes. */
@@ -70,6 +96,12 @@ export class HookVeto extends Error {
 /** Subscriptions per event, run in registration order. */
 export class HookBus {
   readonly #handlers = new Map<HookEvent, Entry[]>();
+  #timeoutSeconds: number = DEADLINES.hook.defaultSeconds;
+
+  /** Sets `hook_timeout`: the seconds every hook without its own limit may run (0 = none). */
+  setTimeout(seconds: number): void {
+    this.#timeoutSeconds = seconds;
+  }
 
   /** Subscribes `handler` to `event` under `name` (unique per event). */
   on<E extends HookEvent>(
@@ -77,12 +109,18 @@ export class HookBus {
     name: string,
     handler: HookHandler<E>,
     origin = "built-in",
+    opts: HookOptions = {},
   ): void {
     const list = this.#handlers.get(event) ?? [];
     if (list.some((e) => e.name === name)) {
       throw new Error(`hook ${name} is already registered for ${event}`);
     }
-    list.push({ name, origin, handler: handler as Entry["handler"] });
+    list.push({
+      name,
+      origin,
+      handler: handler as Entry["handler"],
+      ...(opts.timeoutSeconds === undefined ? {} : { timeoutSeconds: opts.timeoutSeconds }),
+    });
     this.#handlers.set(event, list);
   }
 
@@ -113,7 +151,7 @@ export class HookBus {
     for (const e of this.#handlers.get(event) ?? []) {
       let res: HookResult;
       try {
-        res = await e.handler(payload);
+        res = await this.#run(e, event, payload);
       } catch (err) {
         if (before) throw err;
         const msg = errorMessage(err);
@@ -128,6 +166,33 @@ export class HookBus {
       if (res && typeof res === "object" && "veto" in res && before) {
         throw new HookVeto(e.name, event, res.veto);
       }
+    }
+  }
+
+  /**
+   * One handler under its deadline: its signal aborts at the limit, and a
+   * handler still busy {@link HOOK_GRACE_MS} later is abandoned with the
+   * deadline's error.
+   */
+  async #run(e: Entry, event: HookEvent, payload: unknown): Promise<HookResult> {
+    const seconds = e.timeoutSeconds ?? this.#timeoutSeconds;
+    using d = new Deadline(
+      `hook ${e.name} (${e.origin}) on ${event}`,
+      seconds,
+      DEADLINES.hook.key,
+    );
+    if (seconds <= 0) return await e.handler(payload, { signal: d.signal });
+    using grace = new Deadline("", seconds + HOOK_GRACE_MS / 1000, DEADLINES.hook.key);
+    const work = Promise.resolve().then(() => e.handler(payload, { signal: d.signal }));
+    try {
+      const res = await raceSignal(work, grace.signal);
+      // it stopped because its time was up: say that, not how it stopped
+      if (d.signal.aborted) throw d.signal.reason;
+      return res;
+    } catch (err) {
+      // abandoned, or failed because it was stopped: the deadline says why
+      if (d.signal.aborted) throw d.signal.reason;
+      throw err;
     }
   }
 }

@@ -19,12 +19,20 @@
  * `main.ts` calls {@link loadPlugins} only when one of these keys is set, so a
  * plain `xarchive` never loads this module.
  *
+ * Deadlines: every call into a plugin's transport runs under its caller's
+ * `signal`, else (single-file primitives) under `remote_timeout`; the signal
+ * is passed on to the plugin's method (its last options argument), and the
+ * caller gets the deadline's error at the limit even when the plugin ignores
+ * it. A plugin's hooks run under `hook_timeout` (plugins/hooks.ts) and get
+ * the signal as their second argument.
+ *
  * @module
  */
 
 import type { Config } from "../core/config.ts";
 import { expandHome } from "../core/config.ts";
 import { Effects } from "../core/effects.ts";
+import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
 import { ConfigError, errorMessage, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { basename, dirname, resolve } from "../core/paths.ts";
@@ -32,7 +40,7 @@ import { isCompiled } from "../core/self.ts";
 import { splitShellWords } from "../core/words.ts";
 import type { Transport, TransportFactory } from "../transports/types.ts";
 import { EMBEDDED_PLUGINS, type EmbeddedPlugin } from "./_embedded.ts";
-import { DEFAULT_EXEC_TIMEOUT_S, execArgv, execTransportFactory } from "./exec_transport.ts";
+import { execArgv, execTransportFactory } from "./exec_transport.ts";
 import { registerHookCommand } from "./hook_command.ts";
 import { HOOK_EVENTS, type HookEvent, type HookHandler } from "./hooks.ts";
 import type { PluginApi, PluginCommandSpec, WalmgrPlugin } from "./mod.ts";
@@ -141,7 +149,7 @@ export async function loadPlugins(
   loadedByRegistry.set(registry, list);
   const fx = new Effects(opts.dryRun);
   const iniDir = dirname(config.file);
-  const timeoutS = config.getFloat("exec_timeout", DEFAULT_EXEC_TIMEOUT_S);
+  const timeoutS = deadlineSeconds((k) => config.get(k), DEADLINES.exec);
 
   registerHookCommand(registry.hooks, config, fx, opts.command);
 
@@ -291,6 +299,27 @@ const TRANSPORT_METHODS = [
 const OPTIONAL_METHODS = ["appendAt", "syncTree", "runWalmgr"] as const;
 
 /**
+ * Where each method takes its options (`{ signal }`), and whether a call
+ * without a deadline of its own gets `remote_timeout` (single-file
+ * primitives; not trees and remote commands, which can rightly run long).
+ */
+const OPTIONS_AT: Readonly<Record<string, { index: number; bounded: boolean }>> = {
+  stat: { index: 1, bounded: true },
+  list: { index: 1, bounded: true },
+  readFile: { index: 1, bounded: true },
+  writeFile: { index: 3, bounded: true },
+  putFile: { index: 3, bounded: true },
+  getFile: { index: 2, bounded: true },
+  rename: { index: 2, bounded: true },
+  remove: { index: 1, bounded: true },
+  mkdirp: { index: 1, bounded: true },
+  close: { index: 0, bounded: true },
+  appendAt: { index: 4, bounded: true },
+  syncTree: { index: 2, bounded: false },
+  runWalmgr: { index: 1, bounded: false },
+};
+
+/**
  * Wraps a plugin's transport factory: checks what it builds and turns anything
  * it throws that is not already an operator error into one naming the transport.
  */
@@ -305,6 +334,7 @@ export function guardTransportFactory(
       ? err
       : new WalmgrError(`${label}: ${what} failed: ${errorMessage(err)}`, { cause: err });
   return async (opts) => {
+    const remoteSeconds = deadlineSeconds(opts.setting, DEADLINES.remote);
     let t: Transport;
     try {
       t = await factory(opts);
@@ -332,11 +362,29 @@ export function guardTransportFactory(
     for (const m of [...TRANSPORT_METHODS.slice(1), ...OPTIONAL_METHODS]) {
       const fn = raw[m];
       if (typeof fn !== "function") continue;
+      const at = OPTIONS_AT[m];
       out[m] = async (...args: unknown[]) => {
+        const what = typeof args[0] === "string" ? `${m} ${args[0]}` : m;
+        const given = at ? args[at.index] as { signal?: AbortSignal } | undefined : undefined;
+        using d = new Deadline(
+          `${label}: ${what}`,
+          given?.signal || !at?.bounded ? 0 : remoteSeconds,
+          DEADLINES.remote.key,
+          given?.signal,
+        );
+        if (at && m !== "close") {
+          while (args.length < at.index) args.push(undefined);
+          args[at.index] = { ...(given ?? {}), signal: d.signal };
+        }
         try {
-          return await (fn as (...a: unknown[]) => Promise<unknown>).apply(t, args);
+          return await raceSignal(
+            Promise.resolve((fn as (...a: unknown[]) => Promise<unknown>).apply(t, args)),
+            d.signal,
+            what,
+          );
         } catch (err) {
-          throw wrapErr(typeof args[0] === "string" ? `${m} ${args[0]}` : m, err);
+          if (d.signal.aborted) throw err;
+          throw wrapErr(what, err);
         }
       };
     }
@@ -395,9 +443,9 @@ async function setupPlugin(
       const n = (hookCount.get(event) ?? 0) + 1;
       hookCount.set(event, n);
       const hookName = o.name ?? (n === 1 ? plugin.name : `${plugin.name}#${n}`);
-      const guarded: HookHandler<E> = async (payload) => {
+      const guarded: HookHandler<E> = async (payload, context) => {
         try {
-          return await handler(payload);
+          return await handler(payload, context);
         } catch (err) {
           if (err instanceof WalmgrError) throw err;
           throw new WalmgrError(

@@ -11,6 +11,18 @@
  * With `dryRun`, read-only primitives run and every mutating one only logs
  * `DRY RUN: would ...`.
  *
+ * An archived WAL file ({@link Transport.putFileWithSum}: xarchive, the async
+ * worker) is written through a temporary file in `<dir>/.walmgr3-tmp/` (same
+ * filesystem: linked from there), which every store first sweeps of the
+ * files of dead writers (a killed xarchive's; by pid and host tag, see
+ * core/fsutil.ts cleanupStaleTemps) and removes again once empty: a small
+ * directory, so the sweep costs nothing however many files the archive
+ * holds, and the next xarchive of any file removes what a killed one left.
+ *
+ * Every primitive honours its `signal` (a deadline): the caller gets the
+ * deadline's error as soon as it aborts, even when the file system does not
+ * answer (a hung NFS mount); a tree copy's rsync is killed.
+ *
  * @module
  */
 
@@ -26,12 +38,14 @@ import {
   writeFileDurable,
 } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { raceSignal } from "../core/deadline.ts";
 import { WAL_SUMS_DIR } from "../core/wal_checksums.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type {
   ExistingPolicy,
   FileInfo,
   FileShipper,
+  OpOptions,
   PutOutcome,
   RemoteResult,
   SyncTreeOptions,
@@ -67,6 +81,40 @@ function rsyncDirArg(p: string): string {
   const t = trimSlash(p);
   const q = t.startsWith("/") ? t : `./${t}`;
   return q.endsWith("/") ? q : `${q}/`;
+}
+
+/** Directory (inside the archive directory) of the temporary files of archived WAL files. */
+export const WAL_TEMP_DIR = ".walmgr3-tmp";
+
+/**
+ * `<dir>/.walmgr3-tmp`, created when missing (0700), after removing what dead
+ * writers left in it; `null` when it cannot be used (then the temporary file
+ * goes into `dir` itself, as for any other file).
+ */
+async function walTempDir(dir: string): Promise<string | null> {
+  const tmp = `${trimSlash(dir)}/${WAL_TEMP_DIR}`;
+  try {
+    await Deno.mkdir(tmp, { mode: 0o700 });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) return null; // dir missing, read-only...
+  }
+  try {
+    const st = await Deno.lstat(tmp);
+    if (!st.isDirectory) return null; // a symlink or a file planted there: not ours
+    const swept = await cleanupStaleTemps(tmp, 0);
+    if (swept.length > 0) {
+      log.info(`removed temporary files of killed writers in ${tmp}: ${swept.join(" ")}`);
+    }
+  } catch (err) {
+    log.debug(`cannot use ${tmp}: ${errorReason(err)}`);
+    return null;
+  }
+  return tmp;
+}
+
+/** Removes `<dir>/.walmgr3-tmp` when empty (another writer's file keeps it). */
+async function dropWalTempDir(tmp: string | null): Promise<void> {
+  if (tmp) await Deno.remove(tmp).catch(() => {});
 }
 
 /** Builds the `local` transport. */
@@ -131,13 +179,37 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     return writeFileDurable(path, { fromFile: localPath }, { policy });
   }
 
-  /** The copy and its SHA-256 sidecar, hashed from the bytes as they are copied. */
-  function putFileWithSum(localPath: string, path: string): Promise<PutOutcome> {
+  /**
+   * The copy and its SHA-256 sidecar, hashed from the bytes as they are
+   * copied; the temporary file lives in `<dir>/.walmgr3-tmp` (see the module
+   * documentation). A concurrent writer may remove that directory between
+   * our creating it and our temporary file: then once more.
+   */
+  async function putWal(localPath: string, path: string): Promise<PutOutcome> {
+    for (let attempt = 1;; attempt++) {
+      const tmp = await walTempDir(dirname(path));
+      try {
+        return await writeFileDurable(path, { fromFile: localPath }, {
+          policy: "identical-ok",
+          sum: true,
+          ...(tmp ? { tempDir: tmp } : {}),
+        });
+      } catch (err) {
+        const gone = tmp !== null && attempt < 3 && err instanceof WalmgrError &&
+          isNotFound(err.cause) && !(await Deno.lstat(tmp).then(() => true, () => false));
+        if (!gone) throw err;
+      } finally {
+        await dropWalTempDir(tmp);
+      }
+    }
+  }
+
+  function putFileWithSum(localPath: string, path: string, o?: OpOptions): Promise<PutOutcome> {
     if (dryRun) {
       log.info(`DRY RUN: would copy ${localPath} to ${path} with its SHA-256 sidecar`);
       return Promise.resolve("stored");
     }
-    return writeFileDurable(path, { fromFile: localPath }, { policy: "identical-ok", sum: true });
+    return raceSignal(putWal(localPath, path), o?.signal, `storing ${path}`);
   }
 
   async function getFile(path: string, localPath: string): Promise<void> {
@@ -213,7 +285,10 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     }
     await mkdirp(dir);
     log.debug(`running ${displayCommand(argv)}`);
-    const res = await runCommand(argv, { okCodes: [0, 24] });
+    const res = await runCommand(argv, {
+      okCodes: [0, 24],
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     if (!res.ok) {
       const detail = lastLine(res);
       throw new WalmgrError(
@@ -223,7 +298,7 @@ export function createLocalTransport(opts: TransportOptions): Transport {
       );
     }
     if (res.code === 24) log.debug(`rsync: some source files vanished while copying ${localDir}`);
-    const flushed = await runCommand(["sync", "-f", dir]);
+    const flushed = await runCommand(["sync", "-f", dir], o.signal ? { signal: o.signal } : {});
     if (!flushed.ok) {
       const detail = lastLine(flushed);
       throw new WalmgrError(
@@ -233,7 +308,10 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     }
   }
 
-  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+  async function runWalmgr(
+    args: string[],
+    o: { stdin?: Uint8Array } & OpOptions = {},
+  ): Promise<RemoteResult> {
     if (!opts.slaveConfig) {
       throw new WalmgrError(
         "slave_config is not set; set slave_config in the master's ini to the slave's ini path",
@@ -248,7 +326,11 @@ export function createLocalTransport(opts: TransportOptions): Transport {
       return { code: 0, stdout: "", stderr: "" };
     }
     log.debug(`running ${displayCommand(argv)}`);
-    const res = await runCommand(argv, o.stdin === undefined ? {} : { stdin: o.stdin });
+    const res = await runCommand(argv, {
+      ...(o.stdin === undefined ? {} : { stdin: o.stdin }),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    if (o.signal?.aborted) throw o.signal.reason;
     return { code: res.code, stdout: res.stdout, stderr: res.stderr };
   }
 
@@ -266,25 +348,41 @@ export function createLocalTransport(opts: TransportOptions): Transport {
     ];
     if (stale.length > 0) log.info(`removed stale temporary files in ${dir}: ${stale.join(" ")}`);
     return {
-      put: (localPath, name) => putFileWithSum(localPath, `${trimSlash(dir)}/${name}`),
+      put: (localPath, name, o) => putFileWithSum(localPath, `${trimSlash(dir)}/${name}`, o),
       close: () => Promise.resolve(),
     };
   }
+
+  /** `fn` bounded by the caller's signal (the deadline's error as soon as it aborts). */
+  const race =
+    <A extends unknown[], R>(what: string, fn: (...a: A) => Promise<R>, n: number) =>
+    (...a: A): Promise<R> => {
+      const o = a[n] as OpOptions | undefined;
+      return raceSignal(fn(...a), o?.signal, `${what} ${String(a[0])}`);
+    };
 
   return {
     name: "local",
     capabilities,
     describe: (path: string) => path,
-    stat,
-    list,
-    readFile,
-    writeFile,
-    putFile,
+    stat: race("stat", (p: string, _o?: OpOptions) => stat(p), 1),
+    list: race("list", (d: string, _o?: OpOptions) => list(d), 1),
+    readFile: race("readFile", (p: string, _o?: OpOptions) => readFile(p), 1),
+    writeFile: race(
+      "writeFile",
+      (p: string, d: Uint8Array, pol: ExistingPolicy, _o?: OpOptions) => writeFile(p, d, pol),
+      3,
+    ),
+    putFile: race(
+      "putFile",
+      (l: string, p: string, pol: ExistingPolicy, _o?: OpOptions) => putFile(l, p, pol),
+      3,
+    ),
     putFileWithSum,
-    getFile,
-    rename,
-    remove,
-    mkdirp: mkdirpT,
+    getFile: race("getFile", (p: string, l: string, _o?: OpOptions) => getFile(p, l), 2),
+    rename: race("rename", (a: string, b: string, _o?: OpOptions) => rename(a, b), 2),
+    remove: race("remove", (p: string, o?: { recursive?: boolean } & OpOptions) => remove(p, o), 1),
+    mkdirp: race("mkdirp", (p: string, _o?: OpOptions) => mkdirpT(p), 1),
     appendAt,
     syncTree,
     runWalmgr,

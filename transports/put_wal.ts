@@ -27,21 +27,28 @@ import { log } from "../core/log.ts";
 import { basename, dirname } from "../core/paths.ts";
 import { SHA256_WHOLE_MAX, sha256File, sha256Hex } from "../core/sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "../core/wal_checksums.ts";
-import type { PutOutcome, Transport } from "./types.ts";
+import type { OpOptions, PutOutcome, Transport } from "./types.ts";
 
 /**
  * Stores the local file `localPath` as `path` through `t` ("identical-ok") and
- * records its SHA-256 in the sidecar; both durable when this resolves.
+ * records its SHA-256 in the sidecar; both durable when this resolves. Every
+ * step runs under `o.signal` (the caller's `archive_timeout`).
  */
-export function putWalFile(t: Transport, localPath: string, path: string): Promise<PutOutcome> {
-  if (t.putFileWithSum) return t.putFileWithSum(localPath, path);
-  return putWithSumFallback(t, localPath, path);
+export function putWalFile(
+  t: Transport,
+  localPath: string,
+  path: string,
+  o: OpOptions = {},
+): Promise<PutOutcome> {
+  if (t.putFileWithSum) return t.putFileWithSum(localPath, path, o);
+  return putWithSumFallback(t, localPath, path, o);
 }
 
 async function putWithSumFallback(
   t: Transport,
   localPath: string,
   path: string,
+  o: OpOptions,
 ): Promise<PutOutcome> {
   let st: Deno.FileInfo;
   try {
@@ -61,7 +68,7 @@ async function putWithSumFallback(
     }
     const hashing = sha256Hex(data); // off the main thread, while the bytes travel
     hashing.catch(() => {});
-    outcome = await t.writeFile(path, data, "identical-ok");
+    outcome = await t.writeFile(path, data, "identical-ok", o);
     hex = await hashing;
   } else {
     try {
@@ -69,9 +76,9 @@ async function putWithSumFallback(
     } catch (err) {
       throw new WalmgrError(`cannot read ${localPath}: ${errorReason(err)}`, { cause: err });
     }
-    outcome = await t.putFile(localPath, path, "identical-ok");
+    outcome = await t.putFile(localPath, path, "identical-ok", o);
   }
-  await writeSumVia(t, path, hex, outcome);
+  await writeSumVia(t, path, hex, outcome, o);
   return outcome;
 }
 
@@ -81,17 +88,18 @@ async function writeSumVia(
   path: string,
   hex: string,
   outcome: PutOutcome,
+  o: OpOptions,
 ): Promise<void> {
   const name = basename(path);
   const sumPath = walSumPath(dirname(path), name);
-  if (outcome === "identical" && (await t.stat(sumPath))?.isFile) {
-    const current = new TextDecoder().decode(await t.readFile(sumPath));
+  if (outcome === "identical" && (await t.stat(sumPath, o))?.isFile) {
+    const current = new TextDecoder().decode(await t.readFile(sumPath, o));
     if (parseWalSum(current, name) === hex) return;
     log.warning(
       `${t.describe(sumPath)} did not hold the SHA-256 of ${name}, whose bytes are identical ` +
         `to the source just archived; replacing it with ${hex}`,
     );
   }
-  await t.mkdirp(dirname(sumPath));
-  await t.writeFile(sumPath, new TextEncoder().encode(formatWalSum(hex, name)), "replace");
+  await t.mkdirp(dirname(sumPath), o);
+  await t.writeFile(sumPath, new TextEncoder().encode(formatWalSum(hex, name)), "replace", o);
 }

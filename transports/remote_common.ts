@@ -12,6 +12,7 @@ import { basename, dirname, trimSlash } from "../core/paths.ts";
 import { errorReason, WalmgrError } from "../core/errors.ts";
 import { differentError, fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
+import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
 import { describeExit, displayCommand } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -27,6 +28,7 @@ import type {
   ExistingPolicy,
   FileInfo,
   FileShipper,
+  OpOptions,
   PutOutcome,
   RemoteResult,
   SyncTreeOptions,
@@ -94,7 +96,7 @@ export async function syncTreeOverSsh(
     const argv = rsyncTreeRemoteArgv(conn, localDir, dir, o);
     log.debug(`running ${displayCommand(argv)}`);
     return argv;
-  }, { okCodes: [0, 24] });
+  }, { okCodes: [0, 24], ...(o.signal ? { signal: o.signal } : {}) });
   if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
   if (!res.ok) {
     const detail = sshErrorLine(res);
@@ -126,25 +128,42 @@ export { differentError };
  * dry run, with their arguments checked.
  */
 export interface RemoteOps {
-  stat(path: string): Promise<FileInfo | null>;
-  list(dir: string): Promise<FileInfo[] | null>;
+  stat(path: string, signal?: AbortSignal): Promise<FileInfo | null>;
+  list(dir: string, signal?: AbortSignal): Promise<FileInfo[] | null>;
   /** Streams the remote file into the new local file `out` (no fsync). */
-  fetchTo(path: string, out: string): Promise<void>;
-  writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome>;
+  fetchTo(path: string, out: string, signal?: AbortSignal): Promise<void>;
+  writeFile(
+    path: string,
+    data: Uint8Array,
+    policy: ExistingPolicy,
+    signal?: AbortSignal,
+  ): Promise<PutOutcome>;
   /** Stores the local regular file `localPath` of `size` bytes. */
   putFile(
     localPath: string,
     size: number,
     path: string,
     policy: ExistingPolicy,
+    signal?: AbortSignal,
   ): Promise<PutOutcome>;
   /** putFile "identical-ok" plus the file's SHA-256 sidecar (Transport.putFileWithSum). */
-  putFileWithSum(localPath: string, size: number, path: string): Promise<PutOutcome>;
-  rename(from: string, to: string): Promise<void>;
-  remove(path: string, recursive: boolean): Promise<void>;
-  mkdirp(path: string): Promise<void>;
+  putFileWithSum(
+    localPath: string,
+    size: number,
+    path: string,
+    signal?: AbortSignal,
+  ): Promise<PutOutcome>;
+  rename(from: string, to: string, signal?: AbortSignal): Promise<void>;
+  remove(path: string, recursive: boolean, signal?: AbortSignal): Promise<void>;
+  mkdirp(path: string, signal?: AbortSignal): Promise<void>;
   /** `offset` is a safe non-negative integer, `padTo` a safe integer. */
-  appendAt(path: string, offset: number, data: Uint8Array, padTo: number): Promise<void>;
+  appendAt(
+    path: string,
+    offset: number,
+    data: Uint8Array,
+    padTo: number,
+    signal?: AbortSignal,
+  ): Promise<void>;
   /** The storage path given to rsync for a tree (default: as given). */
   treePath?(dir: string): string;
 }
@@ -166,6 +185,9 @@ async function localFileSize(localPath: string): Promise<number> {
  * changes, a `DRY RUN: would ...` line instead), readFile and getFile (through
  * a local temporary file: fsync, rename, fsync of the directory), the checks of
  * putFile and appendAt, syncTree (rsync), runWalmgr (the slave's walmgr3).
+ * Every single-file primitive runs under its caller's deadline, else under
+ * `remote_timeout` (core/deadline.ts): a slave that stops answering fails it
+ * with one line naming `host:path` and the key.
  */
 export function createRemoteTransport(
   name: string,
@@ -184,18 +206,38 @@ export function createRemoteTransport(
     "openTreeWriter",
   ]);
   const describe = (path: string) => `${host}:${path}`;
+  const remoteSeconds = deadlineSeconds(opts.setting, DEADLINES.remote);
 
-  async function readFile(path: string): Promise<Uint8Array> {
+  /**
+   * Runs one primitive under the caller's signal, else under `remote_timeout`;
+   * gives up at the deadline even if the work does not stop by itself.
+   */
+  async function bounded<T>(
+    what: string,
+    o: OpOptions | undefined,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    using d = new Deadline(
+      what,
+      o?.signal ? 0 : remoteSeconds,
+      DEADLINES.remote.key,
+      o?.signal,
+      `check that slave ${host} answers (ssh, its disk), or raise ${DEADLINES.remote.key}`,
+    );
+    return await raceSignal(fn(d.signal), d.signal, what);
+  }
+
+  async function readFile(path: string, o?: OpOptions): Promise<Uint8Array> {
     const tmp = await Deno.makeTempDir({ prefix: "walmgr3-read-" });
     try {
-      await ops.fetchTo(path, `${tmp}/data`);
+      await bounded(`reading ${describe(path)}`, o, (s) => ops.fetchTo(path, `${tmp}/data`, s));
       return await Deno.readFile(`${tmp}/data`);
     } finally {
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
   }
 
-  async function getFile(path: string, localPath: string): Promise<void> {
+  async function getFile(path: string, localPath: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would copy ${describe(path)} to ${localPath}`);
       return;
@@ -203,7 +245,7 @@ export function createRemoteTransport(
     const temp = uniqueTempName(dirname(localPath), basename(localPath));
     let done = false;
     try {
-      await ops.fetchTo(path, temp);
+      await bounded(`copying ${describe(path)}`, o, (s) => ops.fetchTo(path, temp, s));
       await fsyncFile(temp);
       try {
         await Deno.rename(temp, localPath);
@@ -217,56 +259,91 @@ export function createRemoteTransport(
     }
   }
 
-  function writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome> {
+  function writeFile(
+    path: string,
+    data: Uint8Array,
+    policy: ExistingPolicy,
+    o?: OpOptions,
+  ): Promise<PutOutcome> {
     if (dryRun) {
       log.info(`DRY RUN: would write ${data.length} bytes to ${describe(path)}`);
       return Promise.resolve("stored");
     }
-    return ops.writeFile(path, data, policy);
+    return bounded(`writing ${describe(path)}`, o, (s) => ops.writeFile(path, data, policy, s));
   }
 
   async function putFile(
     localPath: string,
     path: string,
     policy: ExistingPolicy,
+    o?: OpOptions,
   ): Promise<PutOutcome> {
     if (dryRun) {
       log.info(`DRY RUN: would copy ${localPath} to ${describe(path)}`);
       return "stored";
     }
-    return await ops.putFile(localPath, await localFileSize(localPath), path, policy);
+    const size = await localFileSize(localPath);
+    return await bounded(
+      `copying ${localPath} to ${describe(path)}`,
+      o,
+      (s) => ops.putFile(localPath, size, path, policy, s),
+    );
   }
 
-  async function putFileWithSum(localPath: string, path: string): Promise<PutOutcome> {
+  async function putFileWithSum(
+    localPath: string,
+    path: string,
+    o?: OpOptions,
+  ): Promise<PutOutcome> {
     if (dryRun) {
       log.info(`DRY RUN: would copy ${localPath} to ${describe(path)} with its SHA-256 sidecar`);
       return "stored";
     }
-    return await ops.putFileWithSum(localPath, await localFileSize(localPath), path);
+    const size = await localFileSize(localPath);
+    return await bounded(
+      `copying ${localPath} to ${describe(path)}`,
+      o,
+      (s) => ops.putFileWithSum(localPath, size, path, s),
+    );
   }
 
-  async function rename(from: string, to: string): Promise<void> {
+  async function rename(from: string, to: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would rename ${describe(from)} to ${to}`);
       return;
     }
-    await ops.rename(from, to);
+    await bounded(`renaming ${describe(from)}`, o, (s) => ops.rename(from, to, s));
   }
 
-  async function remove(path: string, o: { recursive?: boolean } = {}): Promise<void> {
+  async function remove(
+    path: string,
+    o: { recursive?: boolean } & OpOptions = {},
+  ): Promise<void> {
     if (dryRun) {
       log.info(`DRY RUN: would remove ${o.recursive ? "tree " : ""}${describe(path)}`);
       return;
     }
-    await ops.remove(path, o.recursive === true);
+    await bounded(
+      `removing ${describe(path)}`,
+      o,
+      (s) => ops.remove(path, o.recursive === true, s),
+    );
   }
 
-  async function mkdirp(path: string): Promise<void> {
+  async function mkdirp(path: string, o?: OpOptions): Promise<void> {
     if (dryRun) {
-      if (!(await ops.stat(path))) log.info(`DRY RUN: would create directory ${describe(path)}`);
+      if (!(await stat(path, o))) log.info(`DRY RUN: would create directory ${describe(path)}`);
       return;
     }
-    await ops.mkdirp(path);
+    await bounded(`creating directory ${describe(path)}`, o, (s) => ops.mkdirp(path, s));
+  }
+
+  function stat(path: string, o?: OpOptions): Promise<FileInfo | null> {
+    return bounded(`stat of ${describe(path)}`, o, (s) => ops.stat(path, s));
+  }
+
+  function list(dir: string, o?: OpOptions): Promise<FileInfo[] | null> {
+    return bounded(`listing ${describe(dir)}`, o, (s) => ops.list(dir, s));
   }
 
   async function appendAt(
@@ -274,6 +351,7 @@ export function createRemoteTransport(
     offset: number,
     data: Uint8Array,
     padTo: number,
+    o?: OpOptions,
   ): Promise<void> {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(padTo)) {
       throw new WalmgrError(`cannot write ${describe(path)}: invalid offset ${offset}`);
@@ -284,40 +362,50 @@ export function createRemoteTransport(
       );
       return;
     }
-    await ops.appendAt(path, offset, data, padTo);
+    await bounded(
+      `writing ${describe(path)}`,
+      o,
+      (s) => ops.appendAt(path, offset, data, padTo, s),
+    );
   }
 
   function syncTree(localDir: string, dir: string, o: SyncTreeOptions): Promise<void> {
     return syncTreeOverSsh(conn, dryRun, localDir, ops.treePath?.(dir) ?? dir, o);
   }
 
-  async function runWalmgr(args: string[], o: { stdin?: Uint8Array } = {}): Promise<RemoteResult> {
+  /**
+   * The slave's walmgr3 (verify, xrotate with the slave's archive_command...):
+   * no total limit unless the caller gives one (its own work is bounded on the
+   * slave); ssh's ServerAlive ends it when the slave stops answering.
+   */
+  async function runWalmgr(
+    args: string[],
+    o: { stdin?: Uint8Array } & OpOptions = {},
+  ): Promise<RemoteResult> {
     if (dryRun) {
       log.info(`DRY RUN: would run walmgr3 ${args.map(shellQuote).join(" ")} on ${host}`);
       return { code: 0, stdout: "", stderr: "" };
     }
-    const res = await runRemoteWalmgr(
-      conn,
-      opts,
-      args,
-      o.stdin === undefined ? {} : { stdin: o.stdin },
-    );
+    const res = await runRemoteWalmgr(conn, opts, args, {
+      ...(o.stdin === undefined ? {} : { stdin: o.stdin }),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     return { code: res.code, stdout: res.stdout, stderr: res.stderr };
   }
 
   /** One `xstorage serve` session (needs walmgr3 on the slave, for rsync too). */
-  async function openShipper(dir: string): Promise<FileShipper> {
+  async function openShipper(dir: string, o?: OpOptions): Promise<FileShipper> {
     if (dryRun) throw new WalmgrError("internal error: no file shipper in a dry run");
     const { openServeShipper } = await import("./serve_client.ts");
-    return await openServeShipper(conn, opts, remoteStoragePath(dir));
+    return await openServeShipper(conn, opts, remoteStoragePath(dir), o?.signal);
   }
 
   return {
     name,
     capabilities,
     describe,
-    stat: (path) => ops.stat(path),
-    list: (dir) => ops.list(dir),
+    stat,
+    list,
     readFile,
     writeFile,
     putFile,
@@ -330,8 +418,8 @@ export function createRemoteTransport(
     syncTree,
     runWalmgr,
     openShipper,
-    openTreeWriter: async (dir) =>
-      (await import("./tree_remote.ts")).openRemoteTree(conn, opts, dir),
+    openTreeWriter: async (dir, o) =>
+      (await import("./tree_remote.ts")).openRemoteTree(conn, opts, dir, o?.signal),
     // the shared ssh connection stays for the next process (ControlPersist)
     close: () => Promise.resolve(),
   };

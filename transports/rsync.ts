@@ -197,8 +197,12 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     script: string,
     words: string[],
     stdin?: Uint8Array,
+    signal?: AbortSignal,
   ): Promise<RunResult> {
-    return conn.exec(shScript(script, words), stdin === undefined ? {} : { stdin });
+    return conn.exec(shScript(script, words), {
+      ...(stdin === undefined ? {} : { stdin }),
+      ...(signal ? { signal } : {}),
+    });
   }
 
   function failure(what: string, res: RunResult): WalmgrError {
@@ -223,9 +227,9 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     );
   }
 
-  async function stat(path: string): Promise<FileInfo | null> {
+  async function stat(path: string, signal?: AbortSignal): Promise<FileInfo | null> {
     const p = safePath(path);
-    const res = await sh(STAT, [remoteWord(p)]);
+    const res = await sh(STAT, [remoteWord(p)], undefined, signal);
     if (res.code === REMOTE_EXIT.NOT_FOUND) return null;
     if (!res.ok) throw failure(`stat ${path}`, res);
     const info = parseFindLine(res.stdout.trim(), basename(trimSlash(path)));
@@ -233,8 +237,8 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     return info;
   }
 
-  async function list(dir: string): Promise<FileInfo[] | null> {
-    const res = await sh(LIST, [remoteWord(safePath(dir))]);
+  async function list(dir: string, signal?: AbortSignal): Promise<FileInfo[] | null> {
+    const res = await sh(LIST, [remoteWord(safePath(dir))], undefined, signal);
     if (res.code === REMOTE_EXIT.NOT_FOUND) return null;
     if (!res.ok) throw failure(`list directory ${dir}`, res);
     const out: FileInfo[] = [];
@@ -247,8 +251,12 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     return out;
   }
 
-  async function fetchTo(path: string, out: string): Promise<void> {
-    const res = await conn.execToFile(shScript(CAT, [remoteWord(safePath(path))]), out);
+  async function fetchTo(path: string, out: string, signal?: AbortSignal): Promise<void> {
+    const res = await conn.execToFile(
+      shScript(CAT, [remoteWord(safePath(path))]),
+      out,
+      signal ? { signal } : {},
+    );
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot read ${describe(path)}: no such file`);
     }
@@ -259,9 +267,10 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     path: string,
     data: Uint8Array,
     policy: ExistingPolicy,
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
     const { words } = commitWords(path, policy);
-    const res = await sh(PUT_CAT, [...words, String(data.length)], data);
+    const res = await sh(PUT_CAT, [...words, String(data.length)], data, signal);
     return outcome(path, res, "write");
   }
 
@@ -270,12 +279,18 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     size: number,
     path: string,
     policy: ExistingPolicy,
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
     const { temp, words } = commitWords(path, policy);
+    const so = signal ? { signal } : {};
     if (!conn.settings.compression) {
       // the file is new on the slave: rsync has nothing to compare it with, and
       // a plain stream is faster (one process less on each side, no checksums)
-      const res = await conn.execFromFile(shScript(PUT_CAT, [...words, String(size)]), localPath);
+      const res = await conn.execFromFile(
+        shScript(PUT_CAT, [...words, String(size)]),
+        localPath,
+        so,
+      );
       return outcome(path, res, `copy ${localPath} to`);
     }
     const res = await conn.run(() => [
@@ -287,7 +302,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
       `--rsync-path=${shScript(PUT_RSYNC, words)}`,
       rsyncLocalArg(localPath),
       rsyncRemote(host, temp),
-    ]);
+    ], so);
     if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
     return outcome(path, res, `copy ${localPath} to`);
   }
@@ -301,7 +316,9 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     localPath: string,
     size: number,
     path: string,
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
+    const so = signal ? { signal } : {};
     const { temp, words } = commitWords(path, "identical-ok");
     const p = safePath(path);
     const sumPath = walSumPath(dirname(p), basename(p));
@@ -315,6 +332,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     if (!conn.settings.compression) {
       res = await conn.exec(shScript(PUT_DD_SUM, [...words, String(size), ...sumWords]), {
         stdin: () => Promise.resolve(fileThenSum(localPath, size)),
+        ...so,
       });
     } else {
       let hex: string;
@@ -332,7 +350,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
         `--rsync-path=${shScript(PUT_RSYNC_SUM, [...words, ...sumWords, hex])}`,
         rsyncLocalArg(localPath),
         rsyncRemote(host, temp),
-      ]);
+      ], so);
       if (conn.isConnectionFailure(res)) throw conn.connectionError(res);
     }
     const stored = outcome(path, res, `copy ${localPath} to`);
@@ -347,24 +365,29 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     return stored;
   }
 
-  async function rename(from: string, to: string): Promise<void> {
+  async function rename(from: string, to: string, signal?: AbortSignal): Promise<void> {
     const a = safePath(from);
     const b = safePath(to);
-    const res = await sh(RENAME, [a, b, dirname(a), dirname(b)].map(remoteWord));
+    const res = await sh(RENAME, [a, b, dirname(a), dirname(b)].map(remoteWord), undefined, signal);
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot rename ${describe(from)}: no such file or directory`);
     }
     if (!res.ok) throw failure(`rename ${from} to ${to}`, res);
   }
 
-  async function remove(path: string, recursive: boolean): Promise<void> {
+  async function remove(path: string, recursive: boolean, signal?: AbortSignal): Promise<void> {
     const p = safePath(trimSlash(path));
-    const res = await sh(REMOVE, [remoteWord(p), remoteWord(dirname(p)), recursive ? "1" : "0"]);
+    const res = await sh(
+      REMOVE,
+      [remoteWord(p), remoteWord(dirname(p)), recursive ? "1" : "0"],
+      undefined,
+      signal,
+    );
     if (!res.ok) throw failure(`remove ${path}`, res);
   }
 
-  async function mkdirp(path: string): Promise<void> {
-    const res = await sh(MKDIRP, [remoteWord(safePath(trimSlash(path)))]);
+  async function mkdirp(path: string, signal?: AbortSignal): Promise<void> {
+    const res = await sh(MKDIRP, [remoteWord(safePath(trimSlash(path)))], undefined, signal);
     if (!res.ok) throw failure(`create directory ${path}`, res);
   }
 
@@ -373,6 +396,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     offset: number,
     data: Uint8Array,
     padTo: number,
+    signal?: AbortSignal,
   ): Promise<void> {
     const p = safePath(path);
     const res = await sh(
@@ -385,6 +409,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
         remoteWord(dirname(p)),
       ],
       data,
+      signal,
     );
     if (!res.ok) throw failure(`write ${path}`, res);
   }

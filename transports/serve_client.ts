@@ -10,6 +10,7 @@
  * @module
  */
 
+import { abortReason, raceSignal } from "../core/deadline.ts";
 import { errorReason, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import type { RunResult } from "../core/process.ts";
@@ -23,7 +24,7 @@ import {
 import type { SshConnection } from "./ssh_connection.ts";
 import { formatPutHeader, parseAnswer, SERVE_GREETING, SERVE_LINE_MAX } from "./serve_protocol.ts";
 import type { ServeAnswer } from "./serve_protocol.ts";
-import type { FileShipper, PutOutcome, TransportOptions } from "./types.ts";
+import type { FileShipper, OpOptions, PutOutcome, TransportOptions } from "./types.ts";
 
 /** Bytes per read of a local file. */
 const CHUNK = 1 << 20;
@@ -95,16 +96,31 @@ async function writeFileBody(
 /**
  * Opens a `xstorage serve <dir>` session over `conn` and waits for its greeting.
  * Throws one clear line when the slave cannot be reached or cannot run walmgr3.
+ * `signal` bounds the whole session (it is ended when it aborts); each
+ * {@link FileShipper.put} may bring its own deadline, whose expiry ends the
+ * session too (a half-sent file cannot be taken back): every file in flight
+ * then fails, and the caller opens a new session.
  */
 export async function openServeShipper(
   conn: SshConnection,
   opts: TransportOptions,
   dir: string,
+  signal?: AbortSignal,
 ): Promise<FileShipper> {
   const host = conn.host;
+  const session = new AbortController();
+  const onOuter = () => session.abort(signal?.reason);
+  if (signal?.aborted) onOuter();
+  else signal?.addEventListener("abort", onOuter, { once: true });
   const child = conn.spawn(
     `${remoteWalmgrCommand(opts, ["xstorage", "serve"])} ${remoteWord(dir)}`,
+    session.signal,
   );
+  child.status.finally(() => signal?.removeEventListener("abort", onOuter)).catch(() => {});
+  /** The deadline that ended the session, if one did. */
+  let deadlineError: WalmgrError | undefined;
+  const asWalmgr = (e: Error): WalmgrError =>
+    e instanceof WalmgrError ? e : new WalmgrError(e.message, { cause: e });
   const stderr = tail(child.stderr);
   const writer = child.stdin.getWriter();
   const lines = new LineReader(child.stdout);
@@ -133,7 +149,17 @@ export async function openServeShipper(
     return new WalmgrError(`cannot ${what} on ${host}: walmgr3 xstorage serve ended: ${detail}`);
   }
 
-  const greeting = await lines.next().catch(() => null);
+  let greeting: string | null;
+  try {
+    greeting = await raceSignal(lines.next(), session.signal, `opening a session to ${host}`);
+  } catch (err) {
+    if (session.signal.aborted) {
+      await writer.close().catch(() => {});
+      await child.status;
+      throw err;
+    }
+    greeting = null;
+  }
   if (greeting !== SERVE_GREETING) {
     try {
       await writer.close();
@@ -173,15 +199,19 @@ export async function openServeShipper(
       );
     }
     if (waiting.length > 0 || broken === undefined) {
-      broken = await ended(`store files in ${dir}`);
+      broken = session.signal.aborted
+        ? deadlineError ?? asWalmgr(abortReason(session.signal, `the session to ${host}`))
+        : await ended(`store files in ${dir}`);
     }
-    for (const resolve of waiting.splice(0)) resolve(broken);
+    const why = broken as WalmgrError;
+    for (const resolve of waiting.splice(0)) resolve(why);
   })();
 
   let sending: Promise<void> = Promise.resolve();
 
-  async function put(localPath: string, name: string): Promise<PutOutcome> {
+  async function put(localPath: string, name: string, o?: OpOptions): Promise<PutOutcome> {
     if (broken) throw broken;
+    if (o?.signal?.aborted) throw abortReason(o.signal, `storing ${name} on ${host}`);
     let size: number;
     try {
       const st = await Deno.stat(localPath);
@@ -210,7 +240,22 @@ export async function openServeShipper(
         }
       });
     });
-    const a = await answer;
+    // a put that runs out of time ends the session: the slave cannot be trusted
+    // with the rest of a frame, and every file in flight fails with it
+    const onAbort = () => {
+      deadlineError ??= asWalmgr(
+        abortReason(o?.signal as AbortSignal, `storing ${name} on ${host}`),
+      );
+      broken ??= deadlineError;
+      session.abort(deadlineError);
+    };
+    o?.signal?.addEventListener("abort", onAbort, { once: true });
+    let a: ServeAnswer | WalmgrError;
+    try {
+      a = await raceSignal(answer, o?.signal, `storing ${name} on ${host}`);
+    } finally {
+      o?.signal?.removeEventListener("abort", onAbort);
+    }
     if (a instanceof WalmgrError) throw a;
     if (a.kind === "stored" || a.kind === "identical") return a.kind;
     if (a.kind === "different") throw differentError(`${host}:${dir}/${name}`);

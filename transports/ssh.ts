@@ -118,8 +118,8 @@ export function createSshTransport(opts: TransportOptions): Transport {
     }
   }
 
-  async function stat(path: string): Promise<FileInfo | null> {
-    const res = await xstorage("stat", [word(path)]);
+  async function stat(path: string, signal?: AbortSignal): Promise<FileInfo | null> {
+    const res = await xstorage("stat", [word(path)], signal ? { signal } : {});
     if (!res.ok) throw failure(`stat ${path}`, res);
     const v = parseJson(`stat ${path}`, res);
     if (v === null) return null;
@@ -127,8 +127,8 @@ export function createSshTransport(opts: TransportOptions): Transport {
     return v;
   }
 
-  async function list(dir: string): Promise<FileInfo[] | null> {
-    const res = await xstorage("list", [word(dir)]);
+  async function list(dir: string, signal?: AbortSignal): Promise<FileInfo[] | null> {
+    const res = await xstorage("list", [word(dir)], signal ? { signal } : {});
     if (!res.ok) throw failure(`list directory ${dir}`, res);
     const v = parseJson(`list directory ${dir}`, res);
     if (v === null) return null;
@@ -138,8 +138,8 @@ export function createSshTransport(opts: TransportOptions): Transport {
     return v;
   }
 
-  async function fetchTo(path: string, out: string): Promise<void> {
-    const res = await conn.execToFile(command("get", [word(path)]), out);
+  async function fetchTo(path: string, out: string, signal?: AbortSignal): Promise<void> {
+    const res = await conn.execToFile(command("get", [word(path)]), out, signal ? { signal } : {});
     checkRemoteWalmgr(conn, opts, res);
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot read ${describe(path)}: no such file`);
@@ -167,8 +167,12 @@ export function createSshTransport(opts: TransportOptions): Transport {
     path: string,
     data: Uint8Array,
     policy: ExistingPolicy,
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
-    const res = await xstorage("put", [policy, word(path), String(data.length)], { stdin: data });
+    const res = await xstorage("put", [policy, word(path), String(data.length)], {
+      stdin: data,
+      ...(signal ? { signal } : {}),
+    });
     return putOutcome(path, res, "write");
   }
 
@@ -177,12 +181,18 @@ export function createSshTransport(opts: TransportOptions): Transport {
     size: number,
     path: string,
     policy: ExistingPolicy,
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
-    return putOverlapped(localPath, size, path, policy, "commit");
+    return putOverlapped(localPath, size, path, policy, "commit", signal);
   }
 
-  function putFileWithSum(localPath: string, size: number, path: string): Promise<PutOutcome> {
-    return putOverlapped(localPath, size, path, "identical-ok", "commit-sum");
+  function putFileWithSum(
+    localPath: string,
+    size: number,
+    path: string,
+    signal?: AbortSignal,
+  ): Promise<PutOutcome> {
+    return putOverlapped(localPath, size, path, "identical-ok", "commit-sum", signal);
   }
 
   async function putOverlapped(
@@ -191,7 +201,9 @@ export function createSshTransport(opts: TransportOptions): Transport {
     path: string,
     policy: ExistingPolicy,
     op: "commit" | "commit-sum",
+    signal?: AbortSignal,
   ): Promise<PutOutcome> {
+    const so = signal ? { signal } : {};
     const target = storagePath(path);
     const temp = uniqueTempName(dirname(target), basename(target));
     const remote = [
@@ -204,28 +216,35 @@ export function createSshTransport(opts: TransportOptions): Transport {
     ].join(" ");
     const res = op === "commit"
       // ssh reads the file itself (its bytes never pass through this process)
-      ? await conn.execFromFile(remote, localPath)
+      ? await conn.execFromFile(remote, localPath, so)
       // the bytes pass here once, hashed on the way; the checksum line follows them
-      : await conn.exec(remote, { stdin: () => Promise.resolve(fileThenSum(localPath, size)) });
+      : await conn.exec(remote, {
+        stdin: () => Promise.resolve(fileThenSum(localPath, size)),
+        ...so,
+      });
     checkRemoteWalmgr(conn, opts, res);
     return putOutcome(path, res, `copy ${localPath} to`);
   }
 
-  async function rename(from: string, to: string): Promise<void> {
-    const res = await xstorage("rename", [word(from), word(to)]);
+  async function rename(from: string, to: string, signal?: AbortSignal): Promise<void> {
+    const res = await xstorage("rename", [word(from), word(to)], signal ? { signal } : {});
     if (res.code === REMOTE_EXIT.NOT_FOUND) {
       throw new WalmgrError(`cannot rename ${describe(from)}: no such file or directory`);
     }
     if (!res.ok) throw failure(`rename ${from} to ${to}`, res);
   }
 
-  async function remove(path: string, recursive: boolean): Promise<void> {
-    const res = await xstorage(recursive ? "remove-tree" : "remove", [word(path)]);
+  async function remove(path: string, recursive: boolean, signal?: AbortSignal): Promise<void> {
+    const res = await xstorage(
+      recursive ? "remove-tree" : "remove",
+      [word(path)],
+      signal ? { signal } : {},
+    );
     if (!res.ok) throw failure(`remove ${path}`, res);
   }
 
-  async function mkdirp(path: string): Promise<void> {
-    const res = await xstorage("mkdirp", [word(path)]);
+  async function mkdirp(path: string, signal?: AbortSignal): Promise<void> {
+    const res = await xstorage("mkdirp", [word(path)], signal ? { signal } : {});
     if (!res.ok) throw failure(`create directory ${path}`, res);
   }
 
@@ -234,11 +253,12 @@ export function createSshTransport(opts: TransportOptions): Transport {
     offset: number,
     data: Uint8Array,
     padTo: number,
+    signal?: AbortSignal,
   ): Promise<void> {
     const res = await xstorage(
       "append",
       [word(path), String(offset), String(data.length), String(Math.max(padTo, 0))],
-      { stdin: data },
+      { stdin: data, ...(signal ? { signal } : {}) },
     );
     if (!res.ok) throw failure(`write ${path}`, res);
   }

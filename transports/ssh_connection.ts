@@ -7,13 +7,34 @@
  *
  * `ssh -o BatchMode=yes [-p ssh_port] [-i ssh_identity -o IdentitiesOnly=yes]
  * [-o UserKnownHostsFile=ssh_known_hosts] [-o StrictHostKeyChecking=...]
- * <ssh_options...> -o ControlMaster=auto -o ControlPersist=<n> -o ControlPath=<dir>/%C`.
+ * <ssh_options...> -o ConnectTimeout=<ssh_connect_timeout>
+ * -o ServerAliveInterval=<ssh_alive_interval> -o ServerAliveCountMax=<ssh_alive_count>
+ * -o ControlMaster=auto -o ControlPersist=<n> -o ControlPath=<dir>/%C`.
  * ssh takes the first value it sees for an option, so `BatchMode=yes` (never a
  * password or host key prompt inside archive_command) cannot be undone, the
- * dedicated keys beat `ssh_options`, and `ssh_options` beats the connection
- * sharing defaults. Everything not set here comes from the user's `~/.ssh/config`
- * (or the `-F` file in `ssh_options`). Host keys are checked as ssh is configured
- * to; only `ssh_strict_host_key_checking = no` turns the check off.
+ * dedicated keys beat `ssh_options`, and `ssh_options` beats the timeout and
+ * connection sharing defaults. Everything not set here comes from the user's
+ * `~/.ssh/config` (or the `-F` file in `ssh_options`); the three timeout
+ * defaults, given on the command line, beat those files: set them with the
+ * `ssh_*` keys or `-o` in `ssh_options`, or to 0 to leave them to the files.
+ * Host keys are checked as ssh is configured to; only
+ * `ssh_strict_host_key_checking = no` turns the check off.
+ *
+ * ## Nothing waits forever
+ *
+ * A slave that does not answer (blackholed, sshd frozen) would hold ssh, and
+ * PostgreSQL's archiver with it, for as long as TCP retries last, an idle
+ * shared connection forever. So: a new connection gives up after
+ * `ssh_connect_timeout` seconds (default {@link DEFAULT_CONNECT_TIMEOUT},
+ * banner exchange included), and a connection that stops answering is
+ * dropped after `ssh_alive_interval` x `ssh_alive_count` seconds (default
+ * {@link DEFAULT_ALIVE_INTERVAL} x {@link DEFAULT_ALIVE_COUNT}); the shared
+ * connection's master was started with the same options, so it notices too.
+ * On top, every operation runs under a deadline (core/deadline.ts): its
+ * `signal` stops ssh (or rsync, with its ssh), and the shared connection it
+ * used is told to take no new sessions (`ssh -O stop`, bounded), so that the
+ * next operation opens a fresh connection instead of queueing behind a master
+ * that may be stuck.
  *
  * ## Connection sharing
  *
@@ -45,6 +66,7 @@ import { expandHome } from "../core/config.ts";
 import { ConfigError, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { isPrivateDir } from "../core/private_dir.ts";
+import { abortReason } from "../core/deadline.ts";
 import { describeExit, displayCommand, lastLine, runCommand } from "../core/process.ts";
 import type { RunOptions, RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -67,6 +89,21 @@ export const SSH_CONNECTION_FAILED = 255;
 
 /** Default `ssh_control_persist`: seconds a shared connection outlives its last use. */
 export const DEFAULT_CONTROL_PERSIST = 60;
+
+/** Default `ssh_connect_timeout`: seconds to establish a connection (ssh ConnectTimeout). */
+export const DEFAULT_CONNECT_TIMEOUT = 10;
+
+/** Default `ssh_alive_interval`: seconds between keep-alive probes (ssh ServerAliveInterval). */
+export const DEFAULT_ALIVE_INTERVAL = 10;
+
+/** Default `ssh_alive_count`: unanswered probes before ssh drops the connection. */
+export const DEFAULT_ALIVE_COUNT = 3;
+
+/** Bound on `ssh -O check|exit` (a master that does not answer its socket). */
+const CONTROL_COMMAND_MS = 5000;
+
+/** Bound on `ssh -O stop` after a deadline (the operation has already failed). */
+const RETIRE_MS = 2000;
 
 /**
  * Portable limit of a unix socket path (Linux allows 107 bytes, BSD and macOS 103).
@@ -97,6 +134,12 @@ export interface SshSettings {
   controlDir?: string;
   /** `compression` is non-zero: rsync gets `-z`. */
   compression: boolean;
+  /** `ssh_connect_timeout` (ConnectTimeout), seconds; 0 = ssh's configuration. */
+  connectTimeout: number;
+  /** `ssh_alive_interval` (ServerAliveInterval), seconds; 0 = ssh's configuration. */
+  aliveInterval: number;
+  /** `ssh_alive_count` (ServerAliveCountMax); 0 = ssh's configuration. */
+  aliveCount: number;
 }
 
 /** Splits `ssh_options` into words (see core/words.ts). */
@@ -117,6 +160,18 @@ function isTrue(v: string | undefined): boolean {
   return Number.isNaN(n) ? ["1", "yes", "true", "on"].includes(l) : n > 0;
 }
 
+/** A whole number of seconds (or a count) >= 0 from `key`, `fallback` when unset. */
+function seconds(opts: TransportOptions, key: string, fallback: number): number {
+  const v = trimmed(opts, key);
+  if (v === undefined) return fallback;
+  if (!/^\d+$/.test(v)) {
+    throw new ConfigError(
+      `${key} must be a whole number (0 = ssh's own setting), got ${JSON.stringify(v)}`,
+    );
+  }
+  return Number(v);
+}
+
 /** Reads and checks the ssh settings of a transport. */
 export function sshSettings(opts: TransportOptions, transport: string): SshSettings {
   const host = opts.host?.trim();
@@ -133,6 +188,9 @@ export function sshSettings(opts: TransportOptions, transport: string): SshSetti
     extra: [],
     controlPersist: DEFAULT_CONTROL_PERSIST,
     compression: isTrue(trimmed(opts, "compression")),
+    connectTimeout: seconds(opts, "ssh_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+    aliveInterval: seconds(opts, "ssh_alive_interval", DEFAULT_ALIVE_INTERVAL),
+    aliveCount: seconds(opts, "ssh_alive_count", DEFAULT_ALIVE_COUNT),
   };
   const port = trimmed(opts, "ssh_port");
   if (port !== undefined) {
@@ -189,6 +247,10 @@ export function sshOptionArgs(s: SshSettings, controlPath?: string): string[] {
   if (s.knownHosts) args.push("-o", `UserKnownHostsFile=${optionValue(s.knownHosts)}`);
   if (s.strictHostKeyChecking) args.push("-o", `StrictHostKeyChecking=${s.strictHostKeyChecking}`);
   args.push(...s.extra);
+  // after ssh_options: ssh keeps the first value, so the operator's -o wins
+  if (s.connectTimeout > 0) args.push("-o", `ConnectTimeout=${s.connectTimeout}`);
+  if (s.aliveInterval > 0) args.push("-o", `ServerAliveInterval=${s.aliveInterval}`);
+  if (s.aliveCount > 0) args.push("-o", `ServerAliveCountMax=${s.aliveCount}`);
   if (controlPath && s.controlPersist > 0) {
     args.push(
       "-o",
@@ -389,10 +451,39 @@ export class SshConnection {
     return displayCommand(words);
   }
 
+  /** The limits in force, for messages: `ssh_connect_timeout 10 s, no answer for 30 s ...`. */
+  limits(): string {
+    const s = this.settings;
+    const parts: string[] = [];
+    if (s.connectTimeout > 0) parts.push(`ssh_connect_timeout ${s.connectTimeout} s`);
+    if (s.aliveInterval > 0) {
+      const count = s.aliveCount > 0 ? s.aliveCount : 3;
+      parts.push(
+        `dropped after ${s.aliveInterval * count} s without an answer (ssh_alive_interval ` +
+          `${s.aliveInterval} x ssh_alive_count ${count})`,
+      );
+    }
+    return parts.length ? parts.join(", ") : "timeouts from your ssh configuration";
+  }
+
   /** The one-line error for a connection that failed. */
   unreachable(res: RunResult): WalmgrError {
-    const detail = sshErrorLine(res) ||
+    let detail = sshErrorLine(res) ||
       `ssh ${res.timedOut ? "timed out" : `exit code ${res.code}`}`;
+    const s = this.settings;
+    if (/timed out|timeout/i.test(detail)) {
+      // say which limit struck: a new connection, or one that stopped answering
+      if (/server not responding|ServerAlive/i.test(detail) && s.aliveInterval > 0) {
+        const count = s.aliveCount > 0 ? s.aliveCount : 3;
+        detail += ` (no answer for ${s.aliveInterval * count} s: ssh_alive_interval ` +
+          `${s.aliveInterval} x ssh_alive_count ${count})`;
+      } else if (s.connectTimeout > 0) {
+        detail += ` (ssh_connect_timeout ${s.connectTimeout} s)`;
+      }
+    } else if (!sshErrorLine(res) && res.code === SSH_CONNECTION_FAILED) {
+      // a shared connection's master that gave up says why on its own stderr, not ours
+      detail = `the ssh connection was lost or not answered (${this.limits()})`;
+    }
     let hint = `check ssh access as this user (${this.checkCommand()}) and the ssh_* settings`;
     if (/host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(detail)) {
       hint = `add the slave's host key to known_hosts (or set ssh_known_hosts); ${hint}`;
@@ -451,14 +542,37 @@ export class SshConnection {
       }
       return res;
     };
-    const res = await attempt();
-    if (this.isConnectionFailure(res) && this.controlPath() && MUX_FAILURE.test(res.stderr)) {
+    let res = await attempt();
+    if (
+      !opts.signal?.aborted && this.isConnectionFailure(res) && this.controlPath() &&
+      MUX_FAILURE.test(res.stderr)
+    ) {
       const line = MUX_FAILURE.exec(res.stderr)?.[0]?.trim() ?? "";
       log.warning(`ssh connection sharing failed (${line}); connecting to ${this.host} directly`);
       this.#controlPath = undefined;
-      return await attempt();
+      res = await attempt();
+    }
+    if (opts.signal?.aborted) {
+      await this.retireMaster();
+      throw abortReason(opts.signal, `ssh to ${this.host}`);
     }
     return res;
+  }
+
+  /**
+   * After an operation over the shared connection ran out of time: tells its
+   * master to take no new sessions (`ssh -O stop`: the sessions it carries go
+   * on, it exits after them), so that the next operation connects afresh
+   * instead of queueing behind a master that may be stuck. Bounded; quiet.
+   */
+  async retireMaster(): Promise<void> {
+    if (!this.controlPath()) return;
+    const res = await runCommand(["ssh", ...this.optionArgs(), "-O", "stop", this.destination], {
+      timeoutMs: RETIRE_MS,
+    }).catch(() => null);
+    log.debug(
+      `ssh -O stop to ${this.host} after a deadline: ${res ? describeExit(res) : "failed"}`,
+    );
   }
 
   /**
@@ -478,7 +592,11 @@ export class SshConnection {
    * Runs `remoteCommand` with its stdout going to the new local file `outPath`
    * (binary-safe; the file is created exclusively). Connection failures throw.
    */
-  async execToFile(remoteCommand: string, outPath: string): Promise<RunResult> {
+  async execToFile(
+    remoteCommand: string,
+    outPath: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<RunResult> {
     // core/process.ts captures stdout as text: let a shell redirect it to the file
     const res = await this.run(() => [
       "/bin/sh",
@@ -487,7 +605,7 @@ export class SshConnection {
       "sh",
       outPath,
       ...this.argv(remoteCommand),
-    ]);
+    ], opts);
     if (this.isConnectionFailure(res)) throw this.connectionError(res);
     return res;
   }
@@ -498,7 +616,11 @@ export class SshConnection {
    * bytes never pass through this process. Connection failures throw. A local
    * file that cannot be opened makes the shell exit 2 with its message.
    */
-  async execFromFile(remoteCommand: string, inPath: string): Promise<RunResult> {
+  async execFromFile(
+    remoteCommand: string,
+    inPath: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<RunResult> {
     const res = await this.run(() => [
       "/bin/sh",
       "-c",
@@ -506,20 +628,23 @@ export class SshConnection {
       "sh",
       inPath,
       ...this.argv(remoteCommand),
-    ]);
+    ], opts);
     if (this.isConnectionFailure(res)) throw this.connectionError(res);
     return res;
   }
 
   /**
    * Starts `remoteCommand` as a long-lived session with piped stdin, stdout and
-   * stderr (the caller reads both outputs and waits for the status).
+   * stderr (the caller reads both outputs and waits for the status). When
+   * `signal` aborts, ssh gets SIGTERM: the session ends, and every wait on its
+   * pipes with it.
    */
-  spawn(remoteCommand: string): Deno.ChildProcess {
+  spawn(remoteCommand: string, signal?: AbortSignal): Deno.ChildProcess {
     const [cmd, ...args] = this.argv(remoteCommand);
     log.debug(`running ${displayCommand([cmd as string, ...args])}`);
+    let child: Deno.ChildProcess;
     try {
-      return new Deno.Command(cmd as string, {
+      child = new Deno.Command(cmd as string, {
         args,
         stdin: "piped",
         stdout: "piped",
@@ -530,13 +655,29 @@ export class SshConnection {
         cause: err,
       });
     }
+    if (signal) {
+      const stop = () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        void this.retireMaster();
+      };
+      if (signal.aborted) stop();
+      else {
+        signal.addEventListener("abort", stop, { once: true });
+        child.status.finally(() => signal.removeEventListener("abort", stop)).catch(() => {});
+      }
+    }
+    return child;
   }
 
   /** `ssh -O check`: true when a shared connection is up. */
   async masterRunning(): Promise<boolean> {
     const cp = this.controlPath();
     if (!cp) return false;
-    const res = await runCommand(["ssh", ...this.optionArgs(), "-O", "check", this.destination]);
+    const res = await runCommand(["ssh", ...this.optionArgs(), "-O", "check", this.destination], {
+      timeoutMs: CONTROL_COMMAND_MS,
+    });
     return res.ok;
   }
 
@@ -546,7 +687,9 @@ export class SshConnection {
    */
   async stopMaster(): Promise<void> {
     if (!this.controlPath()) return;
-    await runCommand(["ssh", ...this.optionArgs(), "-O", "exit", this.destination]);
+    await runCommand(["ssh", ...this.optionArgs(), "-O", "exit", this.destination], {
+      timeoutMs: CONTROL_COMMAND_MS,
+    });
   }
 }
 
@@ -567,7 +710,7 @@ export async function stopControlMasters(dir: string): Promise<void> {
         "-O",
         "exit",
         "walmgr3-control",
-      ])
+      ], { timeoutMs: CONTROL_COMMAND_MS })
     ),
   );
 }

@@ -145,12 +145,15 @@ async function openSession(
   opts: TransportOptions,
   dir: string,
   readOnly: boolean,
+  signal?: AbortSignal,
 ): Promise<TreeWriter> {
   const host = conn.host;
   const where = `${host}:${dir}`;
-  // the directory is a remote word of its own (~ expands on the slave)
+  // the directory is a remote word of its own (~ expands on the slave); the
+  // signal ends ssh, which ends every wait on the session
   const child = conn.spawn(
     `${remoteWalmgrCommand(opts, ["xtree"])} ${remoteWord(dir)}${readOnly ? " read-only" : ""}`,
+    signal,
   );
   const stderr = tail(child.stderr);
   const pipe = child.stdin.getWriter();
@@ -501,9 +504,10 @@ export async function openRemoteTree(
   conn: SshConnection,
   opts: TransportOptions,
   dir: string,
+  signal?: AbortSignal,
 ): Promise<TreeWriter> {
   const path = remoteStoragePath(dir);
-  if (!opts.dryRun) return await openSession(conn, opts, path, false);
+  if (!opts.dryRun) return await openSession(conn, opts, path, false, signal);
   return dryRunTreeWriter(dir, (p) => `${conn.host}:${p}`, async () => {
     const reader = await openSession(conn, opts, path, true);
     try {

@@ -30,11 +30,23 @@ export type ExistingPolicy =
   /** Replace whatever is there (atomically). */
   | "replace";
 
+/**
+ * Options every primitive takes: its deadline. When `signal` aborts the
+ * operation stops (its processes are killed, its session ended) and fails
+ * with the signal's reason (a core/deadline.ts DeadlineError naming what
+ * timed out and the ini key). Without one, remote transports apply
+ * `remote_timeout` to single-file primitives; trees, shippers and runWalmgr
+ * are then bounded by ssh's ServerAlive (a dead link), not by a total time.
+ */
+export interface OpOptions {
+  signal?: AbortSignal;
+}
+
 /** Result of storing a file. */
 export type PutOutcome = "stored" | "identical";
 
 /** Options for {@link Transport.syncTree}. */
-export interface SyncTreeOptions {
+export interface SyncTreeOptions extends OpOptions {
   /** rsync-style exclude patterns, relative to the source root. */
   excludes?: string[];
   /** rsync-style include patterns, applied before `excludes`. */
@@ -70,9 +82,11 @@ export interface FileShipper {
    * Stores the local file `localPath` as `<dir>/<name>` atomically and durably
    * ("identical-ok": an identical file is success, a different one an error),
    * with its SHA-256 sidecar as {@link Transport.putFileWithSum} does.
-   * Calls may overlap; each resolves once its file is durable.
+   * Calls may overlap; each resolves once its file is durable. When
+   * `o.signal` aborts, the call fails with its reason (a remote channel is
+   * then ended: the other calls in flight fail too).
    */
-  put(localPath: string, name: string): Promise<PutOutcome>;
+  put(localPath: string, name: string, o?: OpOptions): Promise<PutOutcome>;
   /** Ends the channel (waits for what is in flight). */
   close(): Promise<void>;
 }
@@ -134,46 +148,66 @@ export interface Transport {
   describe(path: string): string;
 
   /** Information about `path`, or `null` when it does not exist. Symlinks are not followed. */
-  stat(path: string): Promise<FileInfo | null>;
+  stat(path: string, o?: OpOptions): Promise<FileInfo | null>;
   /** Entries of directory `dir` (unsorted), or `null` when it does not exist. */
-  list(dir: string): Promise<FileInfo[] | null>;
+  list(dir: string, o?: OpOptions): Promise<FileInfo[] | null>;
   /** Whole content of a file (throws when missing). */
-  readFile(path: string): Promise<Uint8Array>;
+  readFile(path: string, o?: OpOptions): Promise<Uint8Array>;
   /** Atomically and durably writes `data` to `path`. */
-  writeFile(path: string, data: Uint8Array, policy: ExistingPolicy): Promise<PutOutcome>;
+  writeFile(
+    path: string,
+    data: Uint8Array,
+    policy: ExistingPolicy,
+    o?: OpOptions,
+  ): Promise<PutOutcome>;
   /** Atomically and durably copies the local file `localPath` to `path`. */
-  putFile(localPath: string, path: string, policy: ExistingPolicy): Promise<PutOutcome>;
+  putFile(
+    localPath: string,
+    path: string,
+    policy: ExistingPolicy,
+    o?: OpOptions,
+  ): Promise<PutOutcome>;
   /**
    * putFile with "identical-ok", plus the SHA-256 of the stored bytes in the
    * file's sidecar (core/wal_checksums.ts), durable before this resolves (an
    * archived WAL file). Without it, `transports/put_wal.ts` falls back to
    * hashing on this side and writeFile of the sidecar.
    */
-  putFileWithSum?(localPath: string, path: string): Promise<PutOutcome>;
+  putFileWithSum?(localPath: string, path: string, o?: OpOptions): Promise<PutOutcome>;
   /** Atomically copies `path` to the local file `localPath` (temp name, fsync, rename). */
-  getFile(path: string, localPath: string): Promise<void>;
+  getFile(path: string, localPath: string, o?: OpOptions): Promise<void>;
   /** Renames within the storage (atomic on one filesystem). */
-  rename(from: string, to: string): Promise<void>;
+  rename(from: string, to: string, o?: OpOptions): Promise<void>;
   /** Removes a file, or a directory tree when `recursive`; missing is not an error. */
-  remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
+  remove(path: string, opts?: { recursive?: boolean } & OpOptions): Promise<void>;
   /** `mkdir -p`. */
-  mkdirp(path: string): Promise<void>;
+  mkdirp(path: string, o?: OpOptions): Promise<void>;
   /**
    * Writes `data` at byte `offset` of `path` (creating it, truncating when offset is 0),
    * then extends the file with zeros to `padTo` bytes when it is shorter. Durable.
    */
-  appendAt?(path: string, offset: number, data: Uint8Array, padTo: number): Promise<void>;
+  appendAt?(
+    path: string,
+    offset: number,
+    data: Uint8Array,
+    padTo: number,
+    o?: OpOptions,
+  ): Promise<void>;
   /** Copies the local tree `localDir` into `dir` (rsync semantics: contents of localDir). */
   syncTree?(localDir: string, dir: string, opts: SyncTreeOptions): Promise<void>;
   /**
    * Runs `walmgr3 <slave_config> <args...>` on the storage side (xlock, xrotate, ...).
    * Exit codes are returned, not thrown.
    */
-  runWalmgr?(args: string[], opts?: { stdin?: Uint8Array }): Promise<RemoteResult>;
+  runWalmgr?(args: string[], opts?: { stdin?: Uint8Array } & OpOptions): Promise<RemoteResult>;
   /** Opens a {@link FileShipper} into the storage directory `dir`. */
-  openShipper?(dir: string): Promise<FileShipper>;
-  /** Opens a {@link TreeWriter} on the storage directory `dir` (created when missing). */
-  openTreeWriter?(dir: string): Promise<TreeWriter>;
+  openShipper?(dir: string, o?: OpOptions): Promise<FileShipper>;
+  /**
+   * Opens a {@link TreeWriter} on the storage directory `dir` (created when
+   * missing); when `o.signal` aborts, the writer's session is ended and its
+   * calls fail.
+   */
+  openTreeWriter?(dir: string, o?: OpOptions): Promise<TreeWriter>;
   /** Releases connections (ssh control masters, helper processes). */
   close(): Promise<void>;
 }

@@ -81,7 +81,7 @@ Deno.test("fsutil", async (t) => {
       assert.notEqual(a, b);
       assert.match(
         a,
-        /^\/x\/dir\/\.000000010000000000000001\.walmgr3-tmp\.\d+\.\d+\.[0-9a-f]{8}$/,
+        /^\/x\/dir\/\.000000010000000000000001\.walmgr3-tmp\.(h[0-9a-f]{8}\.)?\d+\.\d+\.[0-9a-f]{8}$/,
       );
       const base = a.slice("/x/dir/".length);
       assert.ok(isTempName(base));
@@ -378,14 +378,17 @@ Deno.test("fsutil", async (t) => {
         assert.deepEqual(await names(d), [temp]);
 
         // a temp of a live process (even an old one) and a young temp of a dead one stay
-        const live = `.000000010000000000000006.walmgr3-tmp.${Deno.pid}.${
-          Date.now() - 7_200_000
-        }.0a0b`;
+        const live = `.000000010000000000000006.walmgr3-tmp.h${
+          parseTempName(temp)?.host
+        }.${Deno.pid}.${Date.now() - 7_200_000}.0a0b`;
         await Deno.writeTextFile(`${d}/${live}`, "live writer");
         const old = new Date(Date.now() - 7_200_000);
         await Deno.utime(`${d}/${live}`, old, old);
         const dead = await deadPid();
-        const young = `.000000010000000000000007.walmgr3-tmp.${dead}.${Date.now()}.0c0d`;
+        // (a name of this host: the pid of a writer on another host is never judged here)
+        const young = `.000000010000000000000007.walmgr3-tmp.h${
+          parseTempName(temp)?.host
+        }.${dead}.${Date.now()}.0c0d`;
         await Deno.writeTextFile(`${d}/${young}`, "young");
         await Deno.writeTextFile(`${d}/.not-ours`, "keep");
         await Deno.utime(`${d}/.not-ours`, old, old);

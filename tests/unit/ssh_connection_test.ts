@@ -133,7 +133,8 @@ Deno.test("ssh argument vector", async (t) => {
       assert.equal(option(argv, "ControlPath"), `${cm}/%C`);
       assert.equal(
         conn.rsh(),
-        "ssh -o BatchMode=yes -p 22 -F /etc/w/ssh_config -o ControlMaster=auto " +
+        "ssh -o BatchMode=yes -p 22 -F /etc/w/ssh_config -o ConnectTimeout=10 " +
+          "-o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o ControlMaster=auto " +
           `-o ControlPersist=60 -o ControlPath=${cm}/%C`,
       );
       assert.equal(conn.checkCommand(), "ssh -p 22 -F /etc/w/ssh_config slave-host true");

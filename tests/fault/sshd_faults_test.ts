@@ -1,0 +1,214 @@
+/**
+ * Fault injection: the slave's sshd frozen (SIGSTOP of the listener and of
+ * every session it serves: a blackholed host, TCP open, nothing answering)
+ * and killed, at seeded random moments of an `xarchive` over the `ssh` and
+ * `rsync` transports, with and without a shared ssh connection.
+ *
+ * Every run is bounded (issue 12, defect 1: before the deadlines, xarchive
+ * stayed blocked as long as the slave was frozen): it ends within the
+ * configured limits with exit 0 (the file stored whole) or exit 1 with one
+ * line naming the slave and the timeout, never above 125, never a partial
+ * file under its final name; once the slave answers again the same file is
+ * archived with identical bytes.
+ *
+ * No PostgreSQL here: xarchive is run by hand on WAL-named files, which is all
+ * archive_command does.
+ */
+
+import { assert, assertEquals } from "../helpers/assert.ts";
+import {
+  faultRandom,
+  freezeSshd,
+  pause,
+  randomBytes,
+  sameBytes,
+  sshdPid,
+  tempLitter,
+  walmgrBounded,
+} from "../helpers/fault.ts";
+import { startSshd } from "../helpers/sshd.ts";
+import type { Sshd } from "../helpers/sshd.ts";
+import { writeIni } from "../helpers/standby.ts";
+import { exists, tempDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
+import type { TempDir } from "../helpers/tmp.ts";
+import { stopControlMasters } from "../../transports/ssh_connection.ts";
+
+/** The limits under test: small, so that the suite stays fast. */
+const LIMITS = {
+  archive_timeout: "8",
+  ssh_connect_timeout: "3",
+  ssh_alive_interval: "1",
+  ssh_alive_count: "3",
+};
+
+/** Longest a bounded xarchive may take here (the limits plus process start-up and kill grace). */
+const BOUND_MS = 30_000;
+
+/** A master ini archiving through `sshd` with `transport`, and the slave's ini and store. */
+async function inis(tmp: TempDir, sshd: Sshd, transport: string) {
+  const store = tmp.join("store");
+  const data = tmp.join("master");
+  await Deno.mkdir(data, { recursive: true });
+  const slaveIni = tmp.join("slave.ini");
+  await writeIni(slaveIni, { walmgr_data: store, completed_wals: `${store}/logs.complete` });
+  await Deno.mkdir(`${store}/logs.complete`, { recursive: true });
+  const ini = tmp.join("master.ini");
+  await writeIni(ini, {
+    master_data: data,
+    slave: sshd.hostAlias,
+    slave_config: slaveIni,
+    transport,
+    ssh_options: `-F ${sshd.sshConfigFile}`,
+    ssh_control_dir: tmp.join("cm"),
+    completed_wals: `${sshd.hostAlias}:${store}/logs.complete`,
+    ...LIMITS,
+  });
+  return { ini, completed: `${store}/logs.complete`, controlDir: tmp.join("cm") };
+}
+
+/** Direct children of `pid`. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) {
+        out.push(Number(e.name));
+      }
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+function segName(n: number): string {
+  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
+/** One error line naming the slave and a timeout. */
+function assertTimeoutLine(stderr: string, host: string, what: string): void {
+  const errors = stderr.split("\n").filter((l) => / ERROR /.test(l));
+  assertEquals(errors.length, 1, `${what}: one ERROR line expected:\n${stderr}`);
+  const line = errors[0] as string;
+  assert(line.includes(host), `${what}: the line names the slave ${host}: ${line}`);
+  assert(
+    /archive_timeout|ssh_connect_timeout|ssh_alive_interval|timed out|Timeout/i.test(line),
+    `${what}: the line names the timeout: ${line}`,
+  );
+}
+
+for (const transport of ["ssh", "rsync"] as const) {
+  Deno.test({
+    name:
+      `fault: ${transport} xarchive with the slave's sshd frozen and killed is bounded and recovers`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      const rnd = faultRandom(`sshd faults ${transport}`);
+      await using tmp = await tempDir(`sshdfault-${transport}`);
+      await using sshd = await startSshd();
+      const { ini, completed, controlDir } = await inis(tmp, sshd, transport);
+      const src = tmp.join("pg_wal");
+      await Deno.mkdir(src);
+      let n = 1;
+      const make = async (size: number) => {
+        const name = segName(n++);
+        await Deno.writeFile(`${src}/${name}`, randomBytes(rnd, size));
+        return name;
+      };
+      const xarchive = (name: string) =>
+        walmgrBounded([ini, "xarchive", `pg_wal/${name}`, name], {
+          boundMs: BOUND_MS,
+          cwd: tmp.path,
+        });
+      const stored = (name: string) => exists(`${completed}/${name}`);
+      let thaw: (() => void) | undefined;
+      try {
+        // a healthy slave: stored (and a shared connection now exists)
+        const first = await make(1024 * 1024);
+        const ok = await xarchive(first);
+        assertEquals(ok.code, 0, ok.stderr);
+        assert(await sameBytes(`${src}/${first}`, `${completed}/${first}`));
+
+        // frozen while a shared connection exists: its master stops hearing the slave
+        const second = await make(2 * 1024 * 1024);
+        thaw = freezeSshd(sshd.dir);
+        const frozen = await xarchive(second);
+        assert(!frozen.hung, `xarchive still blocked after ${BOUND_MS} ms:\n${frozen.stderr}`);
+        assertEquals(frozen.code, 1, frozen.stderr);
+        assertTimeoutLine(frozen.stderr, sshd.hostAlias, "frozen, shared connection");
+        assert(!stored(second), "nothing stored under the final name while frozen");
+
+        // frozen, no shared connection: a new connection gives up (ConnectTimeout)
+        await stopControlMasters(controlDir);
+        const third = await make(512 * 1024);
+        const fresh = await xarchive(third);
+        assert(!fresh.hung, `xarchive still blocked after ${BOUND_MS} ms:\n${fresh.stderr}`);
+        assertEquals(fresh.code, 1, fresh.stderr);
+        assertTimeoutLine(fresh.stderr, sshd.hostAlias, "frozen, new connection");
+        assert(fresh.ms < 20_000, `a new connection to a frozen slave took ${fresh.ms} ms`);
+
+        // the slave answers again: both arrive, byte for byte
+        thaw();
+        thaw = undefined;
+        for (const name of [second, third]) {
+          const res = await xarchive(name);
+          assertEquals(res.code, 0, `${name} after the thaw: ${res.stderr}`);
+          assert(await sameBytes(`${src}/${name}`, `${completed}/${name}`), name);
+        }
+
+        // frozen and killed at random moments of a transfer
+        for (let round = 0; round < 4; round++) {
+          const name = await make(rnd.int(4, 24) * 1024 * 1024);
+          const kill = rnd.next() < 0.5;
+          if (rnd.next() < 0.3) await stopControlMasters(controlDir);
+          const running = xarchive(name);
+          await pause(rnd.int(0, 400));
+          const listener = sshdPid(sshd.dir);
+          if (kill) {
+            // the per-connection sshd processes die (connection reset); the listener
+            // stays for the retry, the slave's side of the transfer sees its input end
+            for (const p of childrenOf(listener)) {
+              try {
+                Deno.kill(p, "SIGKILL");
+              } catch { /* gone */ }
+            }
+          } else {
+            thaw = freezeSshd(sshd.dir);
+          }
+          const res = await running;
+          const how = `${kill ? "killed" : "frozen"} round ${round}`;
+          assert(!res.hung, `${how}: still blocked after ${BOUND_MS} ms:\n${res.stderr}`);
+          assert(res.code === 0 || res.code === 1, `${how}: exit ${res.code}\n${res.stderr}`);
+          if (res.code === 0) {
+            assert(await sameBytes(`${src}/${name}`, `${completed}/${name}`), `${how}: bytes`);
+          } else {
+            assert(!stored(name), `${how}: a failed xarchive left ${name} under its final name`);
+            if (!kill) assertTimeoutLine(res.stderr, sshd.hostAlias, how);
+          }
+          thaw?.();
+          thaw = undefined;
+          // as PostgreSQL does: retry (the first attempt may still meet the dying shared
+          // connection of a killed session, which fails at once with exit 1)
+          let again = await xarchive(name);
+          for (let i = 0; i < 3 && again.code !== 0; i++) {
+            assertEquals(again.code, 1, `${how}: retry exit code: ${again.stderr}`);
+            await pause(500);
+            again = await xarchive(name);
+          }
+          assertEquals(again.code, 0, `${how}: the retry: ${again.stderr}`);
+          assert(await sameBytes(`${src}/${name}`, `${completed}/${name}`), `${how}: retry bytes`);
+        }
+        // the slave's side of every cut transfer removed its temporary file
+        await waitFor(() => tempLitter(completed).length === 0, {
+          timeoutMs: 20_000,
+          what: `no temporary files left in ${completed} (${tempLitter(completed).join(" ")})`,
+        });
+      } finally {
+        thaw?.();
+        await stopControlMasters(controlDir);
+      }
+    },
+  });
+}
