@@ -11,6 +11,9 @@
  * - the round trip: the switched segment is not archived within check_timeout
  *   (a different file already holds its name, so xarchive refuses it);
  * - the slave is unreachable (the ssh port is closed).
+ *
+ * `status --json` over ssh (the slave's walmgr3 reads its storage) validates
+ * against docs/status.schema.json, also with the slave unreachable.
  */
 
 import { writeArchiveInis } from "../helpers/archive_inis.ts";
@@ -19,10 +22,14 @@ import { type Cluster, freePort, hasDebianPg, startCluster } from "../helpers/cl
 import { startSshd } from "../helpers/sshd.ts";
 import { show, WALMGR } from "../helpers/standby.ts";
 import { TcpProxy } from "../helpers/tcp_proxy.ts";
-import { run, type RunResult, tempDir } from "../helpers/tmp.ts";
+import { projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { stopControlMasters } from "../../transports/ssh_connection.ts";
 import type { CheckReport } from "../../core/check_result.ts";
+import type { StatusReport } from "../../core/status_model.ts";
+import { validateJson } from "../helpers/json_schema.ts";
+
+const schema = JSON.parse(await Deno.readTextFile(`${projectRoot}/docs/status.schema.json`));
 
 const MASTER_CHECKS = [
   "config",
@@ -50,6 +57,15 @@ async function checkFails(ini: string): Promise<string[]> {
   const res = await check(ini);
   assertEquals(res.code, 1, `check should fail:\n${show(res)}`);
   return res.stdout.trimEnd().split("\n");
+}
+
+/** status --json, validated against docs/status.schema.json. */
+async function statusJson(ini: string): Promise<StatusReport> {
+  const res = await run([WALMGR, ini, "status", "--json"], { timeoutMs: 120_000 });
+  assertEquals(res.code, 0, show(res));
+  const report = JSON.parse(res.stdout);
+  assertEquals(validateJson(schema, report), [], res.stdout);
+  return report;
 }
 
 function line(lines: string[], prefix: string): string {
@@ -110,6 +126,12 @@ Deno.test({
       assertEquals(report.ok, true);
       assertEquals(report.checks.map((c) => c.name), MASTER_CHECKS);
       assert(report.checks.every((c) => c.status === "ok" && c.durationMs >= 0));
+      // status over ssh: the slave's walmgr3 reads its storage (xstatus)
+      const st = await statusJson(ini);
+      assertEquals(st.archive?.directory, `${sshd.hostAlias}:${completed}`);
+      assertEquals([st.backups?.length, st.backups?.[0]?.walComplete], [1, true]);
+      assert((st.backups?.[0]?.sizeBytes ?? 0) > 1_000_000, "sizes measured on the slave");
+      assertEquals(st.problems, []);
     });
 
     await t.step("archive_command written to postgresql.conf but not reloaded", async () => {
@@ -193,6 +215,10 @@ Deno.test({
         line(lines, `skipped: ${name}: needs `);
       }
       assert(Date.now() - started < 60_000, "bounded");
+      // status still reports what it can
+      const st = await statusJson(ini);
+      assertEquals([st.backups, st.archive, st.master?.reachable], [null, null, true]);
+      assertMatch(st.problems.join("\n"), /^storage: /m);
     });
   } finally {
     proxy.stop();
