@@ -10,7 +10,8 @@
  *   (`completed_wals/<start WAL>.<offset>.backup`, which PostgreSQL archives when
  *   a backup taken on the primary ends; the master's clock) when its zone can be
  *   read (UTC, GMT or a numeric offset: PostgreSQL writes the `log_timezone`
- *   abbreviation, and CEST or EST are ambiguous), else the modification time of
+ *   abbreviation, and CEST or EST are ambiguous; written to the second, so the
+ *   end is taken as the next second), else the modification time of
  *   its `backup_manifest` (written on the slave right after the backup ended:
  *   an upper bound, on the slave's clock). The manifest itself records no time.
  *
@@ -109,8 +110,9 @@ async function pointOf(
     }
     const t = history.stopTime ? parseServerTime(history.stopTime) : null;
     if (t !== null) {
-      point.endTimeUs = t;
-      point.endTimeFrom = `STOP TIME of ${history.file}`;
+      // written to the second: the backup ended before the next one
+      point.endTimeUs = t + 1_000_000;
+      point.endTimeFrom = `STOP TIME ${history.stopTime} of ${history.file}, to the second`;
     }
   }
   if (point.endTimeUs === undefined) {
