@@ -48,14 +48,31 @@ export function shScript(script: string, words: string[]): string {
 
 export { trimSlash };
 
+/**
+ * `-s` (`--protect-args`, called `--secluded-args` since rsync 3.2.7): file
+ * names travel inside rsync's protocol, so the slave's shell never splits or
+ * expands a remote path (spaces, quotes, `$(...)` stay literal). rsync 3.2.4
+ * and later protect arguments by default; older ones (Debian 11's 3.2.3,
+ * RHEL 7's 3.1.2) do not, so walmgr3 always asks. Needs rsync 3.0 or later on
+ * both hosts; a leading `~/` is still the remote user's home (rsync expands
+ * it itself).
+ */
+export const RSYNC_PROTECT_ARGS = "-s";
+
 /** A local path for rsync: absolute, or `./` so that a `:` is never read as a host. */
 export function rsyncLocalArg(p: string): string {
   return p.startsWith("/") ? p : `./${p}`;
 }
 
-/** `host:path` for rsync (IPv6 addresses keep their brackets). */
+/**
+ * `host:path` for rsync (IPv6 addresses keep their brackets). With
+ * {@link RSYNC_PROTECT_ARGS} no shell expands the path on the slave: `~/x`
+ * becomes `x` (relative paths are taken from the login directory, the remote
+ * user's home), `~` becomes `.`.
+ */
 export function rsyncRemote(host: string, path: string): string {
-  return `${host}:${safePath(path)}`;
+  const p = path === "~" ? "." : path.startsWith("~/") ? path.slice(2) || "." : path;
+  return `${host}:${safePath(p)}`;
 }
 
 /** The argument vector of a tree copy (exported for tests). */
@@ -65,7 +82,7 @@ export function rsyncTreeRemoteArgv(
   dir: string,
   o: SyncTreeOptions,
 ): string[] {
-  const argv = ["rsync", "-a"];
+  const argv = ["rsync", "-a", RSYNC_PROTECT_ARGS];
   if (conn.settings.compression) argv.push("-z");
   argv.push("-e", conn.rsh(), `--rsync-path=${shScript(TREE, [remoteWord(trimSlash(dir))])}`);
   if (o.delete) argv.push("--delete");

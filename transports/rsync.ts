@@ -44,7 +44,11 @@
  * - runWalmgr: `ssh host '<remote_walmgr> <slave_config> <args>'`.
  *
  * rsync exit code 24 (source files vanished) counts as success for trees. Exit
- * 255 (ssh could not connect) becomes "cannot reach slave ...".
+ * 255 (ssh could not connect) becomes "cannot reach slave ...". Every rsync
+ * run gets `-s` (`--protect-args`, {@link RSYNC_PROTECT_ARGS}): the remote
+ * path reaches the slave's rsync literally, never split or expanded by its
+ * shell, also where rsync is older than 3.2.4 (rsync 3.0 or later on both
+ * hosts).
  *
  * @module
  */
@@ -61,6 +65,7 @@ import {
   createRemoteTransport,
   differentError,
   remoteFailure,
+  RSYNC_PROTECT_ARGS,
   rsyncLocalArg,
   rsyncRemote,
   shScript,
@@ -296,6 +301,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
     const res = await conn.run(() => [
       "rsync",
       "-a",
+      RSYNC_PROTECT_ARGS,
       "-z",
       "-e",
       conn.rsh(),
@@ -344,6 +350,7 @@ export function createRsyncTransport(opts: TransportOptions): Transport {
       res = await conn.run(() => [
         "rsync",
         "-a",
+        RSYNC_PROTECT_ARGS,
         "-z",
         "-e",
         conn.rsh(),
