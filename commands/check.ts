@@ -32,8 +32,7 @@ export const checkCommands: CommandSpec[] = [
     role: "both",
     minArgs: 0,
     maxArgs: 0,
-    summary: "is archiving working right now? one line per check (ok / FAILED: what — what to " +
-      "do), exit 1 when one fails; --json",
+    summary: "is archiving working right now? one line per check, exit 1 when one fails; --json",
     async run(ctx) {
       if (ctx.dryRun) throw new WalmgrError("check only reads: run it without -n/--not-really");
       const timeoutMs = partTimeoutMs(ctx);

@@ -61,7 +61,7 @@ export const statusCommands: CommandSpec[] = [
     minArgs: 0,
     maxArgs: 1,
     summary: "the archive at a glance: backups, WAL per timeline, recoverable window, archiver, " +
-      "queue, replay; --json, --prometheus [FILE]",
+      "queue, replay",
     async run(ctx, args) {
       if (args.length > 0 && ctx.options.prometheus === undefined) {
         throw new UsageError("status takes no argument (a FILE only with --prometheus)");

@@ -14,6 +14,7 @@ import { WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
 import { describeExit, lastLine, runCommand } from "./process.ts";
+import { waitNotice } from "./progress.ts";
 
 /** What `postmaster.pid` says, checked against the process table. */
 export type PostmasterState =
@@ -71,12 +72,22 @@ export async function postmasterState(dataDir: string): Promise<PostmasterState>
 
 /** Waits until no postmaster runs on `dataDir`; false when one still runs after `timeoutMs`. */
 export async function waitPostmasterGone(dataDir: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while ((await postmasterState(dataDir)).running) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 200));
+  const start = Date.now();
+  const deadline = start + timeoutMs;
+  // a stop that takes more than 2 s says what it waits for (core/progress.ts)
+  let endNotice: (() => void) | undefined;
+  try {
+    while ((await postmasterState(dataDir)).running) {
+      if (Date.now() >= deadline) return false;
+      if (!endNotice && Date.now() - start >= 2000) {
+        endNotice = waitNotice(`the server on ${dataDir} to stop`, Math.round(timeoutMs / 1000));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return true;
+  } finally {
+    endNotice?.();
   }
-  return true;
 }
 
 /**
