@@ -160,7 +160,8 @@ export class Logger {
         return 100;
       }
     })();
-    const shown = text === null ? "" : text.slice(0, Math.max(10, cols - 1));
+    // no width known (0 columns): keep the whole line
+    const shown = text === null ? "" : cols >= 20 ? text.slice(0, cols - 1) : text;
     try {
       writeAllSync(Deno.stderr, encoder.encode(`\r${shown}\x1b[K`));
       this.#transient = text !== null;
