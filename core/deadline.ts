@@ -20,7 +20,8 @@
  * sets the limit. `0` turns a kind off (ssh's ConnectTimeout and ServerAlive
  * still bound a dead link, see transports/ssh_connection.ts).
  *
- * Timers are unref'd: a pending deadline never keeps a process alive.
+ * Dispose of a {@link Deadline} (`using`) when its operation ends: its timer
+ * keeps the process alive until then (main.ts exits explicitly anyway).
  *
  * @module
  */
@@ -110,12 +111,10 @@ export class Deadline implements Disposable {
     hint?: string,
   ) {
     if (seconds > 0) {
-      const timer = setTimeout(
+      this.#timer = setTimeout(
         () => this.#controller.abort(new DeadlineError(what, seconds, key, hint)),
         Math.max(1, Math.round(seconds * 1000)),
       );
-      Deno.unrefTimer(timer);
-      this.#timer = timer;
     }
     this.#parent = parent;
     if (parent) {
