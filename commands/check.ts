@@ -17,6 +17,7 @@ import {
   formatCheckLine,
   formatCheckSummary,
 } from "../core/check_result.ts";
+import { withTimeout } from "../core/bounded.ts";
 import { WalmgrError } from "../core/errors.ts";
 import type { StorageStatus } from "../core/status_storage.ts";
 import type { CommandSpec } from "../plugins/registry.ts";
@@ -46,7 +47,11 @@ export const checkCommands: CommandSpec[] = [
         runner,
         timeoutMs,
         storage: () => {
-          storage ??= collectStorageStatus(ctx, false);
+          storage ??= withTimeout(
+            "reading the slave's storage",
+            timeoutMs,
+            (signal) => collectStorageStatus(ctx, false, signal),
+          );
           return storage;
         },
       };

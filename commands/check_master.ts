@@ -125,9 +125,10 @@ async function checkWritable(
   dir: string,
   what: string,
   ini: string,
+  signal: AbortSignal,
 ): Promise<string> {
   const t = loc.transport;
-  const st = await t.stat(dir);
+  const st = await t.stat(dir, { signal });
   if (st === null) {
     throw new CheckFailed(
       `${what} ${t.describe(dir)} does not exist`,
@@ -142,7 +143,7 @@ async function checkWritable(
   }
   const probe = `${dir.replace(/\/+$/, "")}/${probeName()}`;
   try {
-    await t.writeFile(probe, new TextEncoder().encode("walmgr3 check\n"), "replace");
+    await t.writeFile(probe, new TextEncoder().encode("walmgr3 check\n"), "replace", { signal });
   } catch (err) {
     throw new CheckFailed(
       `cannot write in ${what} ${t.describe(dir)}: ${errorMessage(err)}`,
@@ -151,7 +152,7 @@ async function checkWritable(
     );
   }
   try {
-    await t.remove(probe);
+    await t.remove(probe, { signal });
   } catch (err) {
     throw new CheckFailed(
       `cannot remove a file from ${what} ${t.describe(dir)}: ${errorMessage(err)}`,
@@ -325,10 +326,10 @@ async function runStorageChecks(env: CheckEnv): Promise<void> {
   const { ctx, runner } = env;
   const ini = ctx.config.file;
   const wals = await ctx.location("completed_wals");
-  await runner.run("slave", async () => {
+  await runner.run("slave", async (signal) => {
     const t = wals.transport;
     try {
-      await t.stat(wals.path);
+      await t.stat(wals.path, { signal });
     } catch (err) {
       throw new CheckFailed(
         `cannot reach the slave's storage ${wals.display} through ${t.name}: ${errorMessage(err)}`,
@@ -342,11 +343,11 @@ async function runStorageChecks(env: CheckEnv): Promise<void> {
       : `the slave answers through ${t.name} (${wals.display})`;
   });
   for (const key of ["completed_wals", "partial_wals", "full_backup"] as const) {
-    await runner.run(key, async () => {
+    await runner.run(key, async (signal) => {
       const loc = await ctx.location(key);
       const dir = key === "full_backup" ? dirname(loc.path.replace(/\/+$/, "")) : loc.path;
       const what = key === "full_backup" ? "the directory of full_backup" : key;
-      return await checkWritable(loc, dir, what, ini);
+      return await checkWritable(loc, dir, what, ini, signal);
     }, { needs: ["slave"] });
   }
   await runner.run("free_space", async () => {
@@ -407,7 +408,7 @@ async function roundTrip(
     if (performance.now() - started > limitMs) {
       const queued = readyFiles(masterData);
       const a = await readArchiver(db).catch(() => null);
-      const there = await t.stat(path).catch(() => null);
+      const there = await t.stat(path, { signal }).catch(() => null);
       throw new CheckFailed(
         `${name} (switched to at ${new Date().toISOString()}) was not archived to ` +
           `${wals.display} within ${Math.round(limitMs / 1000)} s` +
@@ -421,7 +422,7 @@ async function roundTrip(
     await sleepFor(delay, signal);
     delay = Math.min(delay * 2, 1000);
   }
-  if (!(await t.stat(path))?.isFile) {
+  if (!(await t.stat(path, { signal }))?.isFile) {
     throw new CheckFailed(
       `PostgreSQL archived ${name}, but it is not in ${wals.display}`,
       "archive_command stores it elsewhere: compare it with this ini's completed_wals, run setup",
@@ -442,7 +443,7 @@ async function roundTrip(
   let how = "its checksum sidecar";
   try {
     archived = parseWalSum(
-      new TextDecoder().decode(await t.readFile(walSumPath(wals.path, name))),
+      new TextDecoder().decode(await t.readFile(walSumPath(wals.path, name), { signal })),
       name,
     );
   } catch {
@@ -451,7 +452,7 @@ async function roundTrip(
   if (archived === null) {
     how = "the archived file";
     const { createHash } = await import("node:crypto");
-    archived = createHash("sha256").update(await t.readFile(path)).digest("hex");
+    archived = createHash("sha256").update(await t.readFile(path, { signal })).digest("hex");
   }
   if (archived !== local) {
     throw new CheckFailed(

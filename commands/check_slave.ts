@@ -182,10 +182,10 @@ export async function runSlaveChecks(env: CheckEnv): Promise<void> {
   }
 
   const wals = await ctx.location("completed_wals");
-  await runner.run("control_files", async () => {
+  await runner.run("control_files", async (signal) => {
     const found: string[] = [];
     for (const f of ["STOP", "PAUSE"]) {
-      if ((await wals.transport.stat(`${wals.path}/${f}`)) !== null) found.push(f);
+      if ((await wals.transport.stat(`${wals.path}/${f}`, { signal })) !== null) found.push(f);
     }
     if (found.includes("STOP")) {
       throw new CheckFailed(

@@ -100,6 +100,7 @@ export function parseStorageStatus(text: string): StorageStatus {
 export async function collectStorageStatus(
   ctx: CommandContext,
   withSizes: boolean,
+  signal?: AbortSignal,
 ): Promise<StorageStatus> {
   const full = await ctx.location("full_backup");
   const wals = await ctx.location("completed_wals");
@@ -113,7 +114,10 @@ export async function collectStorageStatus(
   }
   const t = wals.transport;
   if (t.runWalmgr && !ctx.dryRun) {
-    const res = await t.runWalmgr(["xstatus", ...(withSizes ? [] : ["quick"])]);
+    const res = await t.runWalmgr(
+      ["xstatus", ...(withSizes ? [] : ["quick"])],
+      signal ? { signal } : {},
+    );
     if (res.code !== 0) {
       const why = res.stderr.trim().split("\n").pop() ?? "";
       throw new WalmgrError(
@@ -360,7 +364,7 @@ export async function storageOrNull(
     const st = await withTimeout(
       "the slave's storage",
       partTimeoutMs(ctx) * (withSizes ? 2 : 1),
-      () => collectStorageStatus(ctx, withSizes),
+      (signal) => collectStorageStatus(ctx, withSizes, signal),
     );
     problems.push(...st.problems.map((p) => `storage: ${p}`));
     return st;

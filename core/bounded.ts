@@ -1,57 +1,42 @@
 /**
- * Work with a deadline: `check` and `status` run every probe (SQL, a transport
- * call, a wait) under {@link withTimeout}, so that one hung piece (a slave that
- * does not answer, a server that does not accept connections) costs at most its
- * time and never the whole command.
+ * Work with a deadline for `check` and `status`: every probe (SQL, a
+ * transport call, a wait) runs under {@link withTimeout}, so that one hung
+ * piece (a slave that does not answer, a server that does not accept
+ * connections) costs at most its time and never the whole command. Built on
+ * core/deadline.ts; the limit is `check_timeout`.
  *
  * The work gets an `AbortSignal` that aborts when the time is up: pass it on to
- * what accepts one (a query, a child process) so that the work itself stops too.
- * Work that ignores it keeps running in the background; its result is dropped.
+ * what accepts one (a query, a transport primitive, a child process) so that
+ * the work itself stops too. Work that ignores it goes on in the background;
+ * its result is dropped.
  *
  * @module
  */
 
-import { WalmgrError } from "./errors.ts";
+import { Deadline, DeadlineError, raceSignal } from "./deadline.ts";
 
-/** The time of some work ran out. */
-export class TimeoutError extends WalmgrError {
-  constructor(what: string, readonly ms: number) {
-    super(`${what}: no answer within ${formatSeconds(ms)}`);
-    this.name = "TimeoutError";
-  }
-}
-
-function formatSeconds(ms: number): string {
-  if (ms < 1000) return `${ms} ms`;
-  const s = ms / 1000;
-  return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
-}
+export { DeadlineError };
 
 /**
- * Runs `work` with a deadline of `ms` milliseconds; throws {@link TimeoutError}
- * (naming `what`) when it has not settled by then, after aborting its signal.
+ * Runs `work` with a deadline of `ms` milliseconds; rejects with a
+ * {@link DeadlineError} (`<what> timed out after N s (<key>)`) when it has not
+ * settled by then, after aborting its signal.
  */
 export async function withTimeout<T>(
   what: string,
   ms: number,
   work: (signal: AbortSignal) => Promise<T>,
+  key = "check_timeout",
 ): Promise<T> {
-  const ac = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = new TimeoutError(what, ms);
-      ac.abort(err);
-      reject(err);
-    }, ms);
-  });
-  const running = work(ac.signal);
-  // the work's own failure after the deadline must not become an unhandled rejection
-  running.catch(() => {});
+  using d = new Deadline(what, ms / 1000, key, undefined, "");
+  // Deadline's own timer is unref'd; this one keeps the process alive until the
+  // deadline fires even when the work holds nothing open (it would else end
+  // with "promise resolution is still pending")
+  const keepAlive = setTimeout(() => {}, ms + 50);
   try {
-    return await Promise.race([running, expired]);
+    return await raceSignal(work(d.signal), d.signal, what);
   } finally {
-    clearTimeout(timer);
+    clearTimeout(keepAlive);
   }
 }
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { TimeoutError, withTimeout } from "./bounded.ts";
+import { DeadlineError, withTimeout } from "./bounded.ts";
 import { errorMessage } from "./errors.ts";
 
 /** How one check ended. */
@@ -135,7 +135,7 @@ export class CheckRunner {
     } catch (err) {
       if (err instanceof CheckFailed) return done("failed", err.message, err.fix);
       if (err instanceof CheckSkipped) return done("skipped", err.message);
-      if (err instanceof TimeoutError) return done("failed", err.message, this.#timeoutFix);
+      if (err instanceof DeadlineError) return done("failed", err.message, this.#timeoutFix);
       return done("failed", errorMessage(err), "see the message; run with -v for details");
     }
   }

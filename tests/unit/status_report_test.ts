@@ -315,7 +315,7 @@ Deno.test("check: each check is bounded, failures say what to do, needs skip", a
   assertEquals(seen.map(formatCheckLine), [
     "ok: a: fine",
     "FAILED: b: broken — fix it",
-    "FAILED: c: the c check: no answer within 100 ms — find out what hangs, or raise check_timeout",
+    "FAILED: c: the c check timed out after 0.1 s (check_timeout) — find out what hangs, or raise check_timeout",
     "skipped: d: needs b, which did not pass",
     "skipped: e: not here",
     "FAILED: f: boom — see the message; run with -v for details",
