@@ -13,6 +13,7 @@
  * @module
  */
 
+import { mountFaultTmpfs } from "./helpers/fault_mounts.ts";
 import { pgCacheDir } from "./helpers/install_pg.ts";
 import {
   exists,
@@ -344,6 +345,12 @@ async function main(): Promise<number> {
       a === projectRoot || a.startsWith(projectRoot + "/") ? proj + a.slice(projectRoot.length) : a
     );
     say(`running as root: tests run as ${userName} in ${proj}`);
+    // small filesystems for the fault suite's disk-full cases (mounting needs root)
+    const testUser = lookupUser(userName);
+    const mounts = script || !testUser
+      ? null
+      : await mountFaultTmpfs(stageDir, testUser.uid, testUser.gid, say);
+    if (mounts) env.WALMGR3_FAULT_TMPFS = mounts.dir;
     try {
       const childEnv = Deno.env.toObject();
       // root's own caches and paths mean nothing to the test user
@@ -357,6 +364,7 @@ async function main(): Promise<number> {
         { cwd: proj, env: childEnv, clearEnv: true },
       );
     } finally {
+      await mounts?.unmount();
       if (keepTemp()) say(`kept ${stageDir} (WALMGR3_KEEP_TMP)`);
       else if (script && args.includes("--keep")) say(`kept ${stageDir} (--keep)`);
       else await removeTree(stageDir);

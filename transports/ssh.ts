@@ -149,7 +149,15 @@ export function createSshTransport(opts: TransportOptions): Transport {
 
   function putOutcome(path: string, res: RunResult, what: string): PutOutcome {
     if (res.code === REMOTE_EXIT.DIFFERENT) throw differentError(describe(path));
-    if (!res.ok) throw failure(`${what} ${path}`, res);
+    if (!res.ok) {
+      // the slave's `cat` says why it could not write (a full disk) on the same stderr
+      const cat = /^cat: (.*)$/m.exec(res.stderr)?.[1]?.trim();
+      const msg = remoteMessage(res);
+      if (cat && !msg.includes(cat)) {
+        throw remoteFailure(host, `${what} ${path}`, `${msg || "failed"} (cat: ${cat})`, res);
+      }
+      throw failure(`${what} ${path}`, res);
+    }
     // the slave's walmgr3 logs warnings (a replaced sidecar) to its stderr
     for (const line of res.stderr.split("\n")) {
       const m = / WARNING (.*)$/.exec(line);
