@@ -13,7 +13,7 @@ import {
 } from "../../core/backup_lock.ts";
 import { displaySql } from "../../commands/backup.ts";
 import { backupApi } from "../../core/pg_versions.ts";
-import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
+import { assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
 
 const PG15_LABEL = `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
 CHECKPOINT LOCATION: 0/2000060
