@@ -197,6 +197,8 @@ export async function runHowto(o: HowtoOptions): Promise<HowtoResult> {
     const backup = await wm([masterIni, "backup"]);
     const backupOutput = backup.stdout + backup.stderr;
     await proveBackup(`${walmgrData}/data.master`, `${walmgrData}/logs.complete`, master.version);
+    // walmgr3's own proof, on every major (18's version-2 manifest included)
+    await walmgr([slaveIni, "verify"]);
 
     o.step("edit config.backup/postgresql.conf: hot_standby = on, port = <slave port>");
     const slavePort = master.port + 1 + Math.floor(Math.random() * 50);
