@@ -27,9 +27,9 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { ManifestFile } from "../core/backup_manifest.ts";
 import { errorMessage, errorReason, isNotFound, WalmgrError } from "../core/errors.ts";
+import { type HashPool, openHashPool, type StreamHash } from "../core/hash_pool.ts";
 import { stallPoint } from "../core/test_hooks.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import type { Transport, TreeEntry, TreeWriter } from "../transports/types.ts";
@@ -141,7 +141,7 @@ export interface CopyStats {
 async function* readChunks(
   file: Deno.FsFile,
   item: FileItem,
-  hash: ReturnType<typeof createHash>,
+  hash: StreamHash,
   onBytes?: (n: number) => void,
 ): AsyncGenerator<Uint8Array> {
   let left = item.size;
@@ -158,19 +158,24 @@ async function* readChunks(
     // a file that shrank while we read it is padded with zeros, as pg_basebackup does;
     // WAL replay from the backup's start rewrites those blocks
     if (got < want.length) want.fill(0, got);
-    hash.update(want);
+    await hash.update(want);
     left -= want.length;
     yield want;
     onBytes?.(want.length);
   }
 }
 
-/** Copies one file; returns its manifest entry, or null when it vanished before it was opened. */
+/**
+ * Copies one file; returns its manifest entry (once the hashing worker has the
+ * digest: the caller goes on with the next file meanwhile), or null when it
+ * vanished before it was opened.
+ */
 async function copyFile(
   w: TreeWriter,
   item: FileItem,
+  pool: HashPool,
   onBytes?: (n: number) => void,
-): Promise<ManifestFile | null> {
+): Promise<{ entry: Promise<ManifestFile> } | null> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(item.src, { read: true });
@@ -182,7 +187,7 @@ async function copyFile(
     }
     throw new WalmgrError(`cannot read ${item.src}: ${errorReason(err)}`, { cause: err });
   }
-  const hash = createHash("sha256");
+  const hash = pool.stream(item.size);
   try {
     await w.writeFile(item.rel, item.size, readChunks(file, item, hash, onBytes), {
       mode: item.mode,
@@ -191,7 +196,14 @@ async function copyFile(
   } finally {
     file.close();
   }
-  return { path: item.rel, size: item.size, mtimeSec: item.mtimeSec, sha256: hash.digest("hex") };
+  const entry = hash.digest().then((sha256) => ({
+    path: item.rel,
+    size: item.size,
+    mtimeSec: item.mtimeSec,
+    sha256,
+  }));
+  entry.catch(() => {}); // awaited by the caller; never an unhandled rejection meanwhile
+  return { entry };
 }
 
 /** Runs `fn` over `items` with at most `width` at a time; stops at the first failure. */
@@ -290,15 +302,23 @@ export async function copyTree(
       o.onBytes?.(it.size);
       return;
     }
-    const m = await copyFile(w, it, o.onBytes);
+    const m = await copyFile(w, it, pool, o.onBytes);
     if (m) {
-      entries.set(it.rel, m);
+      digests.push(m.entry.then((e) => void entries.set(it.rel, e)));
       stats.copied++;
       stats.bytesCopied += it.size;
     }
   };
-  await inParallel(files, o.width, one);
-  if (last) await one(last);
+  const pool = openHashPool();
+  const digests: Promise<void>[] = [];
+  try {
+    await inParallel(files, o.width, one);
+    if (last) await one(last);
+    await Promise.all(digests);
+  } finally {
+    await Promise.allSettled(digests);
+    pool.close();
+  }
   const out: ManifestFile[] = [];
   for (const it of plan.items) {
     const m = it.kind === "file" ? entries.get(it.rel) : undefined;
