@@ -73,7 +73,7 @@ config_backup        = %(slave)s:%(walmgr_data)s/config.backup
 #ssh_alive_count     = 3
 # seconds one WAL file may take (xarchive then exits 1), and any other single
 # operation on the slave's storage (0 = no limit)
-#archive_timeout     = 60
+#wal_file_timeout    = 60
 #remote_timeout      = 300
 # walmgr3 on the slave host (default: the same path as on this host)
 #remote_walmgr       = /usr/local/bin/walmgr3
@@ -177,7 +177,7 @@ archive_command      =
 #xrestore_wait_timeout = 0
 # seconds one attempt to copy a WAL file may take (a hung disk: retried, then
 # recovery stops in archive-fed mode; the standby asks again in streaming mode)
-#archive_timeout     = 60
+#wal_file_timeout    = 60
 #hook_timeout        = 60
 #backup_fast_checkpoint = 1
 #backup_wal_timeout  = 60

@@ -7,7 +7,7 @@
  * with its SHA-256 sidecar (transports/put_wal.ts).
  * Every failure exits 1, never above 125: PostgreSQL restarts its archiver on
  * such codes instead of retrying the file. The store runs under
- * `archive_timeout` (core/deadline.ts, default 60 s): a slave that stops
+ * `wal_file_timeout` (core/deadline.ts, default 60 s): a slave that stops
  * answering fails it with one line naming the slave and the timeout, never a
  * hang of PostgreSQL's archiver. A missing `completed_wals` directory is named
  * as such, with `setup` as the fix.
@@ -102,7 +102,7 @@ async function asyncQueue(
 }
 
 /**
- * Stores `src` as `dest` (with its sidecar) under `archive_timeout`; a failure
+ * Stores `src` as `dest` (with its sidecar) under `wal_file_timeout`; a failure
  * caused by a missing `completed_wals` is said so (with `setup` as the fix).
  */
 async function store(
@@ -113,13 +113,13 @@ async function store(
   name: string,
 ): Promise<"stored" | "identical"> {
   const t = loc.transport;
-  const seconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.archive);
+  const seconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.walFile);
   using d = new Deadline(
     `storing ${name} in ${t.describe(dest)}`,
     seconds,
-    DEADLINES.archive.key,
+    DEADLINES.walFile.key,
     undefined,
-    `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.archive.key}`,
+    `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.walFile.key}`,
   );
   try {
     return await raceSignal(putWalFile(t, src, dest, { signal: d.signal }), d.signal);
@@ -128,7 +128,7 @@ async function store(
     // only now, on the failure path: is the directory itself missing?
     let missing = false;
     try {
-      using probe = new Deadline("checking completed_wals", 10, DEADLINES.archive.key);
+      using probe = new Deadline("checking completed_wals", 10, DEADLINES.walFile.key);
       missing = (await raceSignal(t.stat(loc.path, { signal: probe.signal }), probe.signal)) ===
         null;
     } catch { /* cannot tell: the original error says more */ }

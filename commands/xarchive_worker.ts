@@ -22,7 +22,7 @@
  *   master stopped archiving), even while WAL keeps being queued.
  * - SIGTERM or SIGINT (`walmgr3 <ini> stop`): it ships no new file, waits for the
  *   files in flight, and exits.
- * - Each file is stored under `archive_timeout` (core/deadline.ts): a slave
+ * - Each file is stored under `wal_file_timeout` (core/deadline.ts): a slave
  *   that stops answering fails it (and ends the ssh session) with one line
  *   naming the slave and the timeout.
  * - The spool removed under it (by hand, or /tmp cleaned) ends it with one
@@ -158,7 +158,7 @@ async function work(
     1000;
   const startedAt = Date.now();
   const destination = ctx.config.getString("completed_wals");
-  const archiveSeconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.archive);
+  const archiveSeconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.walFile);
   const loc = await ctx.location("completed_wals");
   let opening: Promise<FileShipper> | undefined;
   const shipper = () =>
@@ -206,9 +206,9 @@ async function work(
       using d = new Deadline(
         `storing ${name} in ${loc.transport.describe(join(loc.path, name))}`,
         archiveSeconds,
-        DEADLINES.archive.key,
+        DEADLINES.walFile.key,
         undefined,
-        `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.archive.key}`,
+        `check that the slave answers (network, ssh, its disk), or raise ${DEADLINES.walFile.key}`,
       );
       const outcome = await raceSignal(
         shipper().then((s) => s.put(path, name, { signal: d.signal })),

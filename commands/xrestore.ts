@@ -50,7 +50,7 @@
  * listed backup or another standby needs (commands/xcleanup.ts,
  * core/retention.ts).
  *
- * Every attempt to look at or copy the file runs under `archive_timeout`
+ * Every attempt to look at or copy the file runs under `wal_file_timeout`
  * (core/deadline.ts, default 60 s; a hung file system never holds the
  * startup process for ever): running out of time is a transient failure,
  * retried, then 128 or 1 as above. Hooks run under `hook_timeout`.
@@ -277,7 +277,7 @@ class TransientFailure extends Error {}
 /**
  * Runs `fn`, retrying failures with backoff (250 ms doubling to 8 s) until
  * `budgetMs` is spent; a `NotFound` ends the retries at once (rethrown).
- * Each attempt runs under `attemptS` seconds (`archive_timeout`; 0 = none).
+ * Each attempt runs under `attemptS` seconds (`wal_file_timeout`; 0 = none).
  */
 async function retrying<T>(
   what: string,
@@ -289,7 +289,7 @@ async function retrying<T>(
   let delay = 250;
   for (let attempt = 1;; attempt++) {
     try {
-      using d = new Deadline("one attempt", attemptS, DEADLINES.archive.key, undefined, "");
+      using d = new Deadline("one attempt", attemptS, DEADLINES.walFile.key, undefined, "");
       return await raceSignal(fn(), d.signal);
     } catch (err) {
       if (isNotFoundError(err)) throw err;
@@ -324,7 +324,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
   const pauseFile = `${completed}/PAUSE`;
   const progressFile = `${completed}/PROGRESS`;
   const budget = retryBudgetMs(mode);
-  const attemptS = deadlineSeconds((k) => config.get(k), DEADLINES.archive);
+  const attemptS = deadlineSeconds((k) => config.get(k), DEADLINES.walFile);
 
   /** Failure that is not "absent": fatal in archive recovery, 1 in standby mode. */
   const transient = (err: unknown): number => {

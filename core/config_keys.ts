@@ -174,7 +174,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     default: "3",
     doc: "unanswered ssh keep-alive probes before the connection is dropped (ServerAliveCountMax)",
   },
-  archive_timeout: {
+  wal_file_timeout: {
     role: "both",
     default: "60",
     doc: "seconds one WAL file may take: xarchive's store, one file of the asynchronous worker, " +
@@ -206,7 +206,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     role: "both",
     default: "60",
     doc: "seconds an exec: transport program may go without progress on a request (0 = none); " +
-      "each request is also bounded by archive_timeout or remote_timeout",
+      "each request is also bounded by wal_file_timeout or remote_timeout",
   },
 
   // slave keys

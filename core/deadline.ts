@@ -10,7 +10,7 @@
  *
  * | kind | key | default | bounds |
  * | --- | --- | --- | --- |
- * | archive | `archive_timeout` | 60 s | one WAL file: `xarchive`'s store, one file of the async worker, one `xrestore` copy attempt |
+ * | walFile | `wal_file_timeout` | 60 s | one WAL file: `xarchive`'s store, one file of the async worker, one `xrestore` copy attempt |
  * | remote | `remote_timeout` | 300 s | any other single remote operation (stat, list, read, write, rename, remove, mkdir) |
  * | hook | `hook_timeout` | 60 s | one hook handler (hook_command, a plugin's hook, periodic_command) |
  * | exec | `exec_timeout` | 60 s | an exec: transport request without progress |
@@ -36,7 +36,7 @@ export interface DeadlineKind {
 
 /** The deadline kinds (see the module documentation). */
 export const DEADLINES = {
-  archive: { key: "archive_timeout", defaultSeconds: 60 },
+  walFile: { key: "wal_file_timeout", defaultSeconds: 60 },
   remote: { key: "remote_timeout", defaultSeconds: 300 },
   hook: { key: "hook_timeout", defaultSeconds: 60 },
   exec: { key: "exec_timeout", defaultSeconds: 60 },

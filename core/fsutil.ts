@@ -68,7 +68,7 @@ const TEMP_REGEXP = /^\.(.+)\.walmgr3-tmp\.(?:h([0-9a-f]{8})\.)?(\d+)\.(\d+)\.[0
  * How old (by name and mtime) the temporary file of a writer on another host
  * (or of an untagged name) must be before it is removed: its pid means
  * nothing here, and a live writer keeps the mtime fresh while bytes arrive
- * (every transfer is bounded by archive_timeout or remote_timeout anyway).
+ * (every transfer is bounded by wal_file_timeout or remote_timeout anyway).
  */
 export const FOREIGN_STALE_TEMP_MS = 600_000;
 

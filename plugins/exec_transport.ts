@@ -22,7 +22,7 @@
  *   WalmgrError naming the transport, the request and the program's last stderr
  *   line; the program is then stopped and not used again in this command;
  * - every request also runs under its caller's deadline (the operation's
- *   `signal`: `archive_timeout` for xarchive, else `remote_timeout` through
+ *   `signal`: `wal_file_timeout` for xarchive, else `remote_timeout` through
  *   the plugin guard, core/deadline.ts): when it aborts, the program and
  *   everything it started are killed and the request fails with the
  *   deadline's line; the next command starts the program afresh;

@@ -32,7 +32,7 @@ import type { OpOptions, PutOutcome, Transport } from "./types.ts";
 /**
  * Stores the local file `localPath` as `path` through `t` ("identical-ok") and
  * records its SHA-256 in the sidecar; both durable when this resolves. Every
- * step runs under `o.signal` (the caller's `archive_timeout`).
+ * step runs under `o.signal` (the caller's `wal_file_timeout`).
  */
 export function putWalFile(
   t: Transport,

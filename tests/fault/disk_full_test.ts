@@ -66,7 +66,7 @@ for (const transport of ["local", "ssh"] as const) {
           ? { ssh_options: `-F ${sshd.sshConfigFile}`, ssh_control_dir: tmp.join("cm") }
           : {}),
         completed_wals: sshd ? `${sshd.hostAlias}:${completed}` : completed,
-        archive_timeout: 30,
+        wal_file_timeout: 30,
       });
       const xarchive = (name: string) =>
         walmgrBounded([ini, "xarchive", `pg_wal/${name}`, name], {

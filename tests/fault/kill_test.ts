@@ -82,7 +82,7 @@ for (const transport of ["local", "rsync", "ssh"] as const) {
           archive_async: async ? 1 : 0,
           archive_spool: spool,
           archive_async_timeout: 20,
-          archive_timeout: 30,
+          wal_file_timeout: 30,
         }).then(() => path);
       };
       let n = 1;

@@ -36,7 +36,7 @@ import { stopControlMasters } from "../../transports/ssh_connection.ts";
 
 /** The limits under test: small, so that the suite stays fast. */
 const LIMITS = {
-  archive_timeout: "8",
+  wal_file_timeout: "8",
   ssh_connect_timeout: "3",
   ssh_alive_interval: "1",
   ssh_alive_count: "3",
@@ -93,7 +93,7 @@ function assertTimeoutLine(stderr: string, host: string, what: string): void {
   const line = errors[0] as string;
   assert(line.includes(host), `${what}: the line names the slave ${host}: ${line}`);
   assert(
-    /archive_timeout|ssh_connect_timeout|ssh_alive_interval|timed out|Timeout/i.test(line),
+    /wal_file_timeout|ssh_connect_timeout|ssh_alive_interval|timed out|Timeout/i.test(line),
     `${what}: the line names the timeout: ${line}`,
   );
 }

@@ -35,15 +35,15 @@ function alive(pid: number): boolean {
 
 Deno.test("Deadline and raceSignal", async (t) => {
   await t.step("the error names what timed out and the key", async () => {
-    using d = new Deadline("storing X in slave:/w/X", 0.05, "archive_timeout");
+    using d = new Deadline("storing X in slave:/w/X", 0.05, "wal_file_timeout");
     const never = new Promise<never>(() => {});
     const err = await raceSignal(never, d.signal).catch((e) => e);
     assert.ok(err instanceof DeadlineError);
     assert.match(
       err.message,
-      /^storing X in slave:\/w\/X timed out after 0\.05 s \(archive_timeout\); .*archive_timeout/,
+      /^storing X in slave:\/w\/X timed out after 0\.05 s \(wal_file_timeout\); .*wal_file_timeout/,
     );
-    assert.equal(err.key, "archive_timeout");
+    assert.equal(err.key, "wal_file_timeout");
   });
 
   await t.step("0 means no limit; a parent's abort comes through", async () => {
@@ -56,11 +56,11 @@ Deno.test("Deadline and raceSignal", async (t) => {
   });
 
   await t.step("seconds from the ini: default, number, refused", () => {
-    assert.equal(deadlineSeconds(() => undefined, DEADLINES.archive), 60);
+    assert.equal(deadlineSeconds(() => undefined, DEADLINES.walFile), 60);
     assert.equal(deadlineSeconds(() => " 2.5 ", DEADLINES.hook), 2.5);
     assert.equal(deadlineSeconds(() => "0", DEADLINES.remote), 0);
-    assert.throws(() => deadlineSeconds(() => "1m", DEADLINES.archive), ConfigError);
-    assert.throws(() => deadlineSeconds(() => "-1", DEADLINES.archive), /archive_timeout/);
+    assert.throws(() => deadlineSeconds(() => "1m", DEADLINES.walFile), ConfigError);
+    assert.throws(() => deadlineSeconds(() => "-1", DEADLINES.walFile), /wal_file_timeout/);
   });
 });
 
@@ -216,9 +216,9 @@ Deno.test("plugin transports run under their caller's deadline or remote_timeout
   );
   await t.step("the caller's deadline wins", async () => {
     const tr = await factory(transportOptions({ remote_timeout: "300" }));
-    using d = new Deadline("storing X", 0.1, "archive_timeout");
+    using d = new Deadline("storing X", 0.1, "wal_file_timeout");
     const err = await tr.putFile("/a", "/b", "identical-ok", { signal: d.signal }).catch((e) => e);
-    assert.ok(err instanceof DeadlineError && err.key === "archive_timeout", String(err));
+    assert.ok(err instanceof DeadlineError && err.key === "wal_file_timeout", String(err));
   });
 });
 
@@ -237,7 +237,7 @@ Deno.test("exec: a request runs under its caller's deadline", async () => {
       transportOptions({}),
     );
     try {
-      using d = new Deadline("stat of /x (via prog)", 0.5, "archive_timeout");
+      using d = new Deadline("stat of /x (via prog)", 0.5, "wal_file_timeout");
       const started = performance.now();
       const err = await tr.stat("/x", { signal: d.signal }).catch((e) => e);
       assert.ok(err instanceof DeadlineError, String(err));
