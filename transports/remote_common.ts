@@ -37,8 +37,15 @@ import type {
   TransportOptions,
 } from "./types.ts";
 
+/**
+ * First words of every `--rsync-path` script: the slave's rsync runs in `$HOME`,
+ * so that a path `~/x` (sent as the relative `x`, see {@link rsyncRemote}) is
+ * the same directory the slave's shell means by `~/x` in the same script.
+ */
+export const RSYNC_IN_HOME = `cd "$HOME" 2>/dev/null; `;
+
 /** Remote side of a tree copy: create the directory, rsync, flush its filesystem. */
-const TREE = `d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
+const TREE = `${RSYNC_IN_HOME}d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
   `if [ $r -ne 0 ] && [ $r -ne 24 ]; then exit $r; fi; sync -f -- "$d" || exit 1; exit $r`;
 
 /** `sh -c '<script>' sh <args>` for the remote shell (args already remote words). */
@@ -67,8 +74,8 @@ export function rsyncLocalArg(p: string): string {
 /**
  * `host:path` for rsync (IPv6 addresses keep their brackets). With
  * {@link RSYNC_PROTECT_ARGS} no shell expands the path on the slave: `~/x`
- * becomes `x` (relative paths are taken from the login directory, the remote
- * user's home), `~` becomes `.`.
+ * becomes `x` (relative paths are taken from `$HOME`: every `--rsync-path`
+ * script starts with {@link RSYNC_IN_HOME}), `~` becomes `.`.
  */
 export function rsyncRemote(host: string, path: string): string {
   const p = path === "~" ? "." : path.startsWith("~/") ? path.slice(2) || "." : path;

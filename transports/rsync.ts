@@ -65,6 +65,7 @@ import {
   createRemoteTransport,
   differentError,
   remoteFailure,
+  RSYNC_IN_HOME,
   RSYNC_PROTECT_ARGS,
   rsyncLocalArg,
   rsyncRemote,
@@ -137,10 +138,10 @@ const PUT_DD_SUM = `t=$1 f=$2 d=$3 p=$4 n=$5 sd=$6 sf=$7 st=$8; ` +
   `(${COMMIT}); ${SUM}`;
 
 /** `rsync "$@"` (the server side of a push), then {@link COMMIT}. */
-const PUT_RSYNC = `t=$1 f=$2 d=$3 p=$4; shift 4; rsync "$@" || exit $?; ${COMMIT}`;
+const PUT_RSYNC = `${RSYNC_IN_HOME}t=$1 f=$2 d=$3 p=$4; shift 4; rsync "$@" || exit $?; ${COMMIT}`;
 
 /** {@link PUT_RSYNC} with the checksum `$h` as an argument, then {@link SUM}. */
-const PUT_RSYNC_SUM = `t=$1 f=$2 d=$3 p=$4 sd=$5 sf=$6 st=$7 h=$8; shift 8; ` +
+const PUT_RSYNC_SUM = `${RSYNC_IN_HOME}t=$1 f=$2 d=$3 p=$4 sd=$5 sf=$6 st=$7 h=$8; shift 8; ` +
   `rsync "$@" || exit $?; ${CHECK_SUM}; (${COMMIT}); ${SUM}`;
 
 /** Bytes from stdin to `$t` (byte count `$n` checked), then {@link COMMIT}. */
