@@ -580,7 +580,7 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
       `Data restored into ${target}; not starting a server there (slave_start_cmd is for ` +
         `slave_data): start it with pg_ctl -D ${target} start`,
     );
-    if (state.pitr) pitrNextSteps(ctx, state.pitr);
+    if (state.pitr) pitrNextSteps(state.pitr);
     return 0;
   }
   log.info(`Starting postmaster: ${startCmd}`);
@@ -592,21 +592,20 @@ async function runRestore(ctx: CommandContext, args: string[]): Promise<number> 
         `the data is in place in ${target}: check the server log, fix the problem and start it`,
     );
   }
-  if (state.pitr) pitrNextSteps(ctx, state.pitr);
+  if (state.pitr) pitrNextSteps(state.pitr);
   return 0;
 }
 
 /** What happens next in a point-in-time recovery, and what to do. */
-function pitrNextSteps(ctx: CommandContext, pitr: PitrRecord): void {
+function pitrNextSteps(pitr: PitrRecord): void {
   const action = pitr.settings.find(([k]) => k === "recovery_target_action")?.[1] ?? "pause";
-  const ini = ctx.config.file;
   const then = action === "promote"
     ? `is promoted to a new timeline; to archive from it (its new timeline's history file ` +
       `first), run setup with a master ini for it`
     : action === "shutdown"
     ? "shuts down"
-    : `pauses there: look at the data (read-only), then promote it (walmgr3 ${ini} boot, ` +
-      `or select pg_wal_replay_resume()), or restore again with another target`;
+    : `pauses there: look at the data (read-only), then promote it (select ` +
+      `pg_wal_replay_resume(), or pg_ctl promote), or restore again with another target`;
   log.info(`The server replays WAL up to the target and ${then}`);
   log.info(
     'If the archive ends before the target, PostgreSQL stops the server ("recovery ended ' +
