@@ -170,6 +170,11 @@ export interface Victim {
   child: Deno.ChildProcess;
   /** Kills it (SIGKILL) with its descendants; resolves once it is reaped. */
   kill(): Promise<Deno.CommandStatus>;
+  /**
+   * Kills walmgr3 alone (`kill -9 <pid>`): what it started (pg_ctl, rsync)
+   * goes on by itself. Resolves once it is reaped.
+   */
+  killAlone(): Promise<Deno.CommandStatus>;
   /** Waits for it to end by itself; with its output. */
   done(): Promise<{ status: Deno.CommandStatus; stderr: string }>;
 }
@@ -197,6 +202,12 @@ export function spawnWalmgr(
       const st = await child.status;
       await stderr.catch(() => "");
       return st;
+    },
+    async killAlone() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      return await child.status;
     },
     async done() {
       const status = await child.status;
@@ -305,6 +316,26 @@ export function randomBytes(rnd: Random, n: number): Uint8Array {
     out[i + 3] = (v >>> 24) & 0xff;
   }
   return out;
+}
+
+/** True while `pid` runs (a zombie nobody reaped counts as gone). */
+export function processRuns(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** The postmaster of `dataDir` when one runs (its postmaster.pid names a live process). */
+export function postmasterRuns(dataDir: string): boolean {
+  try {
+    const pid = Number(Deno.readTextFileSync(`${dataDir}/postmaster.pid`).split("\n")[0]);
+    return pid > 0 && processRuns(pid);
+  } catch {
+    return false;
+  }
 }
 
 /** Sleeps `ms` (only for injected random delays; waits for conditions use waitFor). */
