@@ -623,7 +623,8 @@ export const restoreCommands: CommandSpec[] = [
     usage: "[src [dst]]",
     minArgs: 0,
     maxArgs: 2,
-    summary: "Restore a backup set (default full_backup) into slave_data (or dst) and start it",
+    summary: "Restore a backup set (default full_backup) into slave_data (or dst) and start " +
+      "it; with --target-*, to a point in time (the backup is kept)",
     async run(ctx, args) {
       try {
         return await runRestore(ctx, args);
