@@ -8,7 +8,7 @@
 
 import type { Registry } from "../plugins/registry.ts";
 
-/** Registers `local`, `rsync` and `ssh`. */
+/** Registers `local`, `rsync`, `ssh` and `s3`. */
 export function registerBuiltinTransports(registry: Registry): void {
   registry.registerTransport(
     "local",
@@ -19,4 +19,5 @@ export function registerBuiltinTransports(registry: Registry): void {
     async (o) => (await import("./rsync.ts")).createRsyncTransport(o),
   );
   registry.registerTransport("ssh", async (o) => (await import("./ssh.ts")).createSshTransport(o));
+  registry.registerTransport("s3", async (o) => (await import("./s3.ts")).createS3Transport(o));
 }
