@@ -78,6 +78,29 @@ config_backup        = %(slave)s:%(walmgr_data)s/config.backup
 # walmgr3 on the slave host (default: the same path as on this host)
 #remote_walmgr       = /usr/local/bin/walmgr3
 
+# object storage (S3 API: AWS, Ceph RADOS Gateway, MinIO...): s3://BUCKET/PREFIX
+# locations select transport = s3; setup creates the bucket
+#completed_wals      = s3://walmgr-archive/%(job_name)s/logs.complete
+#partial_wals        = s3://walmgr-archive/%(job_name)s/logs.partial
+#full_backup         = s3://walmgr-archive/%(job_name)s/data.master
+#config_backup       = s3://walmgr-archive/%(job_name)s/config.backup
+# default: the AWS endpoint of s3_region; any other endpoint uses path-style URLs
+#s3_endpoint         = https://rgw.example.com
+#s3_region           = us-east-1
+#s3_uri_style        = path
+#s3_ca_file          = /etc/walmgr3/s3-ca.pem
+# credentials: a file of mode 0600 ([default] or s3_profile: aws_access_key_id,
+# aws_secret_access_key, aws_session_token), else AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY from the environment; never put keys into this file
+#s3_credentials_file = ~/.aws/credentials
+#s3_profile          = default
+# uploads at a time (backups, asynchronous archiving)
+#s3_parallel         = 4
+# seconds one request may wait for an answer (it is then retried)
+#s3_request_timeout  = 60
+# 0 only for a store that ignores If-None-Match (setup says so)
+#s3_if_none_match    = 1
+
 # syncdaemon update frequency (seconds)
 loop_delay           = 10.0
 # record based shipping of the in-progress segment (sync/syncdaemon)
@@ -182,6 +205,11 @@ archive_command      =
 #backup_fast_checkpoint = 1
 #backup_wal_timeout  = 60
 #check_timeout       = 30
+# the archive in an object store instead (the same keys as the master's):
+#completed_wals      = s3://walmgr-archive/wal-master/logs.complete
+#full_backup         = s3://walmgr-archive/wal-master/data.master
+#s3_endpoint         = https://rgw.example.com
+#s3_credentials_file = ~/.aws/credentials
 #transport           = local
 #plugins             =
 #hook_command        =

@@ -139,7 +139,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
   partial_wals: { role: "both", doc: "directory of in-progress WAL copies" },
   full_backup: { role: "both", doc: "directory of the newest base backup" },
   config_backup: { role: "both", doc: "directory of configuration file copies (optional)" },
-  transport: { role: "both", doc: "local, rsync, ssh or a plugin's; default by location" },
+  transport: { role: "both", doc: "local, rsync, ssh, s3 or a plugin's; default by location" },
   ssh_options: { role: "both", doc: "extra ssh arguments, e.g. -F /path/ssh_config" },
   ssh_port: { role: "both", doc: "ssh port of the slave" },
   ssh_identity: { role: "both", doc: "ssh private key file" },
@@ -185,6 +185,44 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     default: "300",
     doc: "seconds any other single operation on the slave's storage may take (stat, list, " +
       "read, write, rename, remove; not tree copies) (0 = no limit)",
+  },
+  s3_endpoint: {
+    role: "both",
+    doc: "URL of the S3 service for s3://BUCKET/PREFIX locations; default the AWS endpoint " +
+      "of s3_region",
+  },
+  s3_region: { role: "both", default: "us-east-1", doc: "S3 region (signs every request)" },
+  s3_uri_style: {
+    role: "both",
+    doc: "path (https://endpoint/BUCKET/key) or host (https://BUCKET.endpoint/key); default " +
+      "host for AWS, path for any other s3_endpoint",
+  },
+  s3_ca_file: { role: "both", doc: "PEM file of the certificates to trust for s3_endpoint" },
+  s3_parallel: {
+    role: "both",
+    default: "4",
+    doc: "uploads at a time to the object store (backups, the asynchronous worker, trees)",
+  },
+  s3_credentials_file: {
+    role: "both",
+    doc: "AWS shared-credentials file (mode 0600); default: AWS_ACCESS_KEY_ID, " +
+      "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment",
+  },
+  s3_profile: {
+    role: "both",
+    default: "default",
+    doc: "section of s3_credentials_file to use",
+  },
+  s3_request_timeout: {
+    role: "both",
+    default: "60",
+    doc: "seconds one S3 request may wait for an answer before it is retried (0 = no limit)",
+  },
+  s3_if_none_match: {
+    role: "both",
+    default: "1",
+    doc: "1: the object store honours If-None-Match (archive puts are conditional); 0: " +
+      "check with HEAD before each put (setup tells when this is needed)",
   },
   remote_walmgr: {
     role: "master",
