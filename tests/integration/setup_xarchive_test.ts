@@ -215,9 +215,16 @@ pidfile = ${tmp.path}/pid/wal-master.pid
         let killed = false;
         try {
           await waitFor(() => {
-            const temp = [...Deno.readDirSync(completed)].some((e) =>
-              e.name.startsWith(`.${name}.walmgr3-tmp.`)
-            );
+            // the local transport writes WAL files through <dir>/.walmgr3-tmp/
+            const temp = [completed, `${completed}/.walmgr3-tmp`].some((d) => {
+              try {
+                return [...Deno.readDirSync(d)].some((e) =>
+                  e.name.startsWith(`.${name}.walmgr3-tmp.`)
+                );
+              } catch {
+                return false; // not there (yet, or any more)
+              }
+            });
             if (temp) {
               child.kill("SIGKILL");
               killed = true;
