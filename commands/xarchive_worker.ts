@@ -27,6 +27,14 @@
  *   naming the slave and the timeout.
  * - The spool removed under it (by hand, or /tmp cleaned) ends it with one
  *   line; the next `xarchive` creates the spool again and starts a new one.
+ * - The shell fast path (core/archive_fast.ts): when nothing but the copy
+ *   would happen in the foreground (no hooks, no `--set`), it also keeps
+ *   `<master_data>/pg_wal/.walmgr3-async` (a description of the ini and a copy
+ *   of each "ok" record), from which bin/walmgr3 answers `xarchive` without
+ *   Deno; it then records `.walshipping.last` itself and logs each stored file
+ *   (the launcher writes no log). It checks the ini every second and, when it
+ *   changed, withdraws the description and exits (the next xarchive, through
+ *   Deno, starts a worker with the new settings).
  * - Every second it refreshes its heartbeat (the mtime of `worker.lock`), except
  *   while a file has been in flight longer than `archive_async_timeout`: a hung
  *   worker goes stale and the foreground ends it (commands/xarchive_wait.ts). It
@@ -40,6 +48,7 @@ import {
   DEFAULT_ASYNC_IDLE_TIMEOUT,
   DEFAULT_ASYNC_MAX,
   DEFAULT_ASYNC_TIMEOUT,
+  formatOk,
   heartbeat,
   HEARTBEAT_MS,
   holdsLock,
@@ -58,12 +67,32 @@ import {
   writeOk,
 } from "../core/archive_spool.ts";
 import type { SourceIdentity } from "../core/archive_spool.ts";
+import {
+  clearPending,
+  ensureFastAsked,
+  fastConfigProblem,
+  INI_SETTLE_MS,
+  iniIdentity,
+  lastFastAsked,
+  listFastRecords,
+  markAlive,
+  markPending,
+  openFastDir,
+  removeFastConfig,
+  removeFastRecord,
+  sameIni,
+  writeFastConfig,
+  writeFastRecord,
+} from "../core/archive_fast.ts";
 import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
 import { errorMessage, isNotFound } from "../core/errors.ts";
-import { join } from "../core/paths.ts";
+import { uniqueTempName } from "../core/fsutil.ts";
+import { basename, dirname, join } from "../core/paths.ts";
+import { walFileKind } from "../core/wal.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import { putWalFile } from "../transports/put_wal.ts";
 import type { FileShipper, Transport } from "../transports/types.ts";
+import { LAST_ARCHIVED_FILE } from "./xarchive.ts";
 
 /** Files in flight at once (the next one travels while the slave fsyncs). */
 const IN_FLIGHT = 3;
@@ -104,6 +133,94 @@ function perFileShipper(transport: Transport, dir: string): FileShipper {
     put: (localPath, name, o) => putWalFile(transport, localPath, join(dir, name), o),
     close: () => Promise.resolve(),
   };
+}
+
+/** The shell fast path of this worker (core/archive_fast.ts). */
+interface FastPath {
+  dir: string;
+  ini: string;
+  /** The ini as it was when the worker started. */
+  identity: ReturnType<typeof iniIdentity>;
+  /** `config` is written (the launcher answers). */
+  described: boolean;
+  /** Highest segment recorded in `.walshipping.last` by this worker. */
+  lastMarked: string;
+}
+
+/**
+ * The fast path when this worker's configuration allows it: nothing but the
+ * copy happens in the foreground (no hooks, no `--set`, no dry run). `null`
+ * otherwise (the reason goes to the debug log; a `config` left by an earlier
+ * worker is withdrawn).
+ */
+function openFastPath(ctx: CommandContext, masterData: string, dest: string): FastPath | null {
+  const ini = ctx.config.file;
+  const why = ctx.options.set.length > 0
+    ? "--set options"
+    : (["before-archive", "after-archive", "command-error"] as const).some((e) => ctx.hooks.has(e))
+    ? "hooks run in the foreground"
+    : fastConfigProblem(ini, masterData, dest);
+  const dir = openFastDir(masterData);
+  if (why !== null || dir === null) {
+    if (dir) removeFastConfig(dir);
+    ctx.log.debug(
+      `archive worker: no shell fast path (${why ?? `${masterData}/pg_wal is not usable`})`,
+    );
+    return null;
+  }
+  // a config from an earlier worker may describe another version of the ini
+  removeFastConfig(dir);
+  clearPending(dir);
+  ensureFastAsked(dir);
+  return { dir, ini, identity: iniIdentity(ini), described: false, lastMarked: "" };
+}
+
+/**
+ * Once a second: withdraws the fast path and returns a reason to exit when the
+ * ini changed; writes `config` once the ini is old enough (core/archive_fast.ts
+ * check 3: loaded before this process started, and {@link INI_SETTLE_MS} old).
+ */
+function checkFastPath(
+  ctx: CommandContext,
+  fast: FastPath,
+  masterData: string,
+  dest: string,
+): string {
+  const now = iniIdentity(fast.ini);
+  if (!sameIni(fast.identity, now)) {
+    removeFastConfig(fast.dir);
+    fast.described = false;
+    return `${fast.ini} changed (the next xarchive starts a worker with its new settings)`;
+  }
+  if (fast.described || now === null) return "";
+  const changed = Math.max(now.mtimeMs ?? Infinity, now.ctimeMs ?? Infinity);
+  if (changed < performance.timeOrigin - 1 && Date.now() - changed > INI_SETTLE_MS) {
+    try {
+      writeFastConfig(fast.dir, fast.ini, masterData, dest);
+      fast.described = true;
+      ctx.log.debug(`archive worker: the launcher answers from ${fast.dir}`);
+    } catch (err) {
+      ctx.log.debug(`archive worker: cannot write ${fast.dir}/config: ${errorMessage(err)}`);
+    }
+  }
+  return "";
+}
+
+/** `.walshipping.last` as xarchive writes it (no fsync: a hint for `sync`). */
+function markLast(ctx: CommandContext, fast: FastPath, masterData: string, name: string): void {
+  if (walFileKind(name) !== "segment" || name <= fast.lastMarked) return;
+  fast.lastMarked = name;
+  const path = join(masterData, LAST_ARCHIVED_FILE);
+  const temp = uniqueTempName(dirname(path), basename(path));
+  try {
+    Deno.writeTextFileSync(temp, `${name}\n`, { createNew: true, mode: 0o600 });
+    Deno.renameSync(temp, path);
+  } catch (err) {
+    try {
+      Deno.removeSync(temp);
+    } catch { /* never made */ }
+    ctx.log.warning(`cannot record ${name} in ${path}: ${errorMessage(err)}`);
+  }
 }
 
 /** Runs the worker until it is idle; returns the exit code. */
@@ -160,6 +277,7 @@ async function work(
   const destination = ctx.config.getString("completed_wals");
   const archiveSeconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.walFile);
   const loc = await ctx.location("completed_wals");
+  const fast = openFastPath(ctx, masterData, destination);
   let opening: Promise<FileShipper> | undefined;
   const shipper = () =>
     opening ??= loc.transport.openShipper
@@ -181,7 +299,15 @@ async function work(
     if (now - lastBeat < HEARTBEAT_MS) return "";
     lastBeat = now;
     if (!holdsLock(spool, lock)) return `${spool}/worker.lock was taken away`;
-    const asked = Math.max(lastAsked(spool) ?? 0, startedAt);
+    if (fast) {
+      const changed = checkFastPath(ctx, fast, masterData, destination);
+      if (changed) return changed;
+    }
+    const asked = Math.max(
+      lastAsked(spool) ?? 0,
+      fast ? lastFastAsked(fast.dir) ?? 0 : 0,
+      startedAt,
+    );
     if (idleTimeoutMs > 0 && now - asked > idleTimeoutMs) {
       return `no xarchive asked for a file in ${idleTimeoutMs / 1000} s ` +
         `(archive_async_idle_timeout; archive_command no longer runs walmgr3?)`;
@@ -200,6 +326,8 @@ async function work(
   async function ship(name: string): Promise<void> {
     const path = join(masterData, "pg_wal", name);
     const before = identityOf(path);
+    // the launcher waits for the record of a file in flight instead of starting Deno
+    if (fast) markPending(fast.dir, name, true);
     try {
       if (!before) throw new Error(`cannot stat ${path}`);
       const started = performance.now();
@@ -221,9 +349,18 @@ async function work(
       }
       writeOk(spool, name, before, outcome, destination);
       shipped++;
-      ctx.log.debug(
-        `shipped ${name} (${outcome}) in ${(performance.now() - started).toFixed(1)} ms`,
-      );
+      const took = `${(performance.now() - started).toFixed(1)} ms`;
+      if (fast) {
+        writeFastRecord(fast.dir, name, formatOk(before, outcome, destination));
+        markLast(ctx, fast, masterData, name);
+        // the launcher answers PostgreSQL without a log line: this is the file's line
+        ctx.log.info(
+          `archive worker: ${outcome === "stored" ? "archived" : "confirmed"} ${name} in ` +
+            `${loc.transport.describe(join(loc.path, name))} (${took})`,
+        );
+      } else {
+        ctx.log.debug(`shipped ${name} (${outcome}) in ${took}`);
+      }
     } catch (err) {
       failed = true;
       const msg = errorMessage(err);
@@ -233,9 +370,14 @@ async function work(
       } catch (e) {
         ctx.log.error(errorMessage(e));
       }
+    } finally {
+      if (fast) markPending(fast.dir, name, false);
     }
   }
 
+  // a new .ready file wakes the loop at once (the launcher asks within a few ms)
+  const wake = watchQueue(masterData, ctx);
+  if (fast) markAlive(fast.dir, true);
   let idleSince = performance.now();
   let lastQueue = "";
   for (;;) {
@@ -257,6 +399,11 @@ async function work(
     }
     for (const n of records) {
       if (!queued.has(n) && !inFlight.has(n)) removeStatus(spool, n);
+    }
+    if (fast) {
+      for (const n of listFastRecords(fast.dir)) {
+        if (!queued.has(n) && !inFlight.has(n)) removeFastRecord(fast.dir, n);
+      }
     }
     let ahead = 0;
     const todo: string[] = [];
@@ -291,14 +438,19 @@ async function work(
     ended = checkIn();
     if (ended) break;
     if (inFlight.size > 0) {
-      await Promise.race([...inFlight.values(), sleep(POLL_MS)]);
+      await Promise.race([...inFlight.values(), sleep(POLL_MS), wake.next()]);
       idleSince = performance.now();
       continue;
     }
     if (performance.now() - idleSince > IDLE_EXIT_MS) break;
-    await sleep(POLL_MS);
+    await Promise.race([sleep(POLL_MS), wake.next()]);
   }
+  wake.close();
   await Promise.allSettled([...inFlight.values()]);
+  if (fast) {
+    markAlive(fast.dir, false);
+    clearPending(fast.dir);
+  }
   if (opening) {
     try {
       await (await opening).close();
@@ -311,6 +463,36 @@ async function work(
       (ended ? `; exiting: ${ended}` : ""),
   );
   return failed ? 1 : 0;
+}
+
+/** Resolves `next()` when something changes in `archive_status` (never, without inotify). */
+function watchQueue(masterData: string, ctx: CommandContext): {
+  next(): Promise<void>;
+  close(): void;
+} {
+  let wakeUp: (() => void) | undefined;
+  let pending: Promise<void> = new Promise((r) => wakeUp = r);
+  let watcher: Deno.FsWatcher | undefined;
+  try {
+    watcher = Deno.watchFs(archiveStatusDir(masterData), { recursive: false });
+    (async () => {
+      for await (const _ of watcher!) {
+        wakeUp?.();
+        pending = new Promise((r) => wakeUp = r);
+      }
+    })().catch(() => {});
+  } catch (err) {
+    ctx.log.debug(`archive worker: polling ${archiveStatusDir(masterData)}: ${errorMessage(err)}`);
+  }
+  return {
+    next: () => pending,
+    close: () => {
+      try {
+        watcher?.close();
+      } catch { /* closed */ }
+      wakeUp?.();
+    },
+  };
 }
 
 function sleep(ms: number): Promise<void> {
