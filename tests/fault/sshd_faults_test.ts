@@ -17,6 +17,7 @@
 
 import { assert, assertEquals } from "../helpers/assert.ts";
 import {
+  descendantsOf,
   faultRandom,
   freezeSshd,
   pause,
@@ -65,6 +66,15 @@ async function inis(tmp: TempDir, sshd: Sshd, transport: string) {
     ...LIMITS,
   });
   return { ini, completed: `${store}/logs.complete`, controlDir: tmp.join("cm") };
+}
+
+/** The command name of `pid` (`/proc/<pid>/comm`). */
+function comm(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+  } catch {
+    return "";
+  }
 }
 
 /** Direct children of `pid`. */
@@ -158,6 +168,44 @@ for (const transport of ["ssh", "rsync"] as const) {
           assert(await sameBytes(`${src}/${name}`, `${completed}/${name}`), name);
         }
 
+        // the link answers but the slave's storage hangs (its processes frozen, ssh alive):
+        // only wal_file_timeout can end it
+        {
+          const name = await make(8 * 1024 * 1024);
+          const running = xarchive(name);
+          const listener = sshdPid(sshd.dir);
+          let stopped: number[] = [];
+          await waitFor(() => {
+            stopped = descendantsOf(listener).filter((p) => comm(p) !== "sshd");
+            for (const p of stopped) {
+              try {
+                Deno.kill(p, "SIGSTOP");
+              } catch { /* gone */ }
+            }
+            return stopped.length > 0;
+          }, { intervalMs: 5, timeoutMs: 20_000, what: "the slave's side of the transfer" });
+          const res = await running;
+          for (const p of [...stopped, ...descendantsOf(listener)]) {
+            try {
+              Deno.kill(p, "SIGCONT");
+            } catch { /* gone */ }
+          }
+          assert(!res.hung, `a hung slave held xarchive:\n${res.stderr}`);
+          console.log(
+            `storage hung: exit ${res.code} after ${Math.round(res.ms)} ms ` +
+              `(${stopped.length} processes frozen)`,
+          );
+          if (res.code !== 0) {
+            assertEquals(res.code, 1, res.stderr);
+            assertTimeoutLine(res.stderr, sshd.hostAlias, "storage hung");
+            assert(/wal_file_timeout/.test(res.stderr), `wal_file_timeout named: ${res.stderr}`);
+            assert(!stored(name), "a hung transfer stored its file");
+          }
+          const again = await xarchive(name);
+          assertEquals(again.code, 0, again.stderr);
+          assert(await sameBytes(`${src}/${name}`, `${completed}/${name}`));
+        }
+
         // frozen and killed at random moments of a transfer
         for (let round = 0; round < 4; round++) {
           const name = await make(rnd.int(4, 24) * 1024 * 1024);
@@ -212,3 +260,80 @@ for (const transport of ["ssh", "rsync"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "fault: asynchronous archiving with the slave's sshd frozen is bounded and recovers",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const rnd = faultRandom("sshd frozen async");
+    await using tmp = await tempDir("sshdfault-async");
+    await using sshd = await startSshd();
+    const { ini, completed, controlDir } = await inis(tmp, sshd, "ssh");
+    const data = tmp.join("master");
+    await Deno.mkdir(`${data}/pg_wal/archive_status`, { recursive: true });
+    const spool = tmp.join("spool");
+    await Deno.writeTextFile(
+      ini,
+      `${await Deno.readTextFile(ini)}archive_async = 1\narchive_spool = ${spool}\n` +
+        `archive_async_timeout = 15\nlogfile = ${tmp.join("master.log")}\n`,
+    );
+    let n = 1;
+    const queue = async () => {
+      const name = segName(n++);
+      await Deno.writeFile(`${data}/pg_wal/${name}`, randomBytes(rnd, 4 * 1024 * 1024));
+      await Deno.writeTextFile(`${data}/pg_wal/archive_status/${name}.ready`, "");
+      return name;
+    };
+    const done = (name: string) =>
+      Deno.rename(
+        `${data}/pg_wal/archive_status/${name}.ready`,
+        `${data}/pg_wal/archive_status/${name}.done`,
+      );
+    const xarchive = (name: string) =>
+      walmgrBounded([ini, "xarchive", `pg_wal/${name}`, name], { boundMs: 45_000, cwd: data });
+    let thaw: (() => void) | undefined;
+    try {
+      const first = await queue();
+      const ok = await xarchive(first);
+      assertEquals(ok.code, 0, ok.stderr);
+      await done(first);
+
+      // the worker's session to the slave goes silent: its file runs out of time
+      thaw = freezeSshd(sshd.dir);
+      const second = await queue();
+      const res = await xarchive(second);
+      assert(!res.hung, `xarchive still blocked after 45 s:\n${res.stderr}`);
+      assertEquals(res.code, 1, res.stderr);
+      const errors = res.stderr.split("\n").filter((l) => / ERROR /.test(l));
+      assertEquals(errors.length, 1, res.stderr);
+      assert(
+        /wal_file_timeout|archive_async_timeout|ssh_alive_interval|ssh_connect_timeout/.test(
+          errors[0] as string,
+        ),
+        `the line names a timeout: ${errors[0]}`,
+      );
+      console.log(`frozen, async: exit 1 after ${Math.round(res.ms)} ms: ${errors[0]}`);
+      assert(!exists(`${completed}/${second}`), "stored while frozen");
+
+      thaw();
+      thaw = undefined;
+      let again = await xarchive(second);
+      for (let i = 0; i < 3 && again.code !== 0; i++) {
+        assertEquals(again.code, 1, again.stderr);
+        await pause(500);
+        again = await xarchive(second);
+      }
+      assertEquals(again.code, 0, again.stderr);
+      assert(await sameBytes(`${data}/pg_wal/${second}`, `${completed}/${second}`));
+      await done(second);
+    } finally {
+      thaw?.();
+      try {
+        const pid = Number(Deno.readTextFileSync(`${spool}/worker.lock`).split(" ")[0]);
+        if (pid > 0) Deno.kill(pid, "SIGTERM");
+      } catch { /* no worker */ }
+      await stopControlMasters(controlDir);
+    }
+  },
+});
