@@ -641,7 +641,7 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
     },
     manualRelease: `walmgr3 ${slaveConfig} xrelease`,
   };
-  return {
+  const role: BackupRole = {
     label: "FullBackup",
     dataDir,
     dataKey: "master_data",
@@ -705,6 +705,11 @@ async function masterRole(ctx: CommandContext): Promise<BackupRole> {
       }
     },
   };
+  // no walmgr3 on the storage side (s3): its part runs here, through the transport
+  if (!t.runWalmgr) {
+    Object.assign(role, await (await import("./backup_storage.ts")).storageSide(ctx));
+  }
+  return role;
 }
 
 async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
@@ -720,7 +725,9 @@ async function slaveRole(ctx: CommandContext): Promise<BackupRole> {
     t: loc.transport,
     base: trimSlash(loc.path),
     keepSymlinks: false,
-    lock: localLockOps(ctx),
+    lock: (await ctx.location("completed_wals")).transport.runWalmgr
+      ? localLockOps(ctx)
+      : await (await import("./backup_storage.ts")).storageLockOps(ctx),
     async openDb() {
       const { openSlaveDb } = await import("../core/slave_db.ts");
       const res = await openSlaveDb(dataDir);

@@ -23,7 +23,8 @@ import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import { postmasterState } from "../core/postmaster.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
-import { existsSync, writeFileDurable } from "../core/fsutil.ts";
+import { existsSync, mkdirp, writeFileDurable } from "../core/fsutil.ts";
+import { archiveInObjectStore, controlDir } from "../core/control_dir.ts";
 
 /** How long boot waits for the server to leave recovery (env override for tests). */
 function bootTimeoutMs(): number {
@@ -37,6 +38,8 @@ function sleep(ms: number): Promise<void> {
 
 async function writeControlFile(ctx: CommandContext, path: string): Promise<void> {
   await ctx.fx.act(`write ${path}`, async () => {
+    // an object-store archive keeps them in a local directory of their own
+    if (archiveInObjectStore(ctx.config)) await mkdirp(path.replace(/\/[^/]*$/, ""));
     await writeFileDurable(path, new TextEncoder().encode("1\n"), {
       policy: "replace",
       mode: 0o600,
@@ -89,7 +92,7 @@ async function inRecovery(db: SlaveDb): Promise<boolean> {
 }
 
 async function runPause(ctx: CommandContext): Promise<number> {
-  const completed = ctx.config.requirePath("completed_wals");
+  const completed = controlDir(ctx.config);
   log.info("Pausing recovery mode");
   await writeControlFile(ctx, `${completed}/PAUSE`);
   await withSlaveDb(ctx.config.getPath("slave_data"), "info", async (db) => {
@@ -106,7 +109,7 @@ async function runPause(ctx: CommandContext): Promise<number> {
 }
 
 async function runContinue(ctx: CommandContext): Promise<number> {
-  const completed = ctx.config.requirePath("completed_wals");
+  const completed = controlDir(ctx.config);
   const pause = `${completed}/PAUSE`;
   let wasPaused = false;
   if (existsSync(pause)) {
@@ -127,7 +130,7 @@ async function runContinue(ctx: CommandContext): Promise<number> {
 }
 
 async function runBoot(ctx: CommandContext): Promise<number> {
-  const completed = ctx.config.requirePath("completed_wals");
+  const completed = controlDir(ctx.config);
   const slaveData = ctx.config.getPath("slave_data");
   log.info("Stopping recovery mode");
   await writeControlFile(ctx, `${completed}/STOP`);

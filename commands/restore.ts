@@ -627,6 +627,11 @@ export const restoreCommands: CommandSpec[] = [
       "it; with --target-*, to a point in time (the backup is kept)",
     async run(ctx, args) {
       try {
+        if (
+          ctx.role === "slave" && ctx.config.getString("full_backup").trim().startsWith("s3://")
+        ) {
+          return await (await import("./restore_s3.ts")).runS3Restore(ctx, args);
+        }
         return await runRestore(ctx, args);
       } catch (err) {
         if (err instanceof WalmgrError) throw err;

@@ -257,8 +257,14 @@ async function setupMaster(ctx: CommandContext): Promise<void> {
   for (const key of STORAGE_KEYS) {
     if (key === "config_backup" && !config.get(key)?.trim()) continue;
     const loc = await ctx.location(key);
+    if (loc.transport.name === "s3") {
+      await (await import("./setup_s3.ts")).prepareObjectStorage(ctx, loc, key);
+    }
     await loc.transport.mkdirp(loc.path);
     ctx.log.debug(`${key}: ${loc.transport.describe(loc.path)} exists`);
+  }
+  if ((await ctx.location("completed_wals")).transport.name === "s3") {
+    await (await import("./setup_s3.ts")).checkServerCredentials(ctx, dataDir);
   }
 
   const text = readConf(confPath);
@@ -306,6 +312,12 @@ async function setupMaster(ctx: CommandContext): Promise<void> {
 async function setupSlave(ctx: CommandContext): Promise<void> {
   for (const key of STORAGE_KEYS) {
     if (key === "config_backup" && !ctx.config.get(key)?.trim()) continue;
+    if (ctx.config.getString(key).trim().startsWith("s3://")) {
+      const loc = await ctx.location(key);
+      await (await import("./setup_s3.ts")).prepareObjectStorage(ctx, loc, key);
+      await loc.transport.mkdirp(loc.path);
+      continue;
+    }
     const path = ctx.config.requirePath(key);
     await ctx.fx.mkdirp(path, 0o700);
     ctx.log.debug(`${key}: ${path} exists`);

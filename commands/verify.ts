@@ -52,7 +52,7 @@ import {
   WalmgrError,
 } from "../core/errors.ts";
 import { isValidWalSegSize, parsePgControl, type PgControlInfo } from "../core/pg_control.ts";
-import { mapLimit, sha256File, walkFiles } from "../core/tree_manifest.ts";
+import { mapLimit, sha256File, type TreeFile, walkFiles } from "../core/tree_manifest.ts";
 import { formatLsn, HISTORY_REGEXP, parseLsn, walFileName } from "../core/wal.ts";
 import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
 import {
@@ -92,18 +92,28 @@ interface ArchivedRead {
   error?: string;
 }
 
-/** The archive directory, listed once, with its history files parsed. */
-class Archive {
-  readonly names: string[];
-  readonly histories = new Map<number, TimelineHistoryEntry[] | null>();
-  readonly #historySums = new Map<string, ArchivedRead>();
-  readonly #reads = new Map<string, Promise<ArchivedRead>>();
+/**
+ * How verify reads backups and the archive: local files (the default), or a
+ * transport that runs no walmgr3 on the other side, such as an object store
+ * (commands/verify_storage.ts).
+ */
+export interface VerifyReader {
+  /** Names of the regular files in `dir`; `[]` when it does not exist. */
+  listFiles(dir: string): Promise<string[]>;
+  /** The file's bytes; `null` when it does not exist. */
+  read(path: string): Promise<Uint8Array | null>;
+  /** SHA-256, size and first `headBytes` bytes of a file (throws when it cannot be read). */
+  hash(
+    path: string,
+    headBytes: number,
+  ): Promise<{ sha256: string; size: number; head: Uint8Array }>;
+  /** Every regular file under `root` (core/tree_manifest.ts walkFiles). */
+  walk(root: string, onOther: (rel: string, reason: string) => void): Promise<TreeFile[]>;
+}
 
-  private constructor(readonly dir: string, names: string[]) {
-    this.names = names;
-  }
-
-  static async open(dir: string): Promise<Archive> {
+/** Local files. */
+const localReader: VerifyReader = {
+  async listFiles(dir) {
     const names: string[] = [];
     try {
       for await (const e of Deno.readDir(dir)) if (e.isFile) names.push(e.name);
@@ -112,18 +122,39 @@ class Archive {
         throw new WalmgrError(`cannot list ${dir}: ${fileErrorReason(err)}`, { cause: err });
       }
     }
+    return names;
+  },
+  read: readOrNull,
+  hash: (path, headBytes) => sha256File(path, undefined, headBytes),
+  walk: (root, onOther) => walkFiles(root, { onOther }),
+};
+
+/** The archive directory, listed once, with its history files parsed. */
+class Archive {
+  readonly names: string[];
+  readonly histories = new Map<number, TimelineHistoryEntry[] | null>();
+  readonly #historySums = new Map<string, ArchivedRead>();
+  readonly #reads = new Map<string, Promise<ArchivedRead>>();
+
+  private constructor(readonly dir: string, names: string[], readonly reader: VerifyReader) {
+    this.names = names;
+  }
+
+  static async open(dir: string, reader: VerifyReader = localReader): Promise<Archive> {
+    const names = await reader.listFiles(dir);
     names.sort();
-    const a = new Archive(dir, names);
+    const a = new Archive(dir, names, reader);
     for (const n of names) {
       if (!HISTORY_REGEXP.test(n)) continue;
       const tli = parseInt(n.slice(0, 8), 16);
       try {
-        const bytes = await Deno.readFile(`${dir}/${n}`);
+        const bytes = await reader.read(`${dir}/${n}`);
+        if (bytes === null) throw new WalmgrError(`${n} vanished`);
         a.#historySums.set(n, {
           sha256: createHash("sha256").update(bytes).digest("hex"),
           size: bytes.length,
           head: new Uint8Array(0),
-          sidecar: await readSidecar(dir, n),
+          sidecar: await readSidecar(reader, dir, n),
         });
         a.histories.set(tli, parseTimelineHistory(decoder.decode(bytes)));
       } catch {
@@ -143,9 +174,9 @@ class Archive {
     let p = this.#reads.get(name);
     if (!p) {
       p = (async (): Promise<ArchivedRead> => {
-        const sidecar = await readSidecar(this.dir, name);
+        const sidecar = await readSidecar(this.reader, this.dir, name);
         try {
-          const r = await sha256File(`${this.dir}/${name}`, undefined, WAL_LONG_HEADER_SIZE);
+          const r = await this.reader.hash(`${this.dir}/${name}`, WAL_LONG_HEADER_SIZE);
           return { ...r, sidecar };
         } catch (err) {
           return {
@@ -163,12 +194,17 @@ class Archive {
   }
 }
 
-async function readSidecar(dir: string, name: string): Promise<string | null | "malformed"> {
+async function readSidecar(
+  reader: VerifyReader,
+  dir: string,
+  name: string,
+): Promise<string | null | "malformed"> {
   let text: string;
   try {
-    text = await Deno.readTextFile(walSumPath(dir, name));
-  } catch (err) {
-    if (isNotFound(err)) return null;
+    const bytes = await reader.read(walSumPath(dir, name));
+    if (bytes === null) return null;
+    text = decoder.decode(bytes);
+  } catch {
     return "malformed";
   }
   return parseWalSum(text, name) ?? "malformed";
@@ -197,6 +233,7 @@ function hex8(n: bigint): string {
 
 /** Verifies one backup directory against its manifest and the archive. */
 async function verifyBackup(target: Target, archive: Archive): Promise<BackupReport> {
+  const rd = archive.reader;
   const problems: VerifyProblem[] = [];
   const backupProblem = (message: string) => problems.push({ kind: "backup", message });
   const fileProblem = (file: string, message: string) =>
@@ -229,7 +266,7 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
 
   // backup_label
   let label: BackupLabel | null = null;
-  const labelBytes = await readOrNull(`${dir}/backup_label`);
+  const labelBytes = await rd.read(`${dir}/backup_label`);
   if (labelBytes === null) {
     backupProblem("no backup_label: not a complete backup (its WAL start is unknown)");
   } else {
@@ -241,7 +278,7 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
 
   // backup_manifest
   let manifest: ParsedManifest | null = null;
-  const manifestBytes = await readOrNull(`${dir}/backup_manifest`);
+  const manifestBytes = await rd.read(`${dir}/backup_manifest`);
   if (manifestBytes === null) {
     backupProblem(NO_MANIFEST);
   } else {
@@ -264,7 +301,7 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
 
   // pg_control: system identifier and segment size
   let control: PgControlInfo | null = null;
-  const controlBytes = await readOrNull(`${dir}/global/pg_control`).catch(() => null);
+  const controlBytes = await rd.read(`${dir}/global/pg_control`).catch(() => null);
   if (controlBytes === null) {
     backupProblem("global/pg_control is missing or unreadable");
   } else {
@@ -283,9 +320,10 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
 
   // Files against the manifest
   if (manifest) {
-    const disk = await walkFiles(dir, {
-      onOther: (rel, reason) => fileProblem(rel, `not a regular file or directory (${reason})`),
-    });
+    const disk = await rd.walk(
+      dir,
+      (rel, reason) => fileProblem(rel, `not a regular file or directory (${reason})`),
+    );
     const cmp = compareBackupFiles(manifest.files, disk);
     for (const p of cmp.duplicates) fileProblem(p, "listed more than once in backup_manifest");
     for (const f of cmp.missing) fileProblem(f.path, "missing (listed in backup_manifest)");
@@ -296,7 +334,7 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
     const sums = await mapLimit(cmp.toHash, PARALLEL_READS, async ({ file, disk }) => {
       if (file.algorithm !== undefined && file.sha256 === "") return { file, sum: null };
       try {
-        return { file, sum: await sha256File(disk.path) };
+        return { file, sum: await rd.hash(disk.path, 0) };
       } catch (err) {
         return { file, sum: null, error: fileErrorReason(err) };
       }
@@ -348,7 +386,7 @@ async function verifyBackup(target: Target, archive: Archive): Promise<BackupRep
     const offset = hex8(startLsn % BigInt(segSize));
     const historyName = `${label.startWalFile}.${offset}.backup`;
     const bytes = archive.names.includes(historyName)
-      ? await readOrNull(`${archive.dir}/${historyName}`).catch(() => null)
+      ? await rd.read(`${archive.dir}/${historyName}`).catch(() => null)
       : null;
     if (bytes) end = parseBackupHistory(decoder.decode(bytes));
   }
@@ -486,11 +524,15 @@ function noBackups(ctx: CommandContext, base: string): WalmgrError {
   );
 }
 
-async function verifyLocal(ctx: CommandContext, arg: string | undefined): Promise<number> {
+async function verifyLocal(
+  ctx: CommandContext,
+  arg: string | undefined,
+  reader: VerifyReader = localReader,
+): Promise<number> {
   const full = await ctx.location("full_backup");
   const wals = await ctx.location("completed_wals");
   const targets = await chooseTargets(ctx, full.path, arg);
-  const archive = await Archive.open(wals.path);
+  const archive = await Archive.open(wals.path, reader);
   const reports: BackupReport[] = [];
   for (const t of targets) {
     ctx.log.debug(`verifying ${t.path} with the WAL in ${wals.path}`);
@@ -556,6 +598,15 @@ export const verifyCommands: CommandSpec[] = [
       const wals = await ctx.location("completed_wals");
       if (full.transport.name === "local" && wals.transport.name === "local") {
         return await verifyLocal(ctx, arg);
+      }
+      if (!full.transport.runWalmgr || !wals.transport.runWalmgr) {
+        // no walmgr3 on the other side (an object store): read through the transports here
+        const { transportReader } = await import("./verify_storage.ts");
+        return await verifyLocal(
+          ctx,
+          arg,
+          transportReader(full.transport, wals.transport, wals.path),
+        );
       }
       return await verifyRemote(ctx, arg);
     },

@@ -120,6 +120,16 @@ async function runXcleanup(ctx: CommandContext, args: string[]): Promise<number>
     return 0;
   }
   const cwd = Deno.cwd();
+  if (ctx.config.getString("completed_wals").trim().startsWith("s3://")) {
+    // an object-store archive: record the restart point there; xpurgewals cleans
+    if (!inRecoveryDir(cwd) || ctx.dryRun) return 0;
+    const loc = await ctx.location("completed_wals");
+    const { writeStoreRecord } = await import("./xrestore_s3.ts");
+    await writeStoreRecord(loc.transport, loc.path, cwd, need.file, "restart point").catch(
+      (err) => log.warning(`cannot record this standby's restart point: ${errorMessage(err)}`),
+    );
+    return 0;
+  }
   let ownRecord: string | undefined;
   if (inRecoveryDir(cwd)) {
     ownRecord = standbyRecordName(cwd);

@@ -307,6 +307,9 @@ async function retrying<T>(
 }
 
 async function runXrestore(ctx: CommandContext, args: string[]): Promise<number> {
+  if (ctx.config.getString("completed_wals").trim().startsWith("s3://")) {
+    return await (await import("./xrestore_s3.ts")).runXrestoreS3(ctx, args);
+  }
   const [name = "", dest = "", restartArg] = args;
   const kind = walFileKind(name);
   if (kind === null) {

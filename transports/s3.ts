@@ -100,6 +100,15 @@ export interface S3Transport extends Transport {
   ): Promise<string | null>;
   /** Creates the bucket when it is missing; true when it was created. */
   ensureBucket(o?: OpOptions): Promise<boolean>;
+  /**
+   * Hands the object's bytes to `onChunk` as they arrive (each chunk within
+   * `s3_request_timeout`); its size and recorded SHA-256.
+   */
+  streamObject(
+    path: string,
+    onChunk: (c: Uint8Array) => Promise<void> | void,
+    o?: OpOptions,
+  ): Promise<{ size: number; recorded?: string }>;
 }
 
 /** A local regular file's size (one-line errors). */
@@ -280,18 +289,19 @@ export function createS3Transport(opts: TransportOptions): S3Transport {
   }
 
   /**
-   * The bytes of the object at `key` as they arrive, into the new local file
-   * `out`, hashed on the way; each chunk must come within
-   * `s3_request_timeout` (a stalled download ends).
+   * Hands the object's bytes to `onChunk` as they arrive; each chunk must
+   * come within `s3_request_timeout` (a stalled download ends). Returns the
+   * size and the SHA-256 recorded when it was written.
    */
-  async function download(path: string, out: string, signal: AbortSignal): Promise<void> {
-    const key = objectKey(path);
-    const res = await client.get(key, signal);
+  async function stream(
+    path: string,
+    onChunk: (c: Uint8Array) => Promise<void> | void,
+    signal: AbortSignal,
+  ): Promise<{ size: number; recorded?: string }> {
+    const res = await client.get(objectKey(path), signal);
     if (!res) throw notFound(path);
-    const expected = res.headers.get("x-amz-meta-sha256") ?? undefined;
+    const recorded = res.headers.get("x-amz-meta-sha256") ?? undefined;
     const size = Number(res.headers.get("content-length") ?? 0);
-    const hash = new Sha256(size);
-    const f = await Deno.open(out, { write: true, createNew: true, mode: 0o600 });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
     const idleS = settings.requestTimeoutS;
     try {
@@ -309,17 +319,31 @@ export function createS3Transport(opts: TransportOptions): S3Transport {
           );
         }
         if (step.done) break;
-        await hash.update(step.value);
-        let off = 0;
-        while (off < step.value.length) off += await f.write(step.value.subarray(off));
+        await onChunk(step.value);
       }
     } catch (err) {
       await reader.cancel().catch(() => {});
       throw err;
+    }
+    return recorded ? { size, recorded } : { size };
+  }
+
+  /** The object's bytes into the new local file `out`, checked against the recorded SHA-256. */
+  async function download(path: string, out: string, signal: AbortSignal): Promise<void> {
+    const f = await Deno.open(out, { write: true, createNew: true, mode: 0o600 });
+    let hash: Sha256 | undefined;
+    let r: { size: number; recorded?: string };
+    try {
+      r = await stream(path, async (c) => {
+        hash ??= new Sha256();
+        await hash.update(c);
+        let off = 0;
+        while (off < c.length) off += await f.write(c.subarray(off));
+      }, signal);
     } finally {
       f.close();
     }
-    checkSum(path, expected, await hash.digest());
+    checkSum(path, r.recorded, await (hash ?? new Sha256()).digest());
   }
 
   async function getFile(path: string, localPath: string, signal: AbortSignal): Promise<void> {
@@ -647,6 +671,8 @@ export function createS3Transport(opts: TransportOptions): S3Transport {
         return r.ok ? r.etag : null;
       });
     },
+    streamObject: (path, onChunk, o) =>
+      bounded(`reading ${describe(path)}`, o, (s) => stream(path, onChunk, s)),
     async ensureBucket(o) {
       return await bounded(`checking bucket s3://${bucket}`, o, async (s) => {
         if (await client.bucketExists(s)) return false;
