@@ -336,8 +336,9 @@ export function guardTransportFactory(
   return async (opts) => {
     const remoteSeconds = deadlineSeconds(opts.setting, DEADLINES.remote);
     let t: Transport;
+    using made = new Deadline(`${label}: creating it`, remoteSeconds, DEADLINES.remote.key);
     try {
-      t = await factory(opts);
+      t = await raceSignal(Promise.resolve().then(() => factory(opts)), made.signal);
     } catch (err) {
       throw wrapErr("creating it", err);
     }
@@ -495,10 +496,17 @@ async function setupPlugin(
     },
     error: (message) => new WalmgrError(message),
   };
+  // a setup that never returns would hold every command (xarchive too): hook_timeout
+  using d = new Deadline(
+    `plugin ${plugin.name}: its setup`,
+    deadlineSeconds((k) => config.get(k), DEADLINES.hook),
+    DEADLINES.hook.key,
+  );
   try {
-    await plugin.setup(api);
+    await raceSignal(Promise.resolve().then(() => plugin.setup(api)), d.signal);
   } catch (err) {
     if (err instanceof Error && own.has(err)) throw err;
+    if (d.signal.aborted) throw new ConfigError(errorMessage(err));
     throw fail(`setup of ${plugin.name} failed: ${errorMessage(err)}`);
   }
 }
