@@ -49,6 +49,7 @@ const HOT_COMMANDS: Readonly<Record<string, string>> = {
   xarchive: "xarchive",
   "xarchive-async": "xarchive",
   xrestore: "xrestore",
+  "xrestore-prefetch": "xrestore",
   xstorage: "xstorage",
   xpartialsync: "sync",
 };

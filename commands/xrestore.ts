@@ -271,6 +271,22 @@ function newestTimeline(completed: string, tli: number): number {
   return newest;
 }
 
+/**
+ * With `xrestore_prefetch = N`: `name` moved from the prefetch queue to
+ * `destPath` (commands/xrestore_prefetch.ts, loaded only then); false means
+ * "copy it the usual way" (never an error of its own).
+ */
+async function prefetched(
+  ctx: CommandContext,
+  name: string,
+  destPath: string,
+  dataDir: string,
+): Promise<boolean> {
+  if (ctx.dryRun || ctx.config.getInt("xrestore_prefetch", 0) <= 0) return false;
+  const { deliverPrefetched } = await import("./xrestore_prefetch.ts");
+  return await deliverPrefetched(ctx, name, destPath, dataDir);
+}
+
 /** Thrown when retries did not cure a failure. */
 class TransientFailure extends Error {}
 
@@ -385,6 +401,8 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
     }
     try {
       await retrying(`${name}: cannot copy ${from} to ${dest}`, budget, async () => {
+        // xrestore_prefetch: a verified copy from the queue, moved into place
+        if (source === "completed" && await prefetched(ctx, name, destPath, cwd)) return;
         await copyFileDurable(from, destPath, "replace");
       }, attemptS);
     } catch (err) {
@@ -609,5 +627,17 @@ export const xrestoreCommands: CommandSpec[] = [
     maxArgs: 3,
     summary: "On slave, restore one WAL file (PostgreSQL's restore_command)",
     run: runXrestore,
+  },
+  {
+    name: "xrestore-prefetch",
+    group: "internal",
+    role: "slave",
+    usage: "<data directory>",
+    minArgs: 1,
+    maxArgs: 1,
+    summary: "background worker of xrestore_prefetch (started by xrestore)",
+    async run(ctx, args) {
+      return await (await import("./xrestore_prefetch.ts")).runPrefetchWorker(ctx, args);
+    },
   },
 ];

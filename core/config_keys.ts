@@ -282,6 +282,12 @@ export const CONFIG_KEYS: Readonly<Record<string, KeyInfo>> = {
     default: "0",
     doc: "seconds xrestore waits for a missing segment in archive-fed mode (0 = forever)",
   },
+  xrestore_prefetch: {
+    role: "slave",
+    default: "0",
+    doc: "WAL segments a background worker copies ahead into <data>/pg_wal/.walmgr3-prefetch " +
+      "for xrestore (verified against their checksums; 0 = off)",
+  },
 };
 
 /** True when `key` is a known configuration key. */

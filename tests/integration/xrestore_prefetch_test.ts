@@ -1,0 +1,310 @@
+/**
+ * Prefetch for archive-fed replay (`xrestore_prefetch`, issue 15;
+ * commands/xrestore_prefetch.ts, core/prefetch_queue.ts): the worker queues
+ * only segments whose bytes match the archive's checksum sidecar, xrestore
+ * takes a queued file only when the archive's sidecar still names it, a copy
+ * in progress is never taken, a timeline change and the end of recovery clean
+ * the queue, and xrestore's exit codes are those it has without prefetch. Then
+ * a real PostgreSQL 15 hot standby replays an archive through it.
+ */
+
+import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
+import { startCluster } from "../helpers/cluster.ts";
+import { exists, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { pgTool } from "../helpers/cluster.ts";
+import { PREFETCH_DIR } from "../../core/prefetch_queue.ts";
+
+const WALMGR = `${projectRoot}/bin/walmgr3`;
+const SEG_SIZE = 1 << 20;
+
+function show(res: RunResult): string {
+  return `exit ${res.code}\n--- stdout\n${res.stdout}\n--- stderr\n${res.stderr}`;
+}
+
+function hex(buf: ArrayBuffer): string {
+  return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function seg(tli: number, n: number): string {
+  return tli.toString(16).toUpperCase().padStart(8, "0") + "00000000" +
+    n.toString(16).toUpperCase().padStart(8, "0");
+}
+
+Deno.test("xrestore prefetch: verified queue, timeline change, end of recovery, exit codes", async (t) => {
+  await using tmp = await tempDir("prefetch");
+  const data = tmp.join("data");
+  const completed = tmp.join("logs.complete");
+  const sums = `${completed}/.walmgr3-sha256`;
+  const queue = `${data}/pg_wal/${PREFETCH_DIR}`;
+  const log = tmp.join("walmgr3.log");
+  await Deno.mkdir(`${data}/pg_wal`, { recursive: true, mode: 0o700 });
+  await Deno.mkdir(sums, { recursive: true });
+  await Deno.writeTextFile(`${data}/recovery.signal`, "");
+  const ini = tmp.join("wal-slave.ini");
+  await Deno.writeTextFile(
+    ini,
+    `[walmgr]\ncompleted_wals = ${completed}\npartial_wals = ${tmp.join("logs.partial")}\n` +
+      `full_backup = ${tmp.join("data.master")}\nslave_data = ${data}\nlogfile = ${log}\n` +
+      `xrestore_prefetch = 3\nxrestore_wait_timeout = 1\n`,
+  );
+  const bytes = new Map<string, Uint8Array>();
+  async function archive(name: string, sidecar: "good" | "none" | "wrong" = "good") {
+    const b = new Uint8Array(SEG_SIZE);
+    crypto.getRandomValues(b.subarray(0, 65536));
+    b[0] = bytes.size;
+    bytes.set(name, b);
+    await Deno.writeFile(`${completed}/${name}`, b);
+    const h = hex(await crypto.subtle.digest("SHA-256", b));
+    if (sidecar === "none") return;
+    const sum = sidecar === "good" ? h : h.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+    await Deno.writeTextFile(`${sums}/${name}.sha256`, `${sum}  ${name}\n`);
+  }
+  async function xrestore(name: string, env: Record<string, string> = {}): Promise<RunResult> {
+    return await run([WALMGR, "-v", ini, "xrestore", name, "pg_wal/RECOVERYXLOG"], {
+      cwd: data,
+      env,
+    });
+  }
+  const delivered = () => Deno.readFileSync(`${data}/pg_wal/RECOVERYXLOG`);
+  const queued = () => exists(queue) ? [...Deno.readDirSync(queue)].map((e) => e.name).sort() : [];
+  const lock = `${queue}/worker.lock`;
+  async function workerGone(): Promise<void> {
+    await waitFor(async () => {
+      if (!exists(lock)) return true;
+      const f = await Deno.open(lock, { write: true });
+      try {
+        if (!f.tryLockSync(true)) return false;
+        f.unlockSync();
+        return true;
+      } finally {
+        f.close();
+      }
+    }, { timeoutMs: 60_000, what: "the prefetch worker to exit" });
+  }
+
+  for (let i = 1; i <= 6; i++) await archive(seg(1, i));
+  await archive(seg(1, 7), "none");
+  await archive(seg(1, 8), "wrong");
+
+  await t.step(
+    "the first segment is copied; the worker queues the next three, verified",
+    async () => {
+      const res = await xrestore(seg(1, 1));
+      assertEquals(res.code, 0, show(res));
+      assertEquals(delivered(), bytes.get(seg(1, 1)));
+      await waitFor(() => [2, 3, 4].every((i) => exists(`${queue}/${seg(1, i)}`)), {
+        timeoutMs: 60_000,
+        what: "three segments queued",
+      });
+      assertEquals((Deno.statSync(queue).mode ?? 0) & 0o777, 0o700);
+      for (const i of [2, 3, 4]) {
+        assertEquals(Deno.readFileSync(`${queue}/${seg(1, i)}`), bytes.get(seg(1, i)));
+        assert(exists(`${queue}/${seg(1, i)}.sha256`));
+      }
+    },
+  );
+
+  await t.step(
+    "the next segment is taken from the queue (a rename), the window moves",
+    async () => {
+      const res = await xrestore(seg(1, 2));
+      assertEquals(res.code, 0, show(res));
+      assertStringIncludes(res.stderr, "taken from the prefetch queue");
+      assertEquals(delivered(), bytes.get(seg(1, 2)));
+      assert(!exists(`${queue}/${seg(1, 2)}`));
+      await waitFor(() => exists(`${queue}/${seg(1, 5)}`), { what: "segment 5 queued" });
+    },
+  );
+
+  await t.step("a queued copy the archive's sidecar no longer names is not taken", async () => {
+    // the archive's checksum changed (as if the archive were repaired): queue is stale
+    const s = seg(1, 3);
+    const h = Deno.readTextFileSync(`${sums}/${s}.sha256`);
+    await Deno.writeTextFile(
+      `${sums}/${s}.sha256`,
+      h.replace(/^./, (c) => (c === "a" ? "b" : "a")),
+    );
+    const res = await xrestore(s);
+    assertEquals(res.code, 0, show(res));
+    assertStringIncludes(res.stderr, "copying it again");
+    assertEquals(delivered(), bytes.get(s)); // the archive's own bytes
+    await Deno.writeTextFile(`${sums}/${s}.sha256`, h);
+  });
+
+  await t.step("a copy in progress is never taken", async () => {
+    await waitFor(() => exists(`${queue}/${seg(1, 6)}`), { what: "segment 6 queued" });
+    // a worker killed mid-copy leaves its temporary file
+    await Deno.writeFile(`${queue}/.${seg(1, 9)}.123.abc.tmp`, new Uint8Array(10));
+    await Deno.writeFile(`${completed}/${seg(1, 9)}`, new Uint8Array(SEG_SIZE));
+    const res = await xrestore(seg(1, 9));
+    assertEquals(res.code, 0, show(res));
+    assertEquals(delivered().length, SEG_SIZE);
+    assert(!res.stderr.includes("taken from the prefetch queue"), show(res));
+    await Deno.remove(`${completed}/${seg(1, 9)}`);
+  });
+
+  await t.step("segments without a sidecar or with a wrong one are not queued", async () => {
+    const res = await xrestore(seg(1, 6));
+    assertEquals(res.code, 0, show(res));
+    // the worker reaches 7 and 8 and queues neither
+    await waitFor(() => Deno.readTextFileSync(log).includes(`${seg(1, 8)} has SHA-256`), {
+      timeoutMs: 60_000,
+      what: "the worker to refuse segment 8",
+    });
+    assert(
+      !exists(`${queue}/${seg(1, 7)}`) && !exists(`${queue}/${seg(1, 8)}`),
+      queued().join(" "),
+    );
+    // xrestore still copies them itself, as without prefetch
+    for (const i of [7, 8]) {
+      const r = await xrestore(seg(1, i));
+      assertEquals(r.code, 0, show(r));
+      assertEquals(delivered(), bytes.get(seg(1, i)));
+    }
+  });
+
+  await t.step("a timeline change empties the queue of the old timeline", async () => {
+    await archive(seg(2, 8));
+    await archive(seg(2, 9));
+    await archive(seg(2, 10));
+    for (let i = 9; i <= 12; i++) await archive(seg(1, i));
+    const r1 = await xrestore(seg(1, 8));
+    assertEquals(r1.code, 0, show(r1));
+    await waitFor(() => exists(`${queue}/${seg(1, 9)}`), { what: "timeline 1 queued" });
+    const r2 = await xrestore(seg(2, 8));
+    assertEquals(r2.code, 0, show(r2));
+    assertEquals(delivered(), bytes.get(seg(2, 8)));
+    await waitFor(
+      () => exists(`${queue}/${seg(2, 9)}`) && !queued().some((n) => n.startsWith("00000001")),
+      { what: "only timeline 2 queued" },
+    );
+  });
+
+  await t.step("exit codes are those without prefetch", async () => {
+    // archive-fed (recovery.signal): a missing history file is 1 at once
+    const h = await xrestore("00000003.history");
+    assertEquals(h.code, 1, show(h));
+    // a missing segment after xrestore_wait_timeout: 1
+    const m = await xrestore(seg(2, 40));
+    assertEquals(m.code, 1, show(m));
+    // an unreadable segment in archive recovery: stop recovery (above 125)
+    await archive(seg(2, 41));
+    await Deno.chmod(`${completed}/${seg(2, 41)}`, 0o000);
+    if (Deno.uid() !== 0) {
+      const u = await xrestore(seg(2, 41), { WALMGR3_XRESTORE_RETRY_MS: "0" });
+      assertEquals(u.code, 128, show(u));
+    }
+    await Deno.chmod(`${completed}/${seg(2, 41)}`, 0o600);
+  });
+
+  await t.step("the end of recovery (STOP) removes the queue and ends the worker", async () => {
+    await waitFor(() => exists(queue), { what: "the queue" });
+    await Deno.writeTextFile(`${completed}/STOP`, "");
+    await waitFor(() => !exists(queue), { timeoutMs: 30_000, what: "the queue removed" });
+    await Deno.remove(`${completed}/STOP`);
+    await workerGone();
+  });
+});
+
+Deno.test("xrestore prefetch: PostgreSQL 15 hot standby replays the archive through it", async (t) => {
+  await using tmp = await tempDir("prefetch-pg");
+  await using master = await startCluster({
+    name: "pfm",
+    conf: { archive_mode: "on", archive_command: "", wal_level: "replica" },
+  });
+  const completed = tmp.join("walshipping/logs.complete");
+  await Deno.mkdir(completed, { recursive: true });
+  const masterIni = tmp.join("wal-master.ini");
+  await Deno.writeTextFile(
+    masterIni,
+    `[walmgr]\nmaster_db = ${master.conninfo}\nmaster_data = ${master.dataDir}\n` +
+      `master_config = ${master.dataDir}/postgresql.conf\nmaster_bin = ${master.binDir}\n` +
+      `slave = localhost\ncompleted_wals = ${completed}\n` +
+      `partial_wals = ${tmp.join("walshipping/logs.partial")}\n` +
+      `full_backup = ${tmp.join("walshipping/data.master")}\n`,
+  );
+  const cmd = `${WALMGR} ${masterIni} xarchive %p %f`;
+  await master.sql(`alter system set archive_command = '${cmd}'`);
+  await master.sql("select pg_reload_conf()");
+  await master.sql("create table t (x int)");
+
+  const standbyData = tmp.join("standby");
+  const bb = await run([
+    await pgTool(master.binDir, "pg_basebackup"),
+    "-D",
+    standbyData,
+    "-X",
+    "none",
+    "-c",
+    "fast",
+    "-h",
+    master.socketDir,
+    "-p",
+    String(master.port),
+    "-U",
+    master.user,
+  ], { timeoutMs: 120_000 });
+  assertEquals(bb.code, 0, show(bb));
+  for (let i = 0; i < 12; i++) {
+    await master.sql("insert into t select generate_series(1, 1000)");
+    await master.sql("select pg_switch_wal()");
+  }
+  const target = (await master.sql<{ l: string }>("select pg_current_wal_lsn()::text as l"))[0]!.l;
+  await master.sql("select pg_switch_wal()");
+  await waitFor(async () => {
+    const r = await master.sql<{ n: string }>(
+      "select count(*)::text as n from pg_ls_archive_statusdir() where name like '%.ready'",
+    );
+    return r[0]!.n === "0";
+  }, { timeoutMs: 120_000, what: "the master to archive everything" });
+
+  const slaveIni = tmp.join("wal-slave.ini");
+  const log = tmp.join("slave.log");
+  await Deno.writeTextFile(
+    slaveIni,
+    `[walmgr]\ncompleted_wals = ${completed}\npartial_wals = ${
+      tmp.join("walshipping/logs.partial")
+    }\n` +
+      `full_backup = ${tmp.join("walshipping/data.master")}\nslave_data = ${standbyData}\n` +
+      `logfile = ${log}\nxrestore_prefetch = 4\n`,
+  );
+  await Deno.writeTextFile(`${standbyData}/standby.signal`, "");
+  await using standby = await startCluster({
+    name: "pfs",
+    binDir: master.binDir,
+    dataDir: standbyData,
+    conf: {
+      hot_standby: "on",
+      recovery_prefetch: "off",
+      archive_mode: "off",
+      restore_command: `${WALMGR} -v ${slaveIni} xrestore %f %p %r`,
+    },
+  });
+
+  await t.step("replay reaches the master's position with segments from the queue", async () => {
+    await waitFor(async () => {
+      const r = await standby.sql<{ ok: boolean }>(
+        `select pg_last_wal_replay_lsn() >= '${target}'::pg_lsn as ok`,
+      );
+      return r[0]?.ok === true;
+    }, { timeoutMs: 180_000, what: "the standby to replay the archive" });
+    const n = await standby.sql<{ n: string }>("select count(*)::text as n from t");
+    assertEquals(n[0]!.n, "12000");
+    const text = await Deno.readTextFile(log);
+    const taken = text.split("\n").filter((l) => l.includes("taken from the prefetch queue"));
+    assert(taken.length >= 5, `only ${taken.length} segment(s) came from the queue`);
+  });
+
+  await t.step("the queue holds only verified, complete segments", () => {
+    const queue = `${standbyData}/pg_wal/${PREFETCH_DIR}`;
+    for (const e of Deno.readDirSync(queue)) {
+      if (!/^[0-9A-F]{24}$/.test(e.name)) continue;
+      assertEquals(
+        Deno.readFileSync(`${queue}/${e.name}`),
+        Deno.readFileSync(`${completed}/${e.name}`),
+        e.name,
+      );
+    }
+  });
+});
