@@ -663,11 +663,13 @@ export function createS3Transport(opts: TransportOptions): S3Transport {
     },
     async replaceIfMatch(path, etag, data, o) {
       return await bounded(`replacing ${describe(path)}`, o, async (s) => {
-        const r = await client.put(objectKey(path), data, {
-          sha256: await sha256Hex(data),
-          ifMatch: etag,
-          signal: s,
-        });
+        const key = objectKey(path);
+        const sha256 = await sha256Hex(data);
+        let r = await client.put(key, data, { sha256, ifMatch: etag, signal: s });
+        if (!r.ok && /^".*"$/.test(etag) && (await client.head(key, s))?.etag === etag) {
+          // Ceph's RADOS Gateway compares If-Match with the ETag without its quotes
+          r = await client.put(key, data, { sha256, ifMatch: etag.slice(1, -1), signal: s });
+        }
         return r.ok ? r.etag : null;
       });
     },

@@ -209,7 +209,7 @@ export async function startCephRgw(): Promise<CephRgw> {
         "osd objectstore = memstore",
         "memstore device bytes = 4294967296",
         "[client.rgw]",
-        `rgw frontends = beast endpoint=127.0.0.1:${rgwPort}`,
+        `rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1`,
         `rgw data = ${p("rgw")}`,
         "rgw dns name = localhost",
         "",
