@@ -112,6 +112,9 @@ async function walTempDir(dir: string): Promise<string | null> {
   return tmp;
 }
 
+/** Puts of this process using each `.walmgr3-tmp` right now (the last one removes it). */
+const walTempUsers = new Map<string, number>();
+
 /** Removes `<dir>/.walmgr3-tmp` when empty (another writer's file keeps it). */
 async function dropWalTempDir(tmp: string | null): Promise<void> {
   if (tmp) await Deno.remove(tmp).catch(() => {});
@@ -186,20 +189,31 @@ export function createLocalTransport(opts: TransportOptions): Transport {
    * our creating it and our temporary file: then once more.
    */
   async function putWal(localPath: string, path: string): Promise<PutOutcome> {
-    for (let attempt = 1;; attempt++) {
-      const tmp = await walTempDir(dirname(path));
-      try {
-        return await writeFileDurable(path, { fromFile: localPath }, {
-          policy: "identical-ok",
-          sum: true,
-          ...(tmp ? { tempDir: tmp } : {}),
-        });
-      } catch (err) {
-        const gone = tmp !== null && attempt < 3 && err instanceof WalmgrError &&
-          isNotFound(err.cause) && !(await Deno.lstat(tmp).then(() => true, () => false));
-        if (!gone) throw err;
-      } finally {
-        await dropWalTempDir(tmp);
+    // puts of this process in flight together (the async worker) share the
+    // directory: only the last one removes it
+    const shared = `${trimSlash(dirname(path))}/${WAL_TEMP_DIR}`;
+    walTempUsers.set(shared, (walTempUsers.get(shared) ?? 0) + 1);
+    try {
+      for (let attempt = 1;; attempt++) {
+        const tmp = await walTempDir(dirname(path));
+        try {
+          return await writeFileDurable(path, { fromFile: localPath }, {
+            policy: "identical-ok",
+            sum: true,
+            ...(tmp ? { tempDir: tmp } : {}),
+          });
+        } catch (err) {
+          const gone = tmp !== null && attempt < 3 && err instanceof WalmgrError &&
+            isNotFound(err.cause) && !(await Deno.lstat(tmp).then(() => true, () => false));
+          if (!gone) throw err;
+        }
+      }
+    } finally {
+      const left = (walTempUsers.get(shared) ?? 1) - 1;
+      if (left > 0) walTempUsers.set(shared, left);
+      else {
+        walTempUsers.delete(shared);
+        await dropWalTempDir(shared);
       }
     }
   }
