@@ -540,7 +540,8 @@ async function verifyLocal(
   }
   const report = verifyReport(reports);
   ctx.log.out(ctx.options.json ? JSON.stringify(report, null, 2) : formatReport(report));
-  if (!ctx.dryRun) {
+  // (the records are local files: not for backups read through another transport)
+  if (!ctx.dryRun && reader === localReader) {
     // the last result of each backup, for status (core/verify_record.ts)
     const { recordVerifyResults } = await import("../core/verify_record.ts");
     await recordVerifyResults(full.transport, full.path, reports, (m) => ctx.log.warning(m));

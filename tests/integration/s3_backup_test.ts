@@ -157,6 +157,16 @@ Deno.test({
         assertMatch(res.stdout, /data\.master\.0/);
       });
 
+      await t.step("status and check read the bucket", async () => {
+        const st = await walmgr([ini, "status", "--json"]);
+        assertEquals(st.code, 0, show(st));
+        const status = JSON.parse(st.stdout) as { backups: Array<{ name: string }> };
+        assertEquals(status.backups.map((b) => b.name), ["data.master", "data.master.0"]);
+        const check = await walmgr([ini, "check"]);
+        assertEquals(check.code, 0, show(check));
+        assertMatch(check.stdout + check.stderr, /the slave answers through s3/);
+      });
+
       await t.step(
         "the lock object: held by a live host refused, an expired lease taken",
         async () => {
