@@ -50,9 +50,9 @@ export interface WriteDurableOptions {
    */
   sum?: boolean;
   /**
-   * Directory of the temporary file (default: the file's own directory). It
-   * must be on the same filesystem: the temporary file is linked or renamed
-   * from there to its final name.
+   * Directory of the temporary file, and of the sidecar's with `sum`
+   * (default: each file's own directory). It must be on the same filesystem:
+   * temporary files are linked or renamed from there to their final names.
    */
   tempDir?: string;
 }
@@ -482,7 +482,7 @@ export async function writeFileDurable(
     : undefined;
   const hex = () => (arraySum ?? (sum as Sha256).digest());
   const done = async (outcome: WriteOutcome): Promise<WriteOutcome> => {
-    if (opts.sum) await recordWalSum(path, await hex(), outcome);
+    if (opts.sum) await recordWalSum(path, await hex(), outcome, opts.tempDir);
     return outcome;
   };
 
@@ -617,9 +617,14 @@ export type WalSumResult =
  * temporary name, fsynced, renamed, and its directory fsynced. A sidecar that
  * already holds `hex` is only fsynced (with its directory): it may be the one
  * a crash interrupted before its fsync. Call it only after `path` is durable
- * and known to hold the bytes `hex` was computed from.
+ * and known to hold the bytes `hex` was computed from. `tempDir`: where its
+ * temporary file goes (same filesystem; default the sidecar directory).
  */
-export async function writeWalSumDurable(path: string, hex: string): Promise<WalSumResult> {
+export async function writeWalSumDurable(
+  path: string,
+  hex: string,
+  tempDir?: string,
+): Promise<WalSumResult> {
   const name = basename(path);
   const sumPath = walSumPath(dirname(path), name);
   const sumDir = dirname(sumPath);
@@ -631,13 +636,21 @@ export async function writeWalSumDurable(path: string, hex: string): Promise<Wal
   }
   if (!current) await mkdirp(sumDir);
   const text = new TextEncoder().encode(formatWalSum(hex, name));
-  await writeFileDurable(sumPath, text, { policy: "replace" });
+  await writeFileDurable(sumPath, text, {
+    policy: "replace",
+    ...(tempDir === undefined ? {} : { tempDir }),
+  });
   return current ? "replaced" : "written";
 }
 
 /** {@link writeWalSumDurable} after a store; says so when it had to replace a wrong sidecar. */
-async function recordWalSum(path: string, hex: string, outcome: WriteOutcome): Promise<void> {
-  const done = await writeWalSumDurable(path, hex);
+async function recordWalSum(
+  path: string,
+  hex: string,
+  outcome: WriteOutcome,
+  tempDir?: string,
+): Promise<void> {
+  const done = await writeWalSumDurable(path, hex, tempDir);
   if (done !== "replaced") return;
   const sumPath = walSumPath(dirname(path), basename(path));
   log.warning(

@@ -12,8 +12,8 @@
  * `DRY RUN: would ...`.
  *
  * An archived WAL file ({@link Transport.putFileWithSum}: xarchive, the async
- * worker) is written through a temporary file in `<dir>/.walmgr3-tmp/` (same
- * filesystem: linked from there), which every store first sweeps of the
+ * worker) is written, with its sidecar, through temporary files in
+ * `<dir>/.walmgr3-tmp/` (same filesystem: linked from there), which every store first sweeps of the
  * files of dead writers (a killed xarchive's; by pid and host tag, see
  * core/fsutil.ts cleanupStaleTemps) and removes again once empty: a small
  * directory, so the sweep costs nothing however many files the archive
