@@ -186,8 +186,11 @@ export class HookBus {
     const work = Promise.resolve().then(() => e.handler(payload, { signal: d.signal }));
     try {
       const res = await raceSignal(work, grace.signal);
-      // it stopped because its time was up: say that, not how it stopped
-      if (d.signal.aborted) throw d.signal.reason;
+      // a veto because its time was up: say that, not how it stopped (a handler
+      // that stops and returns normally, as periodic_command does, stands)
+      if (d.signal.aborted && res && typeof res === "object" && "veto" in res) {
+        throw d.signal.reason;
+      }
       return res;
     } catch (err) {
       // abandoned, or failed because it was stopped: the deadline says why

@@ -162,6 +162,14 @@ Deno.test("hooks run under hook_timeout", async (t) => {
         }));
       await bus.emit("after-archive", { path: "p", name: "n", outcome: "stored" });
       assert.ok(stopped, "the handler saw its signal");
+      // a before-* handler that stops and returns normally (periodic_command) does not fail it
+      bus.on(
+        "before-archive",
+        "periodic",
+        (_p, { signal }) =>
+          new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())),
+      );
+      await bus.emit("before-archive", { path: "p", name: "n" });
     },
   );
   await t.step("hook_command is killed at the limit", async () => {
