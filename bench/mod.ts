@@ -2,8 +2,8 @@
  * `deno task bench [--only archive|backup]`: runs the benchmarks of `bench/`
  * one after the other, each in its own Deno process (each makes and removes
  * its own clusters), and prints all their tables. Without `--only` every
- * benchmark runs: the archive drain (`archive_bench.ts`), then the base backup
- * (`backup_bench.ts`). Their settings come from `WALMGR3_BENCH_*` environment
+ * benchmark runs: the archive drain (`archive_bench.ts`), archive-fed replay
+ * (`replay_bench.ts`), then the base backup (`backup_bench.ts`). Their settings come from `WALMGR3_BENCH_*` environment
  * variables (see each file). Exits non-zero when one of them failed.
  *
  * @module
@@ -13,6 +13,7 @@ import { say } from "./common.ts";
 
 const BENCHES: Record<string, string> = {
   archive: "archive_bench.ts",
+  replay: "replay_bench.ts",
   backup: "backup_bench.ts",
 };
 
