@@ -71,8 +71,8 @@ import {
   clearPending,
   ensureFastAsked,
   fastConfigProblem,
-  INI_SETTLE_MS,
   iniIdentity,
+  iniSettled,
   lastFastAsked,
   listFastRecords,
   markAlive,
@@ -178,7 +178,7 @@ function openFastPath(ctx: CommandContext, masterData: string, dest: string): Fa
 /**
  * Once a second: withdraws the fast path and returns a reason to exit when the
  * ini changed; writes `config` once the ini is old enough (core/archive_fast.ts
- * check 3: loaded before this process started, and {@link INI_SETTLE_MS} old).
+ * check 3: it last changed before this process started and loaded it).
  */
 function checkFastPath(
   ctx: CommandContext,
@@ -193,8 +193,7 @@ function checkFastPath(
     return `${fast.ini} changed (the next xarchive starts a worker with its new settings)`;
   }
   if (fast.described || now === null) return "";
-  const changed = Math.max(now.mtimeMs ?? Infinity, now.ctimeMs ?? Infinity);
-  if (changed < performance.timeOrigin - 1 && Date.now() - changed > INI_SETTLE_MS) {
+  if (iniSettled(now)) {
     try {
       writeFastConfig(fast.dir, fast.ini, masterData, dest);
       fast.described = true;

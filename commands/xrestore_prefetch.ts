@@ -22,6 +22,11 @@
  *   (`STOP` in completed_wals, or the data directory has neither
  *   `standby.signal` nor `recovery.signal`), and exits after
  *   {@link PREFETCH_IDLE_MS} without a new request.
+ * - The shell fast path (core/prefetch_queue.ts): when no restore hook runs and
+ *   no `--set` applies, the worker describes the ini in the queue (`fast`),
+ *   and bin/walmgr3 then moves queued segments into place without Deno. The
+ *   worker withdraws the description when the ini changes (and exits) and
+ *   when it exits.
  *
  * @module
  */
@@ -30,18 +35,21 @@ import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadli
 import { errorMessage } from "../core/errors.ts";
 import { existsSync } from "../core/fsutil.ts";
 import { join } from "../core/paths.ts";
+import { iniIdentity, iniSettled, sameIni } from "../core/archive_fast.ts";
 import {
   cleanQueue,
   followingSegments,
+  formatRestoreFast,
   openQueueDir,
   PREFETCH_LOCK,
   queuedNames,
   readWant,
   removeQueue,
+  RESTORE_FAST,
   takeQueued,
   writeWant,
 } from "../core/prefetch_queue.ts";
-import { openNoFollow, randomTempName } from "../core/private_dir.ts";
+import { openNoFollow, randomTempName, replaceFile } from "../core/private_dir.ts";
 import { readWholeFile, sha256Hex } from "../core/sha256.ts";
 import { WAL_SEGMENT_REGEXP } from "../core/wal.ts";
 import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
@@ -167,6 +175,7 @@ export async function runPrefetchWorker(ctx: CommandContext, args: string[]): Pr
   try {
     return await prefetchLoop(ctx, dataDir, dir, count);
   } finally {
+    withdrawFast(dir);
     lock.close();
   }
 }
@@ -247,7 +256,13 @@ async function prefetchLoop(
   }
 
   let ended = "";
+  const checkFast = fastPath(ctx, dataDir, dir);
   for (;;) {
+    const changed = checkFast?.() ?? "";
+    if (changed) {
+      ended = changed;
+      break;
+    }
     if (existsSync(stopFile) || !recovering(dataDir)) {
       await Promise.allSettled([...inFlight.values()]);
       removeQueue(dataDir);
@@ -290,6 +305,52 @@ async function prefetchLoop(
     `prefetch worker: ${fetched} segment(s) fetched${ended ? `; exiting: ${ended}` : ""}`,
   );
   return 0;
+}
+
+/** Removes the launcher's description (it then leaves every segment to Deno). */
+function withdrawFast(dir: string): void {
+  try {
+    Deno.removeSync(join(dir, RESTORE_FAST));
+  } catch { /* not there */ }
+}
+
+/**
+ * The shell fast path of this worker: `null` when its configuration does not
+ * allow it; else a check to call often, which writes the description once the
+ * ini has settled and returns a reason to exit when the ini changed.
+ */
+function fastPath(ctx: CommandContext, dataDir: string, dir: string): (() => string) | null {
+  const completed = ctx.config.requirePath("completed_wals");
+  const text = formatRestoreFast(ctx.config.file, dataDir, completed);
+  const hooked = (["before-restore", "after-restore", "command-error"] as const).some((e) =>
+    ctx.hooks.has(e)
+  );
+  withdrawFast(dir); // one an earlier worker left may describe another ini
+  if (text === null || hooked || ctx.options.set.length > 0) {
+    ctx.log.debug("prefetch: no shell fast path (restore hooks, --set, or unusual paths)");
+    return null;
+  }
+  const ini = ctx.config.file;
+  const identity = iniIdentity(ini);
+  let described = false;
+  return () => {
+    const now = iniIdentity(ini);
+    if (!sameIni(identity, now)) {
+      withdrawFast(dir);
+      described = false;
+      return `${ini} changed (the next xrestore starts a worker with its new settings)`;
+    }
+    if (described || now === null) return "";
+    if (iniSettled(now)) {
+      try {
+        replaceFile(dir, RESTORE_FAST, text);
+        described = true;
+      } catch (err) {
+        ctx.log.debug(`prefetch: cannot write ${dir}/${RESTORE_FAST}: ${errorMessage(err)}`);
+      }
+    }
+    return "";
+  };
 }
 
 function sleep(ms: number): Promise<void> {

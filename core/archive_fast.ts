@@ -37,10 +37,13 @@
  *    The worker refuses a directory that is not its own (owner, symlink).
  * 3. `config` is a regular file of ours, strictly newer than the ini, and
  *    names this ini, a data directory that is `$PWD` (`-ef`) and the
- *    destination. The worker writes it only when the ini is at least
- *    {@link INI_SETTLE_MS} old, so any later write to the ini gives the ini a
- *    newer or equal mtime and the test fails (equal fails too: the test is
- *    strict). An ini copied in with an older mtime (`cp -p`) escapes that
+ *    destination. The worker writes it only when the ini's last change
+ *    (mtime and ctime) lies {@link INI_SETTLE_MS} before the worker started
+ *    (more than a clock tick, by which file times are rounded down), so that
+ *    the configuration it loaded is that version, and `config` is strictly
+ *    newer than it; any later write to the ini gives the ini a newer or equal
+ *    mtime and the test fails (equal fails too: the test is strict). An ini
+ *    copied in with an older mtime (`cp -p`) escapes that
  *    test: the worker compares the ini's identity (inode, size, mtime and
  *    ctime, which nobody can set back) every second and removes `config` on a
  *    change. Only a worker whose configuration allows it writes `config`: no
@@ -82,8 +85,17 @@ export const FAST_DIR = ".walmgr3-async";
 export const FAST_CONFIG = "config";
 /** First line of {@link FAST_CONFIG}. */
 export const FAST_MAGIC = "walmgr3-async-fast 1";
-/** An ini younger than this is not described yet (see check 3 of the module doc). */
-export const INI_SETTLE_MS = 2_000;
+/**
+ * The ini is described only when it last changed this long before the
+ * worker started (check 3 of the module doc; more than a kernel clock tick).
+ */
+export const INI_SETTLE_MS = 50;
+
+/** True when the ini (identity `now`) last changed before this process loaded it. */
+export function iniSettled(now: IniIdentity): boolean {
+  const changed = Math.max(now.mtimeMs ?? Infinity, now.ctimeMs ?? Infinity);
+  return changed < performance.timeOrigin - INI_SETTLE_MS;
+}
 
 /** `<master_data>/pg_wal/.walmgr3-async`. */
 export function fastDirOf(masterData: string): string {

@@ -11,6 +11,7 @@
  * | `<name>.sha256` | its SHA-256 in hex, written before `<name>` appears |
  * | `want` | `<name>`: the segment the foreground asked for last (the worker fetches the ones after it) |
  * | `worker.lock` | locked (flock) by the running worker |
+ * | `fast` | the launcher's description of the ini (see below), while the worker runs |
  * | `.<name>.<pid>.<random>.tmp` | a copy in progress (never taken) |
  *
  * The queue holds only verified files: the worker queues a segment only when
@@ -23,6 +24,37 @@
  * timeline change (a `want` on another timeline empties it of the old one),
  * and is removed when recovery ends (`STOP`, or no `standby.signal` /
  * `recovery.signal` in the data directory).
+ *
+ * The shell fast path: bin/walmgr3 answers `xrestore %f %p [%r]` without Deno
+ * by moving a queued segment into place, and leaves every other case to Deno
+ * (commands/xrestore.ts). It takes a segment only when all of these hold, so
+ * that its exit 0 is one Deno would give for the same bytes:
+ *
+ * 1. The command line is exactly `<absolute ini> xrestore <segment> pg_wal/<name>
+ *    [<restart point>]` (no option such as `-n`), and `%p` is not a directory.
+ * 2. `$PWD/pg_wal/.walmgr3-prefetch` is a real directory of ours (inside the
+ *    data directory, whose owner and mode PostgreSQL enforces), with `fast`
+ *    (ours, strictly newer than the ini; written only by a worker whose
+ *    configuration runs no restore hook and has no `--set`, when the ini last
+ *    changed before the worker started, as core/archive_fast.ts check 3;
+ *    withdrawn when the ini changes, and when the worker exits) naming this
+ *    ini, `$PWD` (`-ef`) and
+ *    `completed_wals`.
+ * 3. Neither `STOP` nor `PAUSE` exists in `completed_wals` (Deno waits, or
+ *    looks for partial files), and no history file of the next timeline does
+ *    (Deno decides whether that timeline branches inside this segment and it
+ *    must be reported missing).
+ * 4. The segment is still in `completed_wals`, the queued copy is a regular
+ *    file of ours, and the hash recorded beside it equals the archive's
+ *    sidecar (the worker queued it only after hashing the bytes it wrote).
+ * 5. Every sixteenth segment (name ending in `0`) goes to Deno anyway, which
+ *    records the standby's progress (core/standby_record.ts), cleans the
+ *    archive with `keep_backups = 0` and writes `PROGRESS`: between two, the
+ *    record lags by at most 15 segments, which only makes retention keep more.
+ *
+ * The move is `mv` within `pg_wal` (one rename: `%p` is never partial). The
+ * directory is not fsynced: PostgreSQL fsyncs what it keeps of a restored
+ * file itself, and a crash only makes it ask for the segment again.
  *
  * Inside `pg_wal`, which every backup leaves out (pg_basebackup, pgBackRest,
  * walmgr3's own), and in the data directory, whose owner and mode PostgreSQL
@@ -45,6 +77,18 @@ export const PREFETCH_DIR = ".walmgr3-prefetch";
 export const WANT_FILE = "want";
 /** The lock file of the running worker. */
 export const PREFETCH_LOCK = "worker.lock";
+/** The launcher's description of the ini (see the module documentation). */
+export const RESTORE_FAST = "fast";
+/** First line of {@link RESTORE_FAST}. */
+export const RESTORE_FAST_MAGIC = "walmgr3-restore-fast 1";
+
+/** The content of {@link RESTORE_FAST}; `null` when a value cannot be written on one line. */
+export function formatRestoreFast(ini: string, dataDir: string, completed: string): string | null {
+  for (const v of [ini, dataDir, completed]) {
+    if (v === "" || /[\r\n]/.test(v) || v !== v.trim() || !v.startsWith("/")) return null;
+  }
+  return `${RESTORE_FAST_MAGIC}\nini ${ini}\ndata ${dataDir}\ncompleted ${completed}\n`;
+}
 
 /** `<dataDir>/pg_wal/.walmgr3-prefetch`. */
 export function queueDirOf(dataDir: string): string {
@@ -84,7 +128,7 @@ export function writeWant(dir: string, name: string): void {
 /** The segment the foreground asked for last, `null` when none (or malformed). */
 export function readWant(dir: string): string | null {
   try {
-    const name = Deno.readTextFileSync(join(dir, WANT_FILE)).trim();
+    const name = Deno.readTextFileSync(join(dir, WANT_FILE)).trim().split(/\s+/)[0] ?? "";
     return WAL_SEGMENT_REGEXP.test(name) ? name : null;
   } catch {
     return null;

@@ -13,7 +13,7 @@ import { startCluster } from "../helpers/cluster.ts";
 import { exists, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { pgTool } from "../helpers/cluster.ts";
-import { PREFETCH_DIR } from "../../core/prefetch_queue.ts";
+import { formatRestoreFast, PREFETCH_DIR } from "../../core/prefetch_queue.ts";
 
 const WALMGR = `${projectRoot}/bin/walmgr3`;
 const SEG_SIZE = 1 << 20;
@@ -270,6 +270,17 @@ Deno.test("xrestore prefetch: PostgreSQL 15 hot standby replays the archive thro
       `logfile = ${log}\nxrestore_prefetch = 4\n`,
   );
   await Deno.writeTextFile(`${standbyData}/standby.signal`, "");
+  const past = new Date(Date.now() - 60_000);
+  await Deno.utime(slaveIni, past, past); // settled: the worker describes it for the launcher at once
+  // counts Deno starts of xrestore (the launcher answers the others)
+  const counted = tmp.join("deno-count");
+  const starts = tmp.join("starts.txt");
+  await Deno.writeTextFile(
+    counted,
+    `#!/bin/sh\nfor a in "$@"; do case "$a" in xrestore) echo "$a" >> ${starts};; esac; done\n` +
+      `exec ${Deno.env.get("WALMGR3_DENO") ?? Deno.execPath()} "$@"\n`,
+  );
+  await Deno.chmod(counted, 0o755);
   await using standby = await startCluster({
     name: "pfs",
     binDir: master.binDir,
@@ -278,23 +289,25 @@ Deno.test("xrestore prefetch: PostgreSQL 15 hot standby replays the archive thro
       hot_standby: "on",
       recovery_prefetch: "off",
       archive_mode: "off",
-      restore_command: `${WALMGR} -v ${slaveIni} xrestore %f %p %r`,
+      restore_command: `WALMGR3_DENO=${counted} ${WALMGR} ${slaveIni} xrestore %f %p %r`,
     },
   });
 
-  await t.step("replay reaches the master's position with segments from the queue", async () => {
-    await waitFor(async () => {
-      const r = await standby.sql<{ ok: boolean }>(
-        `select pg_last_wal_replay_lsn() >= '${target}'::pg_lsn as ok`,
-      );
-      return r[0]?.ok === true;
-    }, { timeoutMs: 180_000, what: "the standby to replay the archive" });
-    const n = await standby.sql<{ n: string }>("select count(*)::text as n from t");
-    assertEquals(n[0]!.n, "12000");
-    const text = await Deno.readTextFile(log);
-    const taken = text.split("\n").filter((l) => l.includes("taken from the prefetch queue"));
-    assert(taken.length >= 5, `only ${taken.length} segment(s) came from the queue`);
-  });
+  await t.step(
+    "replay reaches the master's position, most segments moved by the launcher",
+    async () => {
+      await waitFor(async () => {
+        const r = await standby.sql<{ ok: boolean }>(
+          `select pg_last_wal_replay_lsn() >= '${target}'::pg_lsn as ok`,
+        );
+        return r[0]?.ok === true;
+      }, { timeoutMs: 180_000, what: "the standby to replay the archive" });
+      const n = await standby.sql<{ n: string }>("select count(*)::text as n from t");
+      assertEquals(n[0]!.n, "12000");
+      const deno = (await Deno.readTextFile(starts)).split("\n").filter((l) => l === "xrestore");
+      assert(deno.length <= 8, `Deno answered ${deno.length} xrestore calls for 13 segments`);
+    },
+  );
 
   await t.step("the queue holds only verified, complete segments", () => {
     const queue = `${standbyData}/pg_wal/${PREFETCH_DIR}`;
@@ -306,5 +319,115 @@ Deno.test("xrestore prefetch: PostgreSQL 15 hot standby replays the archive thro
         e.name,
       );
     }
+  });
+});
+
+Deno.test("xrestore prefetch: the launcher moves a queued segment only when every check passes", async (t) => {
+  await using tmp = await tempDir("prefetch-shell");
+  const data = tmp.join("data");
+  const queue = `${data}/pg_wal/${PREFETCH_DIR}`;
+  const completed = tmp.join("logs.complete");
+  const ini = tmp.join("wal-slave.ini");
+  const SEG = "000000010000000000000007";
+  const stub = tmp.join("deno-stub");
+  await Deno.writeTextFile(stub, "#!/bin/sh\nexit 42\n");
+  await Deno.chmod(stub, 0o755);
+  const bytes = new Uint8Array(8192).fill(5);
+  const h = hex(await crypto.subtle.digest("SHA-256", bytes));
+
+  async function lay(name = SEG): Promise<void> {
+    await Deno.remove(data, { recursive: true }).catch(() => {});
+    await Deno.remove(completed, { recursive: true }).catch(() => {});
+    await Deno.mkdir(`${completed}/.walmgr3-sha256`, { recursive: true });
+    await Deno.mkdir(queue, { recursive: true, mode: 0o700 });
+    await Deno.chmod(queue, 0o700);
+    await Deno.writeTextFile(`${data}/standby.signal`, "");
+    await Deno.writeTextFile(ini, "[walmgr]\n");
+    const past = new Date(Date.now() - 60_000);
+    Deno.utimeSync(ini, past, past);
+    await Deno.writeTextFile(`${queue}/fast`, formatRestoreFast(ini, data, completed)!);
+    await Deno.writeFile(`${completed}/${name}`, bytes);
+    await Deno.writeTextFile(`${completed}/.walmgr3-sha256/${name}.sha256`, `${h}  ${name}\n`);
+    await Deno.writeFile(`${queue}/${name}`, bytes);
+    await Deno.writeTextFile(`${queue}/${name}.sha256`, `${h}\n`);
+  }
+  async function xrestore(name = SEG, ...argv: string[]): Promise<number> {
+    const res = await run(
+      argv.length ? [WALMGR, ...argv] : [WALMGR, ini, "xrestore", name, "pg_wal/RECOVERYXLOG", SEG],
+      { cwd: data, env: { WALMGR3_DENO: stub } },
+    );
+    assert(res.code === 0 || res.code === 42, show(res));
+    return res.code;
+  }
+
+  await t.step("every check passes: moved into place without Deno", async () => {
+    await lay();
+    assertEquals(await xrestore(), 0);
+    assertEquals(Deno.readFileSync(`${data}/pg_wal/RECOVERYXLOG`), bytes);
+    assert(!exists(`${queue}/${SEG}`));
+    assertEquals(Deno.readTextFileSync(`${queue}/want`).trim(), SEG);
+  });
+
+  const broken: Array<[string, () => Promise<unknown> | unknown]> = [
+    ["the ini changed after fast", () => Deno.utimeSync(ini, new Date(), new Date())],
+    ["fast is missing (no worker)", () => Deno.removeSync(`${queue}/fast`)],
+    [
+      "fast names another ini",
+      () => Deno.writeTextFileSync(`${queue}/fast`, formatRestoreFast(`${ini}x`, data, completed)!),
+    ],
+    [
+      "fast names another data directory",
+      () => Deno.writeTextFileSync(`${queue}/fast`, formatRestoreFast(ini, tmp.path, completed)!),
+    ],
+    ["STOP exists", () => Deno.writeTextFileSync(`${completed}/STOP`, "")],
+    ["PAUSE exists", () => Deno.writeTextFileSync(`${completed}/PAUSE`, "")],
+    [
+      "the next timeline's history file exists",
+      () => Deno.writeTextFileSync(`${completed}/00000002.history`, "1\t0/7000000\tx\n"),
+    ],
+    ["the segment is no longer in the archive", () => Deno.removeSync(`${completed}/${SEG}`)],
+    [
+      "the queued hash is not the archive's",
+      () => Deno.writeTextFileSync(`${queue}/${SEG}.sha256`, `${h.replace(/^./, "0")}\n`),
+    ],
+    [
+      "the archive's sidecar is missing",
+      () => Deno.removeSync(`${completed}/.walmgr3-sha256/${SEG}.sha256`),
+    ],
+    ["the queued copy is a symlink", () => {
+      Deno.renameSync(`${queue}/${SEG}`, `${queue}/real`);
+      Deno.symlinkSync(`${queue}/real`, `${queue}/${SEG}`);
+    }],
+    ["the queue is a symlink", () => {
+      Deno.renameSync(queue, `${queue}.real`);
+      Deno.symlinkSync(`${queue}.real`, queue);
+    }],
+    ["%p is a directory", () => Deno.mkdirSync(`${data}/pg_wal/RECOVERYXLOG`)],
+  ];
+  for (const [what, breakIt] of broken) {
+    await t.step(`Deno answers when ${what}`, async () => {
+      await lay();
+      await Deno.remove(`${data}/pg_wal/RECOVERYXLOG`).catch(() => {});
+      await breakIt();
+      assertEquals(await xrestore(), 42, what);
+      if (!what.includes("symlink") && !what.includes("directory")) {
+        assert(exists(`${queue}/${SEG}`), "the queued copy stays");
+      }
+    });
+  }
+
+  await t.step("Deno answers every sixteenth segment and other command lines", async () => {
+    const ten = "000000010000000000000010";
+    await lay(ten);
+    assertEquals(await xrestore(ten), 42);
+    await lay();
+    assertEquals(await xrestore(SEG, "-n", ini, "xrestore", SEG, "pg_wal/RECOVERYXLOG"), 42);
+    assertEquals(await xrestore(SEG, ini, "xrestore", SEG, "RECOVERYXLOG"), 42);
+    assertEquals(await xrestore(SEG, ini, "xrestore", SEG, "pg_wal/sub/RECOVERYXLOG"), 42);
+    assertEquals(await xrestore(SEG, "wal-slave.ini", "xrestore", SEG, "pg_wal/RECOVERYXLOG"), 42);
+    assertEquals(
+      await xrestore(SEG, ini, "xrestore", "00000002.history", "pg_wal/RECOVERYHISTORY"),
+      42,
+    );
   });
 });
