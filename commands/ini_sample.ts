@@ -198,6 +198,8 @@ archive_command      =
 #createslave_timeout = 120
 # seconds xrestore waits for a segment in archive-fed mode (0 = until boot)
 #xrestore_wait_timeout = 0
+# segments copied ahead into <slave_data>/pg_wal/.walmgr3-prefetch, verified (0 = off)
+#xrestore_prefetch     = 0
 # seconds one attempt to copy a WAL file may take (a hung disk: retried, then
 # recovery stops in archive-fed mode; the standby asks again in streaming mode)
 #wal_file_timeout    = 60
