@@ -5,11 +5,24 @@
  * rename for local; ssh on a shared connection + `cat` + fsync + rename on the
  * slave for rsync and ssh). Prints ms/segment and the ratio to the plain script.
  *
+ * Debian's pgBackRest drains the same way beside them (`archive-push`,
+ * `compress-type=none`, a repository on this disk; `-async` with
+ * `archive-async=y`; `pgbackrest-ssh` with the repository behind the same sshd,
+ * pgBackRest's own protocol over `ssh`).
+ *
+ * The start-up budget of the asynchronous foreground (issue 15) is asserted:
+ * the answer time of one `xarchive` call of each `-async` method (the 10th
+ * percentile of the wall times a wrapper measures around each call; the
+ * median, also printed, holds the wait for a worker that is behind) must stay
+ * within 1.5x a bare `deno run` of an empty script, measured the same way in
+ * the same run; the bench exits 1 otherwise.
+ *
  * `deno task bench` (as root it runs as the postgres account), or
  * `deno run -A bench/archive_bench.ts [segments]` as a normal user.
  * `WALMGR3_BENCH_SEGMENTS` (default 40) and `WALMGR3_BENCH_TRANSPORTS`
- * (default `local,rsync,ssh,local-async,rsync-async,ssh-async`; a `-async`
- * suffix sets `archive_async = 1`) change what runs; `WALMGR3_BENCH_REPEAT` (default
+ * (default `local,local-async,pgbackrest,pgbackrest-async,ssh,ssh-async,
+ * rsync,rsync-async,pgbackrest-ssh,pgbackrest-ssh-async`; a `-async` suffix
+ * sets `archive_async = 1`) change what runs; `WALMGR3_BENCH_REPEAT` (default
  * 1) repeats every measurement and reports the median (this machine may be
  * busy with other work); `WALMGR3_BENCH_BREAKDOWN=1` also prints where a
  * segment's time goes (from `xarchive -v` timings and the wall time of each
@@ -28,7 +41,7 @@
 import { writeArchiveInis } from "../tests/helpers/archive_inis.ts";
 import { startCluster } from "../tests/helpers/cluster.ts";
 import { startSshd } from "../tests/helpers/sshd.ts";
-import { projectRoot, tempDir } from "../tests/helpers/tmp.ts";
+import { projectRoot, run, tempDir } from "../tests/helpers/tmp.ts";
 import { waitFor } from "../tests/helpers/wait.ts";
 import { workerIdle } from "../core/archive_spool.ts";
 
@@ -39,7 +52,9 @@ function say(text: string): void {
 
 const segments = Number(Deno.args[0] ?? Deno.env.get("WALMGR3_BENCH_SEGMENTS") ?? "40");
 const transports = (
-  Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ?? "local,rsync,ssh,local-async,rsync-async,ssh-async"
+  Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ??
+    "local,local-async,pgbackrest,pgbackrest-async,ssh,ssh-async,rsync,rsync-async," +
+      "pgbackrest-ssh,pgbackrest-ssh-async"
 ).split(",")
   .map((s) => s.trim()).filter(Boolean);
 const repeat = Math.max(1, Number(Deno.env.get("WALMGR3_BENCH_REPEAT") ?? "1") || 1);
@@ -59,7 +74,11 @@ function parseMethod(m: string): { transport: string; async: boolean } {
     ? { transport: m.slice(0, -"-async".length), async: true }
     : { transport: m, async: false };
 }
-const needsSsh = transports.some((t) => parseMethod(t).transport !== "local");
+const isPgbr = (t: string) => t.startsWith("pgbackrest");
+const needsSsh = transports.some((t) => {
+  const tr = parseMethod(t).transport;
+  return tr !== "local" && tr !== "pgbackrest";
+});
 await using sshd = needsSsh ? await startSshd() : undefined;
 await pg.sql("create table bench_t (x int)");
 
@@ -98,6 +117,77 @@ exec ssh -F ${sshd.sshConfigFile} ${sshOptions} -o ControlMaster=auto -o Control
 `,
   );
   await Deno.chmod(plainSsh, 0o755);
+}
+
+/**
+ * pgBackRest: one stanza per method (its archive is checked against the
+ * cluster), a repository here (`pgbackrest`) or behind the sshd
+ * (`pgbackrest-ssh`: repo1-host through an ssh wrapper that adds the test's ssh
+ * config; the repository side runs `pgbackrest` as the same account).
+ */
+async function pgbackrestCommand(method: string, round: number): Promise<string> {
+  const { transport, async: isAsync } = parseMethod(method);
+  const base = `${dir.path}/pgbr-${method}-${round}`;
+  for (const d of ["repo", "log", "lock", "spool"]) {
+    await Deno.mkdir(`${base}/${d}`, { recursive: true });
+  }
+  const common = [
+    `log-path=${base}/log`,
+    `lock-path=${base}/lock`,
+    "log-level-console=warn",
+    "log-level-file=off",
+    "compress-type=none",
+  ];
+  const conf = `${base}/pgbackrest.conf`;
+  const lines = ["[global]", ...common, `spool-path=${base}/spool`];
+  if (isAsync) lines.push("archive-async=y");
+  if (transport === "pgbackrest-ssh") {
+    const repoConf = `${base}/repo-host.conf`;
+    await Deno.writeTextFile(
+      repoConf,
+      [
+        "[global]",
+        ...common,
+        `repo1-path=${base}/repo`,
+        "",
+        "[bench]",
+        `pg1-path=${pg.dataDir}`,
+        "",
+      ]
+        .join("\n"),
+    );
+    const sshWrap = `${base}/ssh`;
+    await Deno.writeTextFile(
+      sshWrap,
+      `#!/bin/sh\nexec ssh -F ${sshd!.sshConfigFile} ${
+        Deno.env.get("WALMGR3_BENCH_SSH_OPTIONS") ?? ""
+      } "$@"\n`,
+    );
+    await Deno.chmod(sshWrap, 0o755);
+    lines.push(
+      `repo1-host=${sshd!.hostAlias}`,
+      `repo1-host-config=${repoConf}`,
+      `repo1-host-user=${Deno.env.get("USER") ?? "postgres"}`,
+      `cmd-ssh=${sshWrap}`,
+    );
+  } else {
+    lines.push(`repo1-path=${base}/repo`);
+  }
+  lines.push(
+    "",
+    "[bench]",
+    `pg1-path=${pg.dataDir}`,
+    `pg1-port=${pg.port}`,
+    `pg1-socket-path=${pg.socketDir}`,
+    `pg1-user=${pg.user}`,
+    "",
+  );
+  await Deno.writeTextFile(conf, lines.join("\n"));
+  const res = await run(["pgbackrest", `--config=${conf}`, "--stanza=bench", "stanza-create"], {
+    timeoutMs: 120_000,
+  });
+  if (!res.ok) throw new Error(`pgbackrest stanza-create failed: ${res.stdout}${res.stderr}`);
+  return `pgbackrest --config=${conf} --stanza=bench archive-push %p`;
 }
 
 /** Wall time of each process, for the breakdown: `<start ns> <end ns>` per line. */
@@ -243,16 +333,57 @@ async function readBreakdown(logFile: string, wallFile: string): Promise<Breakdo
   };
 }
 
+/** Adds one run of `name` to the results. */
+function record(name: string, ms: number, baseMs: number): (typeof results)[number] {
+  let r = results.find((x) => x.name === name);
+  if (!r) {
+    r = { name, runs: [], baseRuns: [], parts: [], perSeg: [] };
+    results.push(r);
+  }
+  r.runs.push(ms);
+  r.baseRuns.push(baseMs);
+  return r;
+}
+
+/** Lets pgBackRest's asynchronous process finish before the next measurement. */
+async function idleArchiver(): Promise<void> {
+  await pg.sql("alter system set archive_command = '/bin/false'");
+  await pg.sql("select pg_reload_conf()");
+}
+
+/** Wall milliseconds of each call in a timer file, the first left out. */
+function walls(file: string): number[] {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch { /* none */ }
+  return text.trim().split("\n").map((l) => l.split(" ").map(Number))
+    .filter((p) => p.length === 2 && p.every(Number.isFinite))
+    .map(([a, b]) => (b! - a!) / 1e6).slice(1);
+}
+
+/** Wall time of each asynchronous foreground call, by method. */
+const foreground = new Map<string, number[]>();
+
 const wrap = Deno.env.get("WALMGR3_BENCH_WRAP") ?? "";
 const sshOptions = Deno.env.get("WALMGR3_BENCH_SSH_OPTIONS") ?? "";
-for (let run = 0; run < repeat; run++) {
+for (let round = 0; round < repeat; round++) {
   for (const method of transports) {
     const { transport: t, async: isAsync } = parseMethod(method);
-    const spool = `${dir.path}/spool-${method}-${run}`;
-    const runDir = `${dir.path}/${method}-${run}`;
+    const spool = `${dir.path}/spool-${method}-${round}`;
+    const runDir = `${dir.path}/${method}-${round}`;
     await Deno.mkdir(runDir);
     const logFile = `${runDir}/xarchive.log`;
     const wallFile = `${runDir}/wall.txt`;
+    if (isPgbr(t)) {
+      const command = await pgbackrestCommand(method, round);
+      const baseMs = await plainRun(t !== "pgbackrest");
+      await makeReady(segments);
+      const ms = await drain(`${wrap}${command}`, segments);
+      await idleArchiver();
+      record(method.replace(/^pgbackrest/, "pgBackRest"), ms, baseMs);
+      continue;
+    }
     const { ini, completed } = await writeArchiveInis(runDir, pg, {
       transport: t,
       ...(t === "local" ? {} : { sshd: sshd!, sshOptions }),
@@ -262,26 +393,27 @@ for (let run = 0; run < repeat; run++) {
       ],
     });
     await Deno.mkdir(completed, { recursive: true });
+    // an ini that settled before the worker starts: the launcher answers at once
+    const past = new Date(Date.now() - 60_000);
+    await Deno.utime(ini, past, past);
     const baseMs = await plainRun(t !== "local");
     await makeReady(segments);
-    const command = breakdown
+    // the asynchronous foreground is timed per call (its start-up budget), without -v
+    const command = breakdown && !isAsync
       ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 -v ${ini} xarchive %p %f`
+      : isAsync
+      ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`
       : `${wrap}${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`;
     const ms = await drain(command, segments);
+    if (isAsync) foreground.set(method, [...(foreground.get(method) ?? []), ...walls(wallFile)]);
     if (isAsync) {
       // the worker exits when idle: let it go before the next measurement
       await pg.sql("alter system set archive_command = '/bin/false'");
       await pg.sql("select pg_reload_conf()");
       await waitFor(() => workerIdle(spool), { timeoutMs: 60_000, what: "the worker to exit" });
     }
-    let r = results.find((x) => x.name === `walmgr3 ${method}`);
-    if (!r) {
-      r = { name: `walmgr3 ${method}`, runs: [], baseRuns: [], parts: [], perSeg: [] };
-      results.push(r);
-    }
-    r.runs.push(ms);
-    r.baseRuns.push(baseMs);
-    if (breakdown) {
+    const r = record(`walmgr3 ${method}`, ms, baseMs);
+    if (breakdown && !isAsync) {
       const b = await readBreakdown(logFile, wallFile);
       if (b) {
         r.parts.push(b);
@@ -305,9 +437,40 @@ for (const r of results) {
   );
 }
 say(
-  "\nratio: walmgr3's ms/segment over a plain script run just before it on the same kind of WAL:\n" +
-    "  local: cp + fsync + rename; rsync/ssh: ssh (shared connection) + cat + fsync + rename",
+  "\nratio: ms/segment over a plain script run just before it on the same kind of WAL (the floor):\n" +
+    "  local, pgBackRest: cp + fsync + rename; rsync, ssh, pgBackRest over ssh: ssh (shared\n" +
+    "  connection) + cat + fsync + rename on the slave",
 );
+
+// the start-up budget of the asynchronous foreground: 1.5x a bare `deno run` of an empty script
+let budgetFailed = false;
+if (foreground.size > 0) {
+  const empty = `${dir.path}/empty.ts`;
+  await Deno.writeTextFile(empty, "\n");
+  const emptyWall = `${dir.path}/empty-wall.txt`;
+  for (let i = 0; i < 21; i++) {
+    const res = await run([timer, emptyWall, Deno.execPath(), "run", "--quiet", empty]);
+    if (!res.ok) throw new Error(`deno run ${empty} failed: ${res.stderr}`);
+  }
+  const bare = median(walls(emptyWall));
+  say(
+    "\nstart-up budget of the asynchronous foreground (wall ms of one xarchive call; budget: its\n" +
+      "answer, the 10th percentile, at most 1.5x a bare deno run of an empty script; the median\n" +
+      "also holds the wait for a worker that is behind):",
+  );
+  for (const [method, ms] of foreground) {
+    if (ms.length === 0) continue;
+    const sorted = [...ms].sort((a, b) => a - b);
+    const answer = sorted[Math.floor((sorted.length - 1) / 10)]!;
+    const ok = answer <= 1.5 * bare;
+    if (!ok) budgetFailed = true;
+    say(
+      `  ${method.padEnd(14)} answer ${answer.toFixed(1).padStart(6)} ms, median ` +
+        `${median(ms).toFixed(1).padStart(6)} ms; bare deno run ${bare.toFixed(1)} ms; ` +
+        `ratio ${(answer / bare).toFixed(2)} (budget 1.5): ${ok ? "PASS" : "FAIL"}`,
+    );
+  }
+}
 if (repeat > 1) {
   for (const r of results) {
     say(
@@ -340,4 +503,8 @@ if (breakdown) {
       "launcher, Deno start-up, module loading, config and exit; store: putFile (ssh: the\n" +
       "ssh/rsync child processes, remote side included); process: the whole xarchive run",
   );
+}
+if (budgetFailed) {
+  say("the asynchronous foreground is over its start-up budget");
+  Deno.exit(1);
 }
