@@ -34,7 +34,8 @@
  *   Deno; it then records `.walshipping.last` itself and logs each stored file
  *   (the launcher writes no log). It checks the ini every second and, when it
  *   changed, withdraws the description and exits (the next xarchive, through
- *   Deno, starts a worker with the new settings).
+ *   Deno, starts a worker with the new settings); it also withdraws it when it
+ *   exits for any other reason.
  * - Every second it refreshes its heartbeat (the mtime of `worker.lock`), except
  *   while a file has been in flight longer than `archive_async_timeout`: a hung
  *   worker goes stale and the foreground ends it (commands/xarchive_wait.ts). It
@@ -447,6 +448,8 @@ async function work(
   wake.close();
   await Promise.allSettled([...inFlight.values()]);
   if (fast) {
+    // nobody watches the ini any more: the next xarchive goes through Deno
+    removeFastConfig(fast.dir);
     markAlive(fast.dir, false);
     clearPending(fast.dir);
   }

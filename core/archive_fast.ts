@@ -46,7 +46,7 @@
  *    copied in with an older mtime (`cp -p`) escapes that
  *    test: the worker compares the ini's identity (inode, size, mtime and
  *    ctime, which nobody can set back) every second and removes `config` on a
- *    change. Only a worker whose configuration allows it writes `config`: no
+ *    change, and removes it when it exits (nobody watches the ini then). Only a worker whose configuration allows it writes `config`: no
  *    hooks (`hook_command`, plugins, `periodic_command`) that the foreground
  *    would run, no `--set`, no dry run. A config change thus reaches the
  *    launcher at once, or within a second for a back-dated ini, exactly as it
