@@ -5,6 +5,11 @@
  * rename for local; ssh on a shared connection + `cat` + fsync + rename on the
  * slave for rsync and ssh). Prints ms/segment and the ratio to the plain script.
  *
+ * The `s3` transport (`s3`, `s3-async`) drains into a throwaway Ceph RADOS
+ * Gateway (tests/helpers/ceph_rgw.ts), beside curl's own SigV4 PUT of each
+ * segment (`curl --aws-sigv4`, one process per segment: the floor for an
+ * object store); they run when the gateway's packages are installed.
+ *
  * Debian's pgBackRest drains the same way beside them (`archive-push`,
  * `compress-type=none`, a repository on this disk; `-async` with
  * `archive-async=y`; `pgbackrest-ssh` with the repository behind the same sshd,
@@ -45,6 +50,7 @@ import { startSshd } from "../tests/helpers/sshd.ts";
 import { projectRoot, run, tempDir } from "../tests/helpers/tmp.ts";
 import { waitFor } from "../tests/helpers/wait.ts";
 import { workerIdle } from "../core/archive_spool.ts";
+import { cephMissing, startCephRgw } from "../tests/helpers/ceph_rgw.ts";
 
 const encoder = new TextEncoder();
 function say(text: string): void {
@@ -55,7 +61,7 @@ const segments = Number(Deno.args[0] ?? Deno.env.get("WALMGR3_BENCH_SEGMENTS") ?
 const transports = (
   Deno.env.get("WALMGR3_BENCH_TRANSPORTS") ??
     "local,local-async,pgbackrest,pgbackrest-async,ssh,ssh-async,rsync,rsync-async," +
-      "pgbackrest-ssh,pgbackrest-ssh-async"
+      "pgbackrest-ssh,pgbackrest-ssh-async" + (cephMissing() === null ? ",s3,s3-async" : "")
 ).split(",")
   .map((s) => s.trim()).filter(Boolean);
 const repeat = Math.max(1, Number(Deno.env.get("WALMGR3_BENCH_REPEAT") ?? "1") || 1);
@@ -81,6 +87,8 @@ const needsSsh = transports.some((t) => {
   return tr !== "local" && tr !== "pgbackrest";
 });
 await using sshd = needsSsh ? await startSshd() : undefined;
+const needsS3 = transports.some((t) => parseMethod(t).transport === "s3");
+await using rgw = needsS3 ? await startCephRgw() : undefined;
 await pg.sql("create table bench_t (x int)");
 
 const plain = `${dir.path}/plain_archive.sh`;
@@ -191,6 +199,37 @@ async function pgbackrestCommand(method: string, round: number): Promise<string>
   return `pgbackrest --config=${conf} --stanza=bench archive-push %p`;
 }
 
+/**
+ * The floor for an object store: curl's own SigV4 PUT of the segment
+ * (`If-None-Match: *`), one process per segment, as an operator could write it.
+ */
+const plainS3 = `${dir.path}/plain_s3_archive.sh`;
+if (rgw) {
+  await Deno.writeTextFile(
+    plainS3,
+    `#!/bin/sh
+# plain curl PUT with SigV4 and If-None-Match: the floor for an object store
+# (curl 7.88 signs the hash of an empty body for -T: the payload goes unsigned)
+set -e
+p=$1; f=$2; d=$3
+exec curl -sSf -o /dev/null --aws-sigv4 aws:amz:us-east-1:s3 \\
+  --user "${rgw.accessKey}:${rgw.secretKey}" \\
+  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -H "If-None-Match: *" \\
+  -T "$p" "${rgw.endpoint}/walmgr-bench/$d/$f"
+`,
+  );
+  await Deno.chmod(plainS3, 0o700); // the test gateway's keys are in it
+  const { createS3Transport } = await import("../transports/s3.ts");
+  const t = createS3Transport({
+    host: "walmgr-bench",
+    dryRun: false,
+    setting: (k) => ({ s3_endpoint: rgw.endpoint, s3_credentials_file: rgw.credentialsFile })[k],
+    remoteWalmgr: [],
+  });
+  await t.ensureBucket();
+  await t.close();
+}
+
 /** Wall time of each process, for the breakdown: `<start ns> <end ns>` per line. */
 const timer = `${dir.path}/timed.sh`;
 await Deno.writeTextFile(
@@ -285,10 +324,11 @@ say(
  * write cache fills).
  */
 let plainRuns = 0;
-async function plainRun(remote: boolean): Promise<number> {
+async function plainRun(remote: boolean | "s3"): Promise<number> {
   const plainDir = `${dir.path}/plain${plainRuns++}`;
   await Deno.mkdir(plainDir);
   await makeReady(segments);
+  if (remote === "s3") return await drain(`${plainS3} %p %f plain${plainRuns}`, segments);
   return await drain(`${remote ? plainSsh : plain} %p %f ${plainDir}`, segments);
 }
 
@@ -411,6 +451,43 @@ for (let round = 0; round < repeat; round++) {
       record(method.replace(/^pgbackrest/, "pgBackRest"), ms, baseMs);
       continue;
     }
+    if (t === "s3") {
+      const ini = `${runDir}/wal-master.ini`;
+      await Deno.writeTextFile(
+        ini,
+        [
+          "[walmgr]",
+          `master_db = ${pg.conninfo}`,
+          `master_data = ${pg.dataDir}`,
+          `master_config = ${pg.dataDir}/postgresql.conf`,
+          `master_bin = ${pg.binDir}`,
+          `completed_wals = s3://walmgr-bench/${method}-${round}/logs.complete`,
+          `partial_wals = s3://walmgr-bench/${method}-${round}/logs.partial`,
+          `full_backup = s3://walmgr-bench/${method}-${round}/data.master`,
+          ...rgw!.iniLines(),
+          ...(isAsync ? ["archive_async = 1", `archive_spool = ${spool}`] : []),
+          "",
+        ].join("\n"),
+      );
+      const past = new Date(Date.now() - 60_000);
+      await Deno.utime(ini, past, past);
+      const baseMs = await plainRun("s3");
+      await makeReady(segments);
+      const ms = await drain(
+        isAsync
+          ? `${wrap}${timer} ${wallFile} ${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`
+          : `${wrap}${projectRoot}/bin/walmgr3 ${ini} xarchive %p %f`,
+        segments,
+      );
+      if (isAsync) {
+        foreground.set(method, [...(foreground.get(method) ?? []), ...walls(wallFile)]);
+        await pg.sql("alter system set archive_command = '/bin/false'");
+        await pg.sql("select pg_reload_conf()");
+        await waitFor(() => workerIdle(spool), { timeoutMs: 60_000, what: "the worker to exit" });
+      }
+      record(`walmgr3 ${method}`, ms, baseMs);
+      continue;
+    }
     const { ini, completed } = await writeArchiveInis(runDir, pg, {
       transport: t,
       ...(t === "local" ? {} : { sshd: sshd!, sshOptions }),
@@ -467,7 +544,8 @@ for (const r of results) {
 say(
   "\nratio: ms/segment over a plain script run just before it on the same kind of WAL (the floor):\n" +
     "  local, pgBackRest: cp + fsync + rename; rsync, ssh, pgBackRest over ssh: ssh (shared\n" +
-    "  connection) + cat + fsync + rename on the slave",
+    "  connection) + cat + fsync + rename on the slave; s3: curl --aws-sigv4 PUT with\n" +
+    "  If-None-Match (Ceph RADOS Gateway on this host, objects in memory)",
 );
 
 // the start-up budget of the asynchronous foreground: 1.5x a bare `deno run` of an empty script
