@@ -45,7 +45,8 @@ import type {
 export const RSYNC_IN_HOME = `cd "$HOME" 2>/dev/null; `;
 
 /** Remote side of a tree copy: create the directory, rsync, flush its filesystem. */
-const TREE = `${RSYNC_IN_HOME}d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
+const TREE =
+  `${RSYNC_IN_HOME}d=$1; shift; (umask 077; mkdir -p -- "$d") || exit 1; rsync "$@"; r=$?; ` +
   `if [ $r -ne 0 ] && [ $r -ne 24 ]; then exit $r; fi; sync -f -- "$d" || exit 1; exit $r`;
 
 /** `sh -c '<script>' sh <args>` for the remote shell (args already remote words). */
