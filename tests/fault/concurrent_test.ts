@@ -16,6 +16,7 @@ import {
   faultRandom,
   randomBytes,
   sameBytes,
+  segName,
   tempLitter,
   walmgrBounded,
 } from "../helpers/fault.ts";
@@ -26,10 +27,6 @@ import { waitFor } from "../helpers/wait.ts";
 import { stopControlMasters } from "../../transports/ssh_connection.ts";
 
 const PUSHERS = 5;
-
-function segName(n: number): string {
-  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
-}
 
 for (const transport of ["local", "rsync", "ssh"] as const) {
   Deno.test({

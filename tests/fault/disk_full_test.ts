@@ -17,6 +17,7 @@ import {
   fillDisk,
   randomBytes,
   sameBytes,
+  segName,
   tempLitter,
   tmpfsMissing,
   walmgrBounded,
@@ -28,10 +29,6 @@ import { waitFor } from "../helpers/wait.ts";
 import { stopControlMasters } from "../../transports/ssh_connection.ts";
 
 const NO_TMPFS = !Deno.env.get("WALMGR3_FAULT_TMPFS");
-
-function segName(n: number): string {
-  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
-}
 
 function oneErrorLine(stderr: string, what: string): string {
   const errors = stderr.split("\n").filter((l) => / ERROR /.test(l));

@@ -18,6 +18,7 @@ import {
   pause,
   randomBytes,
   sameBytes,
+  segName,
   signalTree,
   spawnWalmgr,
   tempLitter,
@@ -30,10 +31,6 @@ import { waitFor } from "../helpers/wait.ts";
 import { stopControlMasters } from "../../transports/ssh_connection.ts";
 
 const ROUNDS = 6;
-
-function segName(n: number): string {
-  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
-}
 
 async function sha256Hex(path: string): Promise<string> {
   const data = await Deno.readFile(path);

@@ -23,6 +23,7 @@ import {
   pause,
   randomBytes,
   sameBytes,
+  segName,
   sshdPid,
   tempLitter,
   walmgrBounded,
@@ -90,10 +91,6 @@ function childrenOf(pid: number): number[] {
     } catch { /* gone */ }
   }
   return out;
-}
-
-function segName(n: number): string {
-  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
 /** One error line naming the slave and a timeout. */

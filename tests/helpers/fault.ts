@@ -342,3 +342,8 @@ export function postmasterRuns(dataDir: string): boolean {
 export function pause(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** The name of segment `n` of timeline 1 (log 0), as the fault tests number them. */
+export function segName(n: number): string {
+  return `00000001000000000000${n.toString(16).toUpperCase().padStart(4, "0")}`;
+}
