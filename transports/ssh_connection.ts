@@ -381,8 +381,14 @@ export function sshErrorLine(res: RunResult): string {
     l !== "" && !l.startsWith("Warning: Permanently added") &&
     !/^rsync(: connection unexpectedly closed| error:)/.test(l)
   );
-  return lines[lines.length - 1] ?? lastLine(res);
+  // ssh's own complaint explains a broken pipe that rsync's sender reports after it
+  const ssh = lines.filter((l) => SSH_CONNECT_ERROR.test(l));
+  return ssh[ssh.length - 1] ?? lines[lines.length - 1] ?? lastLine(res);
 }
+
+/** A line ssh prints when it could not set up the connection at all. */
+const SSH_CONNECT_ERROR =
+  /^(ssh: (connect to host|Could not resolve hostname)|kex_exchange_identification:|Connection (closed|reset) by|Host key verification failed)/;
 
 /** Strips the log prefix (`2024-01-01 12:00:00,000 123 ERROR `) of a remote walmgr3 line. */
 export function remoteMessage(res: RunResult): string {
@@ -494,11 +500,13 @@ export class SshConnection {
   /**
    * True when `res` of ssh or rsync is a failed connection: exit 255, a timeout,
    * or rsync's "connection unexpectedly closed (0 bytes received so far)" (code
-   * 12, which rsync reports instead of 255 when it sees the pipe close first).
+   * 12, which rsync reports instead of 255 when it sees the pipe close first,
+   * also as "safe_write failed ... Broken pipe" after ssh's own connect error).
    */
   isConnectionFailure(res: RunResult): boolean {
     return res.code === SSH_CONNECTION_FAILED || res.timedOut ||
-      (res.code === 12 && /\(0 bytes received so far\)/.test(res.stderr));
+      (res.code === 12 && (/\(0 bytes received so far\)/.test(res.stderr) ||
+        res.stderr.replaceAll("\r", "").split("\n").some((l) => SSH_CONNECT_ERROR.test(l.trim()))));
   }
 
   /** The error for a failed ssh or rsync run that {@link isConnectionFailure} matched. */

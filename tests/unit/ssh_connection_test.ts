@@ -267,6 +267,15 @@ Deno.test("errors made from ssh and rsync failures are one line", () => {
     ),
   );
   assert.ok(!conn.isConnectionFailure(result(1, "cmp: EOF")));
+  // seen in CI: rsync's sender hits the closed pipe before it reports the closed connection
+  const brokenPipe = result(
+    12,
+    "ssh: connect to host slave-host port 2222: Connection refused\r\n" +
+      "rsync: [sender] safe_write failed to write 6 bytes to fd 4: Broken pipe (32)\n" +
+      "rsync error: error in rsync protocol data stream (code 12) at io.c(232) [sender=3.2.7]\n",
+  );
+  assert.ok(conn.isConnectionFailure(brokenPipe));
+  assert.equal(conn.connectionError(brokenPipe).message, err.message);
   const hostKey = conn.connectionError(result(255, "Host key verification failed.\n"));
   assert.match(hostKey.message, /Host key verification failed\.; add the slave's host key/);
   const noRsync = conn.connectionError(
