@@ -265,10 +265,37 @@ export interface Cluster extends AsyncDisposable {
 
 /** A port on 127.0.0.1 nobody listens on right now. */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (let i = 0; i < PORT_SPAN; i++) {
+    const port = PORT_BASE + (nextPort++ % PORT_SPAN);
+    if (handedOut.has(port) || !bindable(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free TCP port in ${PORT_BASE}-${PORT_BASE + PORT_SPAN - 1}`);
+}
+
+/**
+ * Ports come from below the kernel's ephemeral range (32768-60999 by default),
+ * never twice from one process: a port that `bind(0)` found free was
+ * sometimes taken by an outgoing connection, or handed out again, before the
+ * server bound it ("Address already in use" in CI). Each process starts at its
+ * own place in the range (by pid), so test processes running side by side do
+ * not walk the same ports.
+ */
+const PORT_BASE = 20000;
+const PORT_SPAN = 12000;
+const handedOut = new Set<number>();
+let nextPort = (Deno.pid * 211) % PORT_SPAN;
+
+function bindable(port: number): boolean {
+  for (const hostname of ["127.0.0.1", "0.0.0.0"]) {
+    try {
+      Deno.listen({ hostname, port }).close();
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Quotes a postgresql.conf value (single quotes, doubled inside). */
