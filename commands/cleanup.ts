@@ -3,7 +3,9 @@
  * delete the ini itself.
  *
  * On the slave: the `walmgr_data` tree (already missing is fine), every old data
- * directory `<slave_data>.N` left by restore (any number of digits), with
+ * directory `<slave_data>.N` left by restore (any number of digits), the work
+ * directory `<slave_data>.walmgr3-restore` of an interrupted restore (cleanup
+ * refuses, changing nothing, while that restore still runs), with
  * `--ssh-remove-key=STR` the `authorized_keys` lines containing STR, with
  * `--remove-password` the `.pgpass` line of `primary_conninfo`.
  *
@@ -28,6 +30,7 @@ import { shellQuote } from "../core/self.ts";
 import { removeAuthorizedKeys, sshDir } from "../core/ssh_keys.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { lstatSyncOrNull, statSyncOrNull } from "../core/fsutil.ts";
+import { parseRestoreState, refuseIfRunning, restoreWorkDir } from "./restore_state.ts";
 
 function absolute(path: string): string {
   return isAbsolute(path) ? resolve(path) : resolve(Deno.cwd(), path);
@@ -100,6 +103,26 @@ function checkSlaveServer(ctx: CommandContext, slaveData: string | undefined): v
   );
 }
 
+/**
+ * The work directory a restore into `slaveData` left (commands/restore_state.ts),
+ * or null; refuses while the restore that wrote it still runs. A symlink or a
+ * file of that name is not ours: left alone.
+ */
+async function interruptedRestore(slaveData: string): Promise<string | null> {
+  const work = restoreWorkDir(slaveData);
+  const st = lstatSyncOrNull(work);
+  if (!st?.isDirectory || st.isSymlink) return null;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await Deno.readTextFile(`${work}/state.json`));
+  } catch {
+    parsed = undefined; // killed before its first state, or not readable: nobody resumes it
+  }
+  const state = parseRestoreState(parsed);
+  if (state) await refuseIfRunning(state);
+  return work;
+}
+
 async function cleanupSlave(ctx: CommandContext): Promise<void> {
   const cfg = ctx.config;
   const o = ctx.options;
@@ -107,6 +130,7 @@ async function cleanupSlave(ctx: CommandContext): Promise<void> {
   const slaveDataRaw = cfg.getPath("slave_data");
   const slaveData = slaveDataRaw ? absolute(slaveDataRaw).replace(/\/+$/, "") : undefined;
   checkSlaveServer(ctx, slaveData);
+  const restoreWork = slaveData ? await interruptedRestore(slaveData) : null;
 
   const wdRaw = cfg.getPath("walmgr_data");
   if (!wdRaw) {
@@ -128,6 +152,11 @@ async function cleanupSlave(ctx: CommandContext): Promise<void> {
       ctx.log.info(`Removing old data directory: ${old}`);
       await ctx.fx.remove(old, st?.isDirectory === true && !st.isSymlink);
     }
+  }
+
+  if (restoreWork) {
+    ctx.log.info(`Removing the work directory of an interrupted restore: ${restoreWork}`);
+    await ctx.fx.remove(restoreWork, true);
   }
 
   if (o.sshRemoveKey !== undefined) {

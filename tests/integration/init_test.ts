@@ -14,6 +14,7 @@ import { currentUserName, projectRoot, run, type RunResult, tempDir } from "../h
 import { waitFor } from "../helpers/wait.ts";
 import { Config } from "../../core/config.ts";
 import { builtinRegistry } from "../../main.ts";
+import { newRestoreState, type RestoreState } from "../../commands/restore_state.ts";
 
 const WALMGR3 = `${projectRoot}/bin/walmgr3`;
 
@@ -44,6 +45,25 @@ async function walmgr(
     env: { HOME: home, DENO_DIR: await denoDir(), PGDATA: "", NO_COLOR: "1", ...env },
     timeoutMs: 300_000,
   });
+}
+
+/** A restore state of `target` as if written by the walmgr3 `pid`. */
+function restoreState(target: string, pid: number): RestoreState {
+  return {
+    ...newRestoreState({
+      args: [null, null],
+      source: `${target}-backup`,
+      target,
+      method: "rename",
+      consumeSource: false,
+      version: 15,
+      walLink: null,
+      oldWalLink: null,
+      keepOld: false,
+    }),
+    phase: "fill",
+    pid,
+  };
 }
 
 function show(res: RunResult): string {
@@ -329,6 +349,12 @@ Deno.test("init-slave: key, password, modes, idempotence, then cleanup", async (
     await Deno.mkdir(`${home}/walshipping/logs.complete`, { recursive: true });
     await Deno.writeTextFile(`${home}/walshipping/logs.complete/000000010000000000000001`, "x");
     for (const d of [".0", ".12", ".old"]) await Deno.mkdir(`${standby}${d}`, { recursive: true });
+    // what a restore killed half-way leaves (its walmgr3 is gone)
+    await Deno.mkdir(`${standby}.walmgr3-restore/data/base`, { recursive: true });
+    await Deno.writeTextFile(
+      `${standby}.walmgr3-restore/state.json`,
+      JSON.stringify(restoreState(standby, 999_999_999)),
+    );
     const before = tree(tmp.path);
     const res = await walmgr(home, [
       ini,
@@ -340,6 +366,27 @@ Deno.test("init-slave: key, password, modes, idempotence, then cleanup", async (
     assertOk(res, "cleanup -n");
     assertEquals(tree(tmp.path), before);
     assertStringIncludes(Deno.readTextFileSync(`${home}/.pgpass`), "db1.example");
+  });
+
+  await t.step("cleanup refuses while a restore works on slave_data", async () => {
+    const work = `${standby}.walmgr3-restore`;
+    const live = Deno.readTextFileSync(`${work}/state.json`);
+    // this test's own process stands in for a running `walmgr3 restore`
+    const self = new Deno.Command("bash", { args: ["-c", "exec -a 'walmgr3 x restore' sleep 60"] })
+      .spawn();
+    try {
+      Deno.writeTextFileSync(`${work}/state.json`, JSON.stringify(restoreState(standby, self.pid)));
+      const before = tree(tmp.path);
+      const res = await walmgr(home, [ini, "cleanup"]);
+      assertEquals(res.code, 1, res.stderr);
+      assertMatch(res.stderr, /another restore \(pid \d+\) is working on .*: wait for it to end/);
+      const notLog = (p: string) => !p.startsWith("home/log");
+      assertEquals(tree(tmp.path).filter(notLog), before.filter(notLog));
+    } finally {
+      self.kill("SIGKILL");
+      await self.status;
+      Deno.writeTextFileSync(`${work}/state.json`, live);
+    }
   });
 
   await t.step("cleanup", async () => {
@@ -355,6 +402,8 @@ Deno.test("init-slave: key, password, modes, idempotence, then cleanup", async (
     assert(!exists(`${home}/walshipping`));
     assert(!exists(`${standby}.0`) && !exists(`${standby}.12`), "old data dirs removed");
     assert(exists(`${standby}.old`), "a non-numeric suffix is not ours");
+    assert(!exists(`${standby}.walmgr3-restore`), "an interrupted restore's work directory stays");
+    assertStringIncludes(res.stderr, `Removing the work directory of an interrupted restore`);
     assert(!exists(ini));
     assertEquals(Deno.readTextFileSync(`${home}/.ssh/authorized_keys`), `${OTHER_KEY}\n`);
     assertEquals(modeOf(`${home}/.ssh/authorized_keys`), akMode);
