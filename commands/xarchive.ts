@@ -71,10 +71,10 @@ async function asyncQueue(
   src: string,
   st: Deno.FileInfo,
   name: string,
-): Promise<{ spool: string; destination: string } | null> {
+): Promise<{ spool: string; destination: string; where: string } | null> {
   if (!ctx.config.getBool("archive_async", false)) return null;
   // only asynchronous mode pays for loading the spool code
-  const { isQueued, openSpoolDir } = await import("../core/archive_spool.ts");
+  const { archiveDestination, isQueued, openSpoolDir } = await import("../core/archive_spool.ts");
   const masterData = ctx.config.requirePath("master_data");
   if (!isQueued(masterData, name)) {
     ctx.log.debug(`${name} is not queued in ${masterData}/pg_wal/archive_status: archiving it now`);
@@ -98,7 +98,12 @@ async function asyncQueue(
     ctx.log.warning(`${errorMessage(err)}; archiving ${name} synchronously`);
     return null;
   }
-  return { spool, destination: ctx.config.getString("completed_wals") };
+  const loc = await ctx.location("completed_wals");
+  return {
+    spool,
+    destination: archiveDestination(loc.transport.name, loc.transport.describe(loc.path)),
+    where: loc.transport.describe(join(loc.path, name)),
+  };
 }
 
 /**
@@ -183,8 +188,13 @@ async function archive(ctx: CommandContext, srcpath: string, name: string): Prom
   if (queued) {
     // asynchronous mode: the worker ships; we wait for its durable "ok"
     const { awaitShipped } = await import("./xarchive_wait.ts");
-    outcome = await awaitShipped(ctx, { name, source: st, ...queued });
-    where = `${queued.destination}/${name}`;
+    outcome = await awaitShipped(ctx, {
+      name,
+      source: st,
+      spool: queued.spool,
+      destination: queued.destination,
+    });
+    where = queued.where;
   } else {
     const loc = await ctx.location("completed_wals");
     const dest = join(loc.path, name);

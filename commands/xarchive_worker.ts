@@ -45,6 +45,7 @@
  */
 
 import {
+  archiveDestination,
   archiveStatusDir,
   DEFAULT_ASYNC_IDLE_TIMEOUT,
   DEFAULT_ASYNC_MAX,
@@ -274,9 +275,9 @@ async function work(
   const stallMs = Math.max(ctx.config.getFloat("archive_async_timeout", DEFAULT_ASYNC_TIMEOUT), 1) *
     1000;
   const startedAt = Date.now();
-  const destination = ctx.config.getString("completed_wals");
   const archiveSeconds = deadlineSeconds((k) => ctx.config.get(k), DEADLINES.walFile);
   const loc = await ctx.location("completed_wals");
+  const destination = archiveDestination(loc.transport.name, loc.transport.describe(loc.path));
   const fast = openFastPath(ctx, masterData, destination);
   let opening: Promise<FileShipper> | undefined;
   const shipper = () =>

@@ -11,7 +11,7 @@
  *
  * | file | content |
  * | --- | --- |
- * | `config` | `walmgr3-async-fast 1`, `ini <path>`, `data <master_data>`, `dest <completed_wals>` (one per line) |
+ * | `config` | `walmgr3-async-fast 1`, `ini <path>`, `data <master_data>`, `dest <transport>:<completed_wals as the transport names it, host included>` (one per line) |
  * | `<name>.ok` | the spool's record line (core/archive_spool.ts formatOk) |
  * | `<name>.pending` | empty: the worker has the file in flight; the launcher waits for its record |
  * | `alive` | empty, while a worker runs: the launcher waits a few ms for a new file to go in flight |

@@ -87,6 +87,16 @@ export function sameIdentity(a: SourceIdentity, b: SourceIdentity): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.dev === b.dev;
 }
 
+/**
+ * What an "ok" record names as the place a file went: the transport and its
+ * description of `completed_wals` (host included), so that a record made while
+ * the ini named another slave, transport or bucket under the same path is never
+ * taken for this one.
+ */
+export function archiveDestination(transportName: string, described: string): string {
+  return `${transportName}:${described}`;
+}
+
 /** The one line of an "ok" record. */
 export function formatOk(
   source: SourceIdentity,

@@ -266,6 +266,45 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "archive_async ssh: a record made while the ini named another slave (same path) is not trusted",
+  ...opts,
+  async fn() {
+    await using env = await AsyncEnv.start("ssh");
+    const names = await env.backlog(2);
+    // completed_wals as a bare path, the host in `slave`
+    const ini = env.ini.replace(/\.ini$/, "-bare.ini");
+    await Deno.writeTextFile(
+      ini,
+      (await Deno.readTextFile(env.ini)).replace(
+        /^completed_wals = .*$/m,
+        `completed_wals = ${env.completed}`,
+      ),
+    );
+    await Deno.mkdir(env.spool, { recursive: true, mode: 0o700 });
+    // these very files (inode, size, mtime), "stored" by a worker of another slave whose
+    // completed_wals had the same path: as an older walmgr3 recorded it for any slave,
+    // and as this one records it
+    const dests = [env.completed, `ssh:old-slave.example:${env.completed}`];
+    for (const [i, name] of names.entries()) {
+      const st = await Deno.stat(`${env.pg.dataDir}/pg_wal/${name}`);
+      await Deno.writeTextFile(
+        `${env.spool}/${name}.ok`,
+        `ok ${st.size} ${st.mtime!.getTime()} ${st.ino} ${st.dev} stored ${dests[i]}\n`,
+      );
+    }
+    for (const [i, name] of names.entries()) {
+      const res = await run([WALMGR, ini, "xarchive", `pg_wal/${name}`, name], {
+        cwd: env.pg.dataDir,
+      });
+      assertEquals(res.code, 0, res.stderr);
+      assert(exists(`${env.completed}/${name}`), `a record for ${dests[i]} was trusted`);
+    }
+    await env.assertStoredIntact();
+  },
+});
+
+Deno.test({
   name: "archive_async local: a stale ok record is not trusted; -n stores nothing, exits 3",
   ...opts,
   async fn() {
