@@ -71,6 +71,7 @@ import {
 import type { SourceIdentity } from "../core/archive_spool.ts";
 import {
   clearPending,
+  dropLease,
   ensureFastAsked,
   fastConfigProblem,
   iniIdentity,
@@ -82,6 +83,7 @@ import {
   openFastDir,
   removeFastConfig,
   removeFastRecord,
+  renewLease,
   sameIni,
   writeFastConfig,
   writeFastRecord,
@@ -194,7 +196,14 @@ function checkFastPath(
     fast.described = false;
     return `${fast.ini} changed (the next xarchive starts a worker with its new settings)`;
   }
-  if (fast.described || now === null) return "";
+  if (now === null) return "";
+  // a live worker's lease: the launcher trusts config only while it runs
+  if (!renewLease(fast.dir)) {
+    if (fast.described) removeFastConfig(fast.dir);
+    fast.described = false;
+    return "";
+  }
+  if (fast.described) return "";
   if (iniSettled(now)) {
     try {
       writeFastConfig(fast.dir, fast.ini, masterData, dest);
@@ -451,6 +460,7 @@ async function work(
   if (fast) {
     // nobody watches the ini any more: the next xarchive goes through Deno
     removeFastConfig(fast.dir);
+    dropLease(fast.dir);
     markAlive(fast.dir, false);
     clearPending(fast.dir);
   }

@@ -15,7 +15,8 @@
  * | `<name>.ok` | the spool's record line (core/archive_spool.ts formatOk) |
  * | `<name>.pending` | empty: the worker has the file in flight; the launcher waits for its record |
  * | `alive` | empty, while a worker runs: the launcher waits a few ms for a new file to go in flight |
- * | `asked` | empty; its mtime is when the launcher last answered (the worker's idle timeout) |
+ * | `asked` | empty; its mtime is when the launcher last looked (the worker's idle timeout, and check 2) |
+ * | `lease` | empty; a running worker sets its mtime {@link LEASE_MS} into the future every second |
  *
  * Why the launcher's answer is as safe as the Deno foreground's (xarchive_wait):
  * the Deno foreground exits 0 for `%p %f` only when (a) `%f` is queued
@@ -35,6 +36,12 @@
  *    archive tool trusts, nobody else can plant or swap files in it: this is
  *    the private-directory rule without a `stat` (a shell cannot read modes).
  *    The worker refuses a directory that is not its own (owner, symlink).
+ *    The launcher then touches `asked` and requires `lease` (a regular file, not
+ *    a link) to be strictly newer: a worker renews it every second to
+ *    {@link LEASE_MS} ahead, so the description of a worker that was killed
+ *    (kill -9, OOM, power loss: nothing withdrew `config`) stops counting
+ *    within seconds, before an ini changed meanwhile could be mistaken for
+ *    the one it describes.
  * 3. `config` is a regular file of ours, strictly newer than the ini, and
  *    names this ini, a data directory that is `$PWD` (`-ef`) and the
  *    destination. The worker writes it only when the ini's last change
@@ -168,6 +175,38 @@ export function openFastDir(masterData: string): string | null {
     return null;
   }
   return dir;
+}
+
+/** The lease file (check 2 of the module doc). */
+export const FAST_LEASE = "lease";
+/** How far into the future a running worker keeps the mtime of {@link FAST_LEASE}. */
+export const LEASE_MS = 5_000;
+
+/**
+ * Sets the mtime of {@link FAST_LEASE} to {@link LEASE_MS} after `now` (made
+ * when missing); false when it cannot (the launcher then goes to Deno).
+ */
+export function renewLease(dir: string, now = Date.now()): boolean {
+  const path = join(dir, FAST_LEASE);
+  const until = new Date(now + LEASE_MS);
+  try {
+    Deno.writeFileSync(path, new Uint8Array(0), { createNew: true, mode: 0o600 });
+  } catch { /* there already */ }
+  try {
+    const st = Deno.lstatSync(path);
+    if (!st.isFile) return false;
+    Deno.utimeSync(path, until, until);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes {@link FAST_LEASE}; missing is fine. */
+export function dropLease(dir: string): void {
+  try {
+    Deno.removeSync(join(dir, FAST_LEASE));
+  } catch { /* not there */ }
 }
 
 /** Writes {@link FAST_CONFIG} atomically (the launcher reads it from now on). */

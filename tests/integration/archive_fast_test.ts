@@ -55,6 +55,9 @@ Deno.test("archive fast path: the launcher answers only when every check passes"
     await Deno.writeTextFile(`${data}/pg_wal/archive_status/${SEG}.ready`, "");
     await Deno.writeTextFile(`${fast}/config`, formatFastConfig(ini, data, DEST));
     await Deno.writeTextFile(`${fast}/asked`, "");
+    await Deno.remove(`${fast}/lease`).catch(() => {});
+    await Deno.writeTextFile(`${fast}/lease`, "");
+    age(`${fast}/lease`, -60); // a running worker's lease: in the future
     const st = Deno.statSync(`${data}/pg_wal/${SEG}`);
     await Deno.remove(`${fast}/${SEG}.ok`).catch(() => {});
     await Deno.writeTextFile(
@@ -82,6 +85,18 @@ Deno.test("archive fast path: the launcher answers only when every check passes"
   });
 
   const broken: Array<[string, () => Promise<void> | void]> = [
+    // a worker killed (nothing withdrew config) while the ini was replaced by one with an
+    // older mtime (cp -p): only the lease stops the launcher
+    ["the worker's lease ran out (killed worker, back-dated ini)", () => {
+      age(`${fast}/lease`, 1);
+      Deno.writeTextFileSync(ini, "[walmgr]\ncompleted_wals = /elsewhere\n");
+      age(ini, 120);
+    }],
+    ["there is no lease", () => Deno.removeSync(`${fast}/lease`)],
+    ["the lease is a symlink", () => {
+      Deno.renameSync(`${fast}/lease`, `${fast}/lease.real`);
+      Deno.symlinkSync(`${fast}/lease.real`, `${fast}/lease`);
+    }],
     ["the ini changed after config", () => age(ini, 0)],
     ["the ini has the same mtime as config", async () => {
       // to the nanosecond (Deno.utime has milliseconds only)
@@ -152,7 +167,7 @@ Deno.test("archive fast path: the launcher answers only when every check passes"
         Deno.removeSync(fast);
         Deno.renameSync(`${fast}.real`, fast);
       }
-      for (const f of ["config", "config.real", "other.ok"]) {
+      for (const f of ["config", "config.real", "other.ok", "lease.real"]) {
         await Deno.remove(`${fast}/${f}`).catch(() => {});
       }
       await lay();

@@ -403,6 +403,14 @@ Deno.test("xrestore prefetch: the launcher moves a queued segment only when ever
       () => Deno.writeTextFileSync(`${queue}/${SEG}.sha256`, `${h.replace(/^./, "0")}\n`),
     ],
     [
+      "the archive's sidecar names another file",
+      () =>
+        Deno.writeTextFileSync(
+          `${completed}/.walmgr3-sha256/${SEG}.sha256`,
+          `${h}  000000010000000000000099\n`,
+        ),
+    ],
+    [
       "the archive's sidecar is missing",
       () => Deno.removeSync(`${completed}/.walmgr3-sha256/${SEG}.sha256`),
     ],
