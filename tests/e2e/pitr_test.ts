@@ -191,6 +191,13 @@ async function pitr(major: number): Promise<void> {
       "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') as before",
     );
     await wm([masterIni, "backup"]);
+    // the backup's end is known to the second (its STOP TIME): the time targets below
+    // must lie in a later second, or walmgr3 rightly calls them unreachable (CI saw it)
+    const stopSecond = Math.floor(Date.now() / 1000);
+    await waitFor(() => Math.floor(Date.now() / 1000) > stopSecond, {
+      what: "the second after the backup's end",
+      timeoutMs: 5_000,
+    });
 
     // 1. the archive-fed standby, held before the rows below
     const restoreS = await wm([S.ini, "restore", "data.master"], true);
