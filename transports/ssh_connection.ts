@@ -379,12 +379,15 @@ export function controlDir(configured?: string): string | null {
 export function sshErrorLine(res: RunResult): string {
   const lines = res.stderr.replaceAll("\r", "").split("\n").map((l) => l.trim()).filter((l) =>
     l !== "" && !l.startsWith("Warning: Permanently added") &&
-    !/^rsync(: connection unexpectedly closed| error:)/.test(l)
+    !/^rsync(: connection unexpectedly closed| error:)/.test(l) && !RSYNC_BROKEN_PIPE.test(l)
   );
   // ssh's own complaint explains a broken pipe that rsync's sender reports after it
   const ssh = lines.filter((l) => SSH_CONNECT_ERROR.test(l));
   return ssh[ssh.length - 1] ?? lines[lines.length - 1] ?? lastLine(res);
 }
+
+/** rsync's sender writing into a connection that is gone (the cause is elsewhere). */
+const RSYNC_BROKEN_PIPE = /^rsync: \[sender\] (write error|safe_write failed).*Broken pipe/;
 
 /** A line ssh prints when it could not set up the connection at all. */
 const SSH_CONNECT_ERROR =
@@ -474,8 +477,12 @@ export class SshConnection {
 
   /** The one-line error for a connection that failed. */
   unreachable(res: RunResult): WalmgrError {
-    let detail = sshErrorLine(res) ||
-      `ssh ${res.timedOut ? "timed out" : `exit code ${res.code}`}`;
+    // rsync's own words about a closed connection say nothing of why
+    const said = /^rsync(: connection unexpectedly closed| error:)/.test(sshErrorLine(res)) ||
+        RSYNC_BROKEN_PIPE.test(sshErrorLine(res))
+      ? ""
+      : sshErrorLine(res);
+    let detail = said || `ssh ${res.timedOut ? "timed out" : `exit code ${res.code}`}`;
     const s = this.settings;
     if (/timed out|timeout/i.test(detail)) {
       // say which limit struck: a new connection, or one that stopped answering
@@ -486,7 +493,7 @@ export class SshConnection {
       } else if (s.connectTimeout > 0) {
         detail += ` (ssh_connect_timeout ${s.connectTimeout} s)`;
       }
-    } else if (!sshErrorLine(res) && res.code === SSH_CONNECTION_FAILED) {
+    } else if (!said && (res.code === SSH_CONNECTION_FAILED || res.code === 12)) {
       // a shared connection's master that gave up says why on its own stderr, not ours
       detail = `the ssh connection was lost or not answered (${this.limits()})`;
     }
@@ -501,12 +508,19 @@ export class SshConnection {
    * True when `res` of ssh or rsync is a failed connection: exit 255, a timeout,
    * or rsync's "connection unexpectedly closed (0 bytes received so far)" (code
    * 12, which rsync reports instead of 255 when it sees the pipe close first,
-   * also as "safe_write failed ... Broken pipe" after ssh's own connect error).
+   * also as "safe_write failed ... Broken pipe" after ssh's own connect error),
+   * or rsync's "connection unexpectedly closed" mid-transfer (12) when the
+   * slave's rsync reported no error of its own (a dropped connection).
    */
   isConnectionFailure(res: RunResult): boolean {
-    return res.code === SSH_CONNECTION_FAILED || res.timedOut ||
-      (res.code === 12 && (/\(0 bytes received so far\)/.test(res.stderr) ||
-        res.stderr.replaceAll("\r", "").split("\n").some((l) => SSH_CONNECT_ERROR.test(l.trim()))));
+    if (res.code === SSH_CONNECTION_FAILED || res.timedOut) return true;
+    if (res.code !== 12) return false;
+    const lines = res.stderr.replaceAll("\r", "").split("\n").map((l) => l.trim());
+    if (/\(0 bytes received so far\)/.test(res.stderr)) return true;
+    if (lines.some((l) => SSH_CONNECT_ERROR.test(l))) return true;
+    // dropped mid-transfer (a frozen slave: ssh gave up), unless the slave's rsync said why
+    return lines.some((l) => /^rsync: connection unexpectedly closed/.test(l)) &&
+      !lines.some((l) => /^rsync: \[(receiver|generator)\]/.test(l));
   }
 
   /** The error for a failed ssh or rsync run that {@link isConnectionFailure} matched. */

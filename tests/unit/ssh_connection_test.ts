@@ -261,8 +261,9 @@ Deno.test("errors made from ssh and rsync failures are one line", () => {
   // rsync sometimes reports 12 instead of ssh's 255
   const twelve = result(12, refused.stderr.replace("code 255", "code 12"));
   assert.ok(conn.isConnectionFailure(twelve));
+  // closed mid-transfer without an error of the slave's rsync: the connection dropped
   assert.ok(
-    !conn.isConnectionFailure(
+    conn.isConnectionFailure(
       result(12, "rsync: connection unexpectedly closed (1234 bytes received so far)"),
     ),
   );
@@ -276,6 +277,30 @@ Deno.test("errors made from ssh and rsync failures are one line", () => {
   );
   assert.ok(conn.isConnectionFailure(brokenPipe));
   assert.equal(conn.connectionError(brokenPipe).message, err.message);
+  // a connection dropped mid-transfer (frozen slave: ssh's ServerAlive gave up, its shared
+  // master said so on its own stderr): rsync's sender sees a broken pipe, exit 12
+  const dropped = result(
+    12,
+    "rsync: [sender] write error: Broken pipe (32)\n" +
+      "rsync: connection unexpectedly closed (1048576 bytes received so far) [sender]\n" +
+      "rsync error: error in rsync protocol data stream (code 12) at io.c(232) [sender=3.2.7]\n",
+  );
+  assert.ok(conn.isConnectionFailure(dropped));
+  assert.match(
+    conn.connectionError(dropped).message,
+    /^cannot reach slave slave-host over ssh: the ssh connection was lost or not answered \(ssh_connect_timeout 10 s, dropped after 30 s without an answer \(ssh_alive_interval 10 x ssh_alive_count 3\)\)/,
+  );
+  // the slave's rsync failed on its side: that is its error, not a lost connection
+  assert.ok(
+    !conn.isConnectionFailure(
+      result(
+        12,
+        'rsync: [receiver] write failed on "/wal/x": No space left on device (28)\n' +
+          "rsync: connection unexpectedly closed (1048576 bytes received so far) [sender]\n" +
+          "rsync error: error in rsync protocol data stream (code 12) at io.c(232)\n",
+      ),
+    ),
+  );
   const hostKey = conn.connectionError(result(255, "Host key verification failed.\n"));
   assert.match(hostKey.message, /Host key verification failed\.; add the slave's host key/);
   const noRsync = conn.connectionError(
