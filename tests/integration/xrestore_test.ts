@@ -159,7 +159,7 @@ Deno.test("xrestore in streaming mode: a missing file exits 1 at once", async ()
   const res = await xrestore(s, [SEG, DEST]);
   assertEquals(res.code, 1, show(res));
   assertStringIncludes(res.stderr, `${SEG}: not found in ${s.completed} (ignored)`);
-  assert(Date.now() - started < 10_000, "no waiting");
+  assert(Date.now() - started < 30_000, "no waiting");
   assert(!exists(`${s.completed}/PG_RECEIVEXLOG`), "PG_RECEIVEXLOG is removed (createslave)");
   assert(!exists(`${s.data}/${DEST}`));
 
@@ -180,7 +180,7 @@ Deno.test("xrestore in archive-fed mode", async (t) => {
     const res = await xrestore(s, ["00000002.history", "pg_wal/RECOVERYHISTORY"]);
     assertEquals(res.code, 1, show(res));
     assertStringIncludes(res.stderr, `not found in ${s.completed}, ignoring`);
-    assert(Date.now() - started < 10_000);
+    assert(Date.now() - started < 30_000);
   });
 
   await t.step("waits for a missing segment and delivers it when it arrives", async () => {
