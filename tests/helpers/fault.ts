@@ -43,14 +43,27 @@ export class Random {
 }
 
 /**
- * The random source of one test: `WALMGR3_FAULT_SEED` when set, else a fresh
- * seed; printed so that a failing run can be replayed.
+ * The random source of one test: `WALMGR3_FAULT_SEED=N` when set, a fresh seed
+ * with `WALMGR3_FAULT_SEED=random` (to explore), else a seed fixed by the
+ * test's name (every run, CI's included, the same); printed so that a failing
+ * run can be replayed.
  */
 export function faultRandom(test: string): Random {
   const env = Deno.env.get("WALMGR3_FAULT_SEED");
-  const seed = env && /^\d+$/.test(env) ? Number(env) : Math.floor(Math.random() * 2 ** 31);
+  const seed = env && /^\d+$/.test(env)
+    ? Number(env)
+    : env === "random"
+    ? Math.floor(Math.random() * 2 ** 31)
+    : nameSeed(test);
   console.log(`${test}: seed ${seed} (replay with WALMGR3_FAULT_SEED=${seed})`);
   return new Random(seed);
+}
+
+/** A seed from `name` (FNV-1a, 31 bits). */
+function nameSeed(name: string): number {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h & 0x7fffffff;
 }
 
 /** Every process descending from `pid` (Linux /proc). */
