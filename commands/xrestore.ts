@@ -109,6 +109,43 @@ function isNotFoundError(err: unknown): boolean {
   return isNotFound(err instanceof WalmgrError && err.cause !== undefined ? err.cause : err);
 }
 
+/**
+ * xrestore's exit codes for `name` (the same for every storage): `transient`
+ * logs a failure that is not "absent" and gives its code (fatal in archive
+ * recovery, 1 in standby mode); `dryRunExit` logs what a dry run did not do
+ * and gives its code (never 0; in archive recovery above 125, like a
+ * transient failure).
+ */
+export function exitPolicy(
+  name: string,
+  mode: RecoveryKind,
+): { transient(err: unknown): number; dryRunExit(what: string): number } {
+  return {
+    transient(err: unknown): number {
+      // retried failures already start with the name
+      const text = errorMessage(err);
+      const msg = text.startsWith(`${name}: `) ? text.slice(name.length + 2) : text;
+      if (mode === "archive") {
+        log.error(
+          `${name}: ${msg}; exiting with ${EXIT_FATAL_FOR_POSTGRES} so that PostgreSQL stops ` +
+            `recovery instead of ending it early: fix the problem and start the server again`,
+        );
+        return EXIT_FATAL_FOR_POSTGRES;
+      }
+      log.error(`${name}: ${msg}; the standby will ask again`);
+      return EXIT_FAILURE;
+    },
+    dryRunExit(what: string): number {
+      const code = mode === "archive" ? EXIT_FATAL_FOR_POSTGRES : EXIT_DRY_RUN;
+      log.info(
+        `DRY RUN: ${name}: ${what}; exiting ${code}` +
+          (mode === "archive" ? " (archive recovery: a lower code would end recovery)" : ""),
+      );
+      return code;
+    },
+  };
+}
+
 /** Retry window in ms for transient failures. */
 export function retryBudgetMs(mode: RecoveryKind): number {
   const raw = Deno.env.get("WALMGR3_XRESTORE_RETRY_MS");
@@ -345,31 +382,7 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
   const budget = retryBudgetMs(mode);
   const attemptS = deadlineSeconds((k) => config.get(k), DEADLINES.walFile);
 
-  /** Failure that is not "absent": fatal in archive recovery, 1 in standby mode. */
-  const transient = (err: unknown): number => {
-    // retried failures already start with the name
-    const text = errorMessage(err);
-    const msg = text.startsWith(`${name}: `) ? text.slice(name.length + 2) : text;
-    if (mode === "archive") {
-      log.error(
-        `${name}: ${msg}; exiting with ${EXIT_FATAL_FOR_POSTGRES} so that PostgreSQL stops ` +
-          `recovery instead of ending it early: fix the problem and start the server again`,
-      );
-      return EXIT_FATAL_FOR_POSTGRES;
-    }
-    log.error(`${name}: ${msg}; the standby will ask again`);
-    return EXIT_FAILURE;
-  };
-
-  /** A dry run did nothing: never 0; in archive recovery above 125, like a transient failure. */
-  const dryRunExit = (what: string): number => {
-    const code = mode === "archive" ? EXIT_FATAL_FOR_POSTGRES : EXIT_DRY_RUN;
-    log.info(
-      `DRY RUN: ${name}: ${what}; exiting ${code}` +
-        (mode === "archive" ? " (archive recovery: a lower code would end recovery)" : ""),
-    );
-    return code;
-  };
+  const { transient, dryRunExit } = exitPolicy(name, mode);
 
   /** Stat with retries: true when present, false when absent. */
   const present = async (path: string): Promise<boolean> => {

@@ -31,15 +31,7 @@
  */
 
 import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
-import {
-  errorMessage,
-  EXIT_DRY_RUN,
-  EXIT_FAILURE,
-  EXIT_FATAL_FOR_POSTGRES,
-  isNotFound,
-  UsageError,
-  WalmgrError,
-} from "../core/errors.ts";
+import { errorMessage, EXIT_FAILURE, isNotFound, UsageError, WalmgrError } from "../core/errors.ts";
 import { hostName } from "../core/config.ts";
 import { controlDir } from "../core/control_dir.ts";
 import { cleanupStaleTemps, existsSync, mkdirp, STALE_TEMP_MS } from "../core/fsutil.ts";
@@ -51,7 +43,7 @@ import { formatStandbyRecord, standbyRecordName } from "../core/standby_record.t
 import { walFileKind } from "../core/wal.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import type { Transport } from "../transports/types.ts";
-import { recoveryKind, retryBudgetMs } from "./xrestore.ts";
+import { exitPolicy, recoveryKind, retryBudgetMs } from "./xrestore.ts";
 
 const MAX_POLL_MS = 1_000;
 
@@ -81,23 +73,7 @@ export async function runXrestoreS3(ctx: CommandContext, args: string[]): Promis
   const budget = retryBudgetMs(mode);
   const attemptS = deadlineSeconds((k) => config.get(k), DEADLINES.walFile);
 
-  const transient = (err: unknown): number => {
-    const msg = errorMessage(err);
-    if (mode === "archive") {
-      log.error(
-        `${name}: ${msg}; exiting with ${EXIT_FATAL_FOR_POSTGRES} so that PostgreSQL stops ` +
-          `recovery instead of ending it early: fix the problem and start the server again`,
-      );
-      return EXIT_FATAL_FOR_POSTGRES;
-    }
-    log.error(`${name}: ${msg}; the standby will ask again`);
-    return EXIT_FAILURE;
-  };
-  const dryRunExit = (what: string): number => {
-    const code = mode === "archive" ? EXIT_FATAL_FOR_POSTGRES : EXIT_DRY_RUN;
-    log.info(`DRY RUN: ${name}: ${what}; exiting ${code}`);
-    return code;
-  };
+  const { transient, dryRunExit } = exitPolicy(name, mode);
 
   let control: string;
   let t: Transport;
