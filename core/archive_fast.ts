@@ -84,7 +84,7 @@
  */
 
 import { join } from "./paths.ts";
-import { currentUid, replaceFile } from "./private_dir.ts";
+import { ownDirOrNull, replaceFile } from "./private_dir.ts";
 
 /** The directory, inside `pg_wal`, that the launcher reads. */
 export const FAST_DIR = ".walmgr3-async";
@@ -160,21 +160,7 @@ export function formatFastConfig(ini: string, dataDir: string, dest: string): st
  * path) or cannot be made.
  */
 export function openFastDir(masterData: string): string | null {
-  const dir = fastDirOf(masterData);
-  try {
-    Deno.mkdirSync(dir, { mode: 0o700 });
-  } catch (err) {
-    if (!(err instanceof Deno.errors.AlreadyExists)) return null;
-  }
-  try {
-    const st = Deno.lstatSync(dir);
-    const uid = currentUid();
-    if (!st.isDirectory || st.isSymlink) return null;
-    if (uid !== null && st.uid !== null && st.uid !== uid) return null;
-  } catch {
-    return null;
-  }
-  return dir;
+  return ownDirOrNull(fastDirOf(masterData), true);
 }
 
 /** The lease file (check 2 of the module doc). */

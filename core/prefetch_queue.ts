@@ -67,7 +67,7 @@
 import { errorReason } from "./errors.ts";
 import { fsyncDir } from "./fsutil.ts";
 import { dirname, join } from "./paths.ts";
-import { currentUid, replaceFile } from "./private_dir.ts";
+import { ownDirOrNull, replaceFile } from "./private_dir.ts";
 import { nextWalFileName, WAL_SEGMENT_REGEXP } from "./wal.ts";
 import { parseWalSum, walSumPath } from "./wal_checksums.ts";
 
@@ -101,23 +101,7 @@ export function queueDirOf(dataDir: string): string {
  * of ours.
  */
 export function openQueueDir(dataDir: string, create: boolean): string | null {
-  const dir = queueDirOf(dataDir);
-  if (create) {
-    try {
-      Deno.mkdirSync(dir, { mode: 0o700 });
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AlreadyExists)) return null;
-    }
-  }
-  try {
-    const st = Deno.lstatSync(dir);
-    const uid = currentUid();
-    if (!st.isDirectory || st.isSymlink) return null;
-    if (uid !== null && st.uid !== null && st.uid !== uid) return null;
-  } catch {
-    return null;
-  }
-  return dir;
+  return ownDirOrNull(queueDirOf(dataDir), create);
 }
 
 /** Records that the foreground asks for `name` now. */

@@ -127,6 +127,27 @@ export function isPrivateDir(dir: string, opts: PrivateDirOptions = {}): boolean
 }
 
 /**
+ * `dir` when it is a real directory (not a link) owned by this user, made with
+ * mode 0700 when `create` and missing; `null` otherwise. For a directory inside
+ * a data directory (`pg_wal/...`), whose owner and mode PostgreSQL enforces, so
+ * that the ancestors need no check: the shell fast paths' directories.
+ */
+export function ownDirOrNull(dir: string, create: boolean): string | null {
+  if (create) {
+    try {
+      Deno.mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) return null;
+    }
+  }
+  const st = lstatOrNull(dir);
+  const uid = currentUid();
+  if (!st || !st.isDirectory || st.isSymlink) return null;
+  if (uid !== null && st.uid !== null && st.uid !== uid) return null;
+  return dir;
+}
+
+/**
  * Throws one line unless `dir` is a private directory:
  * `<what> <dir> <reason>; <hint>`.
  */
