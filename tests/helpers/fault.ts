@@ -9,6 +9,7 @@
  * @module
  */
 
+import { descendants, killTree } from "../../core/process.ts";
 import { WALMGR } from "./standby.ts";
 import { exists } from "./tmp.ts";
 
@@ -66,39 +67,12 @@ function nameSeed(name: string): number {
   return h & 0x7fffffff;
 }
 
-/** Every process descending from `pid` (Linux /proc). */
-export function descendantsOf(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(e.name));
-      children.set(ppid, list);
-    } catch { /* gone */ }
-  }
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length) {
-    for (const c of children.get(todo.shift() as number) ?? []) {
-      out.push(c);
-      todo.push(c);
-    }
-  }
-  return out;
-}
+/** Every process descending from `pid` (Linux /proc): the product's own walk. */
+export const descendantsOf = descendants;
 
 /** Sends `sig` to `pid` and all its descendants (missing ones ignored). */
 export function signalTree(pid: number, sig: Deno.Signal): number[] {
-  const all = [pid, ...descendantsOf(pid)];
-  for (const p of all) {
-    try {
-      Deno.kill(p, sig);
-    } catch { /* gone */ }
-  }
-  return all;
+  return [pid, ...killTree(pid, sig)];
 }
 
 /** The pid of a test sshd (its PidFile in the fixture's dir). */
@@ -115,7 +89,7 @@ export function freezeSshd(sshdDir: string): () => void {
   const pid = sshdPid(sshdDir);
   const frozen = signalTree(pid, "SIGSTOP");
   return () => {
-    for (const p of [...frozen, ...descendantsOf(pid)]) {
+    for (const p of [...frozen, ...descendants(pid)]) {
       try {
         Deno.kill(p, "SIGCONT");
       } catch { /* gone */ }
