@@ -33,6 +33,8 @@ import {
 } from "../core/archive_spool.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import type { CommandContext } from "../plugins/registry.ts";
+import { spawnDetached } from "../core/process.ts";
+import { workerArgv } from "../core/self.ts";
 
 /** The worker command. */
 export const WORKER_COMMAND = "xarchive-async";
@@ -54,32 +56,12 @@ export interface WaitRequest {
 
 /** Starts the worker detached (its own session, no terminal, output to /dev/null). */
 function startWorker(ctx: CommandContext): void {
-  const argv = [...ctx.self];
-  if (ctx.options.verbose > 0) argv.push(`-${"v".repeat(ctx.options.verbose)}`);
-  for (const s of ctx.options.set) argv.push("--set", s);
-  argv.push(ctx.config.file, WORKER_COMMAND);
-  const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  });
-  const full = setsid ? [setsid, ...argv] : argv;
+  const argv = workerArgv(ctx, WORKER_COMMAND);
   try {
-    const child = new Deno.Command(full[0] as string, {
-      args: full.slice(1),
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-      ...(setsid ? {} : { detached: true }),
-    }).spawn();
-    child.unref();
-    // reap it if it ends while we still run
-    child.status.catch(() => {});
+    spawnDetached(argv);
   } catch (err) {
     throw new WalmgrError(
-      `cannot start the archive worker (${full[0]}): ${errorMessage(err)}; ` +
+      `cannot start the archive worker (${argv[0]}): ${errorMessage(err)}; ` +
         `set archive_async = 0 to archive synchronously`,
     );
   }

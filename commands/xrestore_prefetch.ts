@@ -54,6 +54,8 @@ import { readWholeFile, sha256Hex } from "../core/sha256.ts";
 import { WAL_SEGMENT_REGEXP } from "../core/wal.ts";
 import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
 import type { CommandContext } from "../plugins/registry.ts";
+import { spawnDetached } from "../core/process.ts";
+import { workerArgv } from "../core/self.ts";
 
 /** The worker command. */
 export const PREFETCH_COMMAND = "xrestore-prefetch";
@@ -101,21 +103,8 @@ function workerRuns(dir: string): boolean {
 
 /** Starts the worker detached (its own session, no terminal, output to /dev/null). */
 function startWorker(ctx: CommandContext, dataDir: string): void {
-  const argv = [...ctx.self];
-  if (ctx.options.verbose > 0) argv.push(`-${"v".repeat(ctx.options.verbose)}`);
-  for (const s of ctx.options.set) argv.push("--set", s);
-  argv.push(ctx.config.file, PREFETCH_COMMAND, dataDir);
-  const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((p) => existsSync(p));
-  const full = setsid ? [setsid, ...argv] : argv;
-  const child = new Deno.Command(full[0] as string, {
-    args: full.slice(1),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-    ...(setsid ? {} : { detached: true }),
-  }).spawn();
-  child.unref();
-  child.status.catch(() => {});
+  const argv = workerArgv(ctx, PREFETCH_COMMAND, dataDir);
+  spawnDetached(argv);
   ctx.log.debug(`started the prefetch worker: ${argv.join(" ")}`);
 }
 

@@ -19,6 +19,7 @@
 import { errorMessage, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive, readPidfile, removePidfile, writePidfile } from "./pidfile.ts";
+import { spawnDetached } from "./process.ts";
 
 /** Environment marker of the detached child (it must not detach again). */
 export const DAEMON_ENV = "WALMGR3_DAEMON_CHILD";
@@ -82,17 +83,6 @@ export function stripDaemonFlag(args: readonly string[]): string[] {
   return out;
 }
 
-function setsidPath(): string | undefined {
-  for (const p of ["/usr/bin/setsid", "/bin/setsid", "/usr/local/bin/setsid"]) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-
 /** What {@link detach} needs. */
 export interface DetachOptions {
   /** How to run walmgr3 again (`ctx.self`). */
@@ -121,24 +111,15 @@ export async function detach(opts: DetachOptions): Promise<number> {
     );
   }
   const argv = [...opts.self, ...stripDaemonFlag(opts.args)];
-  const setsid = setsidPath();
-  const full = setsid ? [setsid, ...argv] : argv;
-  const [cmd, ...rest] = full;
-  if (!cmd) throw new WalmgrError("internal error: no command to start the daemon with");
   let child: Deno.ChildProcess;
+  let setsid: boolean;
   try {
-    child = new Deno.Command(cmd, {
-      args: rest,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-      env: { [DAEMON_ENV]: "1" },
-      ...(setsid ? {} : { detached: true }),
-    }).spawn();
+    ({ child, viaSetsid: setsid } = spawnDetached(argv, { [DAEMON_ENV]: "1" }));
   } catch (err) {
-    throw new WalmgrError(`cannot start the daemon (${cmd}): ${errorMessage(err)}`, { cause: err });
+    throw new WalmgrError(`cannot start the daemon (${argv[0]}): ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
-  child.unref();
   let exited: Deno.CommandStatus | undefined;
   child.status.then((s) => {
     exited = s;

@@ -262,6 +262,45 @@ export function killTree(pid: number, sig: Deno.Signal): number[] {
   return tree;
 }
 
+/** setsid(1), when this system has it. */
+function setsidPath(): string | undefined {
+  for (const p of ["/usr/bin/setsid", "/bin/setsid", "/usr/local/bin/setsid"]) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Starts `argv` detached from us: in its own session under setsid(1) where
+ * there is one (else as a detached process), without a terminal, output to
+ * /dev/null, not waited for (reaped if it ends while we still run). Throws
+ * what spawning throws. `viaSetsid`: whether the child is setsid itself.
+ */
+export function spawnDetached(
+  argv: readonly string[],
+  env?: Record<string, string>,
+): { child: Deno.ChildProcess; viaSetsid: boolean } {
+  const setsid = setsidPath();
+  const full = setsid ? [setsid, ...argv] : [...argv];
+  const [cmd, ...args] = full;
+  if (!cmd) throw new Error("no command to start");
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    ...(env ? { env } : {}),
+    ...(setsid ? {} : { detached: true }),
+  }).spawn();
+  child.unref();
+  child.status.catch(() => {});
+  return { child, viaSetsid: setsid !== undefined };
+}
+
 /** Runs a shell command string through `/bin/sh -c` (operator-configured commands). */
 export function runShell(command: string, opts: RunOptions = {}): Promise<RunResult> {
   return runCommand(["/bin/sh", "-c", command], opts);

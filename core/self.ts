@@ -40,6 +40,26 @@ export function selfArgv(): string[] {
 }
 
 /** Quotes one word for a POSIX shell (used in archive_command/restore_command). */
+/**
+ * The argument vector of a background walmgr3 (a worker) for this command's
+ * ini: how to run walmgr3 again, the same `-v` and `--set` options, the ini,
+ * then `tail`.
+ */
+export function workerArgv(
+  ctx: {
+    self: readonly string[];
+    options: { verbose: number; set: readonly string[] };
+    config: { file: string };
+  },
+  ...tail: string[]
+): string[] {
+  const argv = [...ctx.self];
+  if (ctx.options.verbose > 0) argv.push(`-${"v".repeat(ctx.options.verbose)}`);
+  for (const s of ctx.options.set) argv.push("--set", s);
+  argv.push(ctx.config.file, ...tail);
+  return argv;
+}
+
 export function shellQuote(word: string): string {
   if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
   return `'${word.replaceAll("'", `'\\''`)}'`;
