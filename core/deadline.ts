@@ -141,6 +141,24 @@ export class Deadline implements Disposable {
 }
 
 /**
+ * Runs `fn` under the caller's `signal` when there is one, else under a
+ * deadline of its own (`seconds`, the ini `key`, `hint` for the message); gives
+ * up at the deadline even if `fn` does not stop by itself. For a transport's
+ * primitives (`remote_timeout` when no caller bounds them).
+ */
+export async function withinDeadline<T>(
+  what: string,
+  signal: AbortSignal | undefined,
+  seconds: number,
+  key: string,
+  hint: string,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  using d = new Deadline(what, signal ? 0 : seconds, key, signal, hint);
+  return await raceSignal(fn(d.signal), d.signal, what);
+}
+
+/**
  * A {@link Deadline} of `kind` read from `setting` (see {@link deadlineSeconds}).
  */
 export function deadlineOf(

@@ -12,7 +12,7 @@ import { basename, dirname, trimSlash } from "../core/paths.ts";
 import { errorReason, WalmgrError } from "../core/errors.ts";
 import { differentError, fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
-import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
+import { DEADLINES, deadlineSeconds, withinDeadline } from "../core/deadline.ts";
 import { describeExit, displayCommand } from "../core/process.ts";
 import type { RunResult } from "../core/process.ts";
 import { shellQuote } from "../core/self.ts";
@@ -237,19 +237,19 @@ export function createRemoteTransport(
    * Runs one primitive under the caller's signal, else under `remote_timeout`;
    * gives up at the deadline even if the work does not stop by itself.
    */
-  async function bounded<T>(
+  function bounded<T>(
     what: string,
     o: OpOptions | undefined,
     fn: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    using d = new Deadline(
+    return withinDeadline(
       what,
-      o?.signal ? 0 : remoteSeconds,
-      DEADLINES.remote.key,
       o?.signal,
+      remoteSeconds,
+      DEADLINES.remote.key,
       `check that slave ${host} answers (ssh, its disk), or raise ${DEADLINES.remote.key}`,
+      fn,
     );
-    return await raceSignal(fn(d.signal), d.signal, what);
   }
 
   async function readFile(path: string, o?: OpOptions): Promise<Uint8Array> {

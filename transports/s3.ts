@@ -49,7 +49,7 @@
  * @module
  */
 
-import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
+import { DEADLINES, deadlineSeconds, withinDeadline } from "../core/deadline.ts";
 import { errorMessage, WalmgrError } from "../core/errors.ts";
 import { differentError, fsyncDir, fsyncFile, uniqueTempName } from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
@@ -197,19 +197,19 @@ export function createS3Transport(opts: TransportOptions): S3Transport {
   const describe = (path: string) => client.describe(objectKey(path));
 
   /** `fn` under the caller's signal, else under `remote_timeout`. */
-  async function bounded<T>(
+  function bounded<T>(
     what: string,
     o: OpOptions | undefined,
     fn: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    using d = new Deadline(
+    return withinDeadline(
       what,
-      o?.signal ? 0 : remoteSeconds,
-      DEADLINES.remote.key,
       o?.signal,
+      remoteSeconds,
+      DEADLINES.remote.key,
       `check that the object store answers (s3_endpoint), or raise ${DEADLINES.remote.key}`,
+      fn,
     );
-    return await raceSignal(fn(d.signal), d.signal, what);
   }
 
   function notFound(path: string): WalmgrError {
