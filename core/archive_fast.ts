@@ -83,6 +83,7 @@
  * @module
  */
 
+import { lstatSyncOrNull } from "./fsutil.ts";
 import { join } from "./paths.ts";
 import { ownDirOrNull, replaceFile } from "./private_dir.ts";
 
@@ -176,11 +177,9 @@ export function renewLease(dir: string, now = Date.now()): boolean {
   const path = join(dir, FAST_LEASE);
   const until = new Date(now + LEASE_MS);
   try {
-    Deno.writeFileSync(path, new Uint8Array(0), { createNew: true, mode: 0o600 });
-  } catch { /* there already */ }
-  try {
-    const st = Deno.lstatSync(path);
-    if (!st.isFile) return false;
+    const st = lstatSyncOrNull(path);
+    if (!st) Deno.writeFileSync(path, new Uint8Array(0), { createNew: true, mode: 0o600 });
+    else if (!st.isFile) return false;
     Deno.utimeSync(path, until, until);
     return true;
   } catch {
