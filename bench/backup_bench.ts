@@ -43,7 +43,7 @@
  */
 
 import { writeArchiveInis } from "../tests/helpers/archive_inis.ts";
-import { pgTool, startCluster } from "../tests/helpers/cluster.ts";
+import { basebackupArgv, pgTool, startCluster } from "../tests/helpers/cluster.ts";
 import { startSshd } from "../tests/helpers/sshd.ts";
 import { projectRoot, removeTree, run, tempDir } from "../tests/helpers/tmp.ts";
 import { waitFor } from "../tests/helpers/wait.ts";
@@ -115,7 +115,6 @@ await using pg = await startCluster({
 });
 await using sshd = await startSshd();
 const pgbench = await pgTool(pg.binDir, "pgbench");
-const pgBasebackup = await pgTool(pg.binDir, "pg_basebackup");
 
 say(`base backup benchmark: pgbench scale ${scale}, PostgreSQL ${pg.version}; initializing...`);
 await timed([pgbench, "-i", "-q", "-s", String(scale)], { env: pg.env });
@@ -289,22 +288,7 @@ sync; exit $s`,
   // pg_basebackup
   const bbDir = `${dir.path}/r${r}-basebackup`;
   await settle();
-  const bb = await timed([
-    pgBasebackup,
-    "-D",
-    bbDir,
-    "-Fp",
-    "-X",
-    "none",
-    "-c",
-    "fast",
-    "-h",
-    pg.socketDir,
-    "-p",
-    String(pg.port),
-    "-U",
-    pg.user,
-  ]);
+  const bb = await timed(await basebackupArgv(pg, bbDir, "-Fp", "-X", "none"));
   await mustHaveLabel(bbDir, "pg_basebackup");
   record("basebackup", bb.seconds, await treeBytes(bbDir));
   await removeTree(bbDir);

@@ -25,7 +25,7 @@
  */
 
 import { envInt, loadAverage, median, say, timed } from "./common.ts";
-import { pgTool, startCluster } from "../tests/helpers/cluster.ts";
+import { basebackupArgv, startCluster } from "../tests/helpers/cluster.ts";
 import { projectRoot, removeTree, tempDir } from "../tests/helpers/tmp.ts";
 import { waitFor } from "../tests/helpers/wait.ts";
 
@@ -120,21 +120,7 @@ async function archiverIdle(): Promise<void> {
 
 say(`replay benchmark: ${segments} segments of WAL (rows), PostgreSQL ${pg.version}; preparing...`);
 const base = `${dir.path}/base`;
-await timed([
-  await pgTool(pg.binDir, "pg_basebackup"),
-  "-D",
-  base,
-  "-X",
-  "none",
-  "-c",
-  "fast",
-  "-h",
-  pg.socketDir,
-  "-p",
-  String(pg.port),
-  "-U",
-  pg.user,
-]);
+await timed(await basebackupArgv(pg, base, "-X", "none"));
 await pg.sql("create table t (id bigint, pad text)");
 const segSize = 16 << 20;
 const lsnNum = async () =>

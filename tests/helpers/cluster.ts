@@ -118,6 +118,31 @@ const FALLBACK_RANGE: Record<string, [number, number]> = {
  * throws a clear error when no compatible tool exists (embedded 17 has no
  * pg_controldata, pg_basebackup or pg_receivewal usable against it).
  */
+/**
+ * pg_basebackup of `pg` into `dir` over its socket, with a fast checkpoint,
+ * then `extra` (`-X none`, `-R`, `-Fp`...): an argument vector for `run`.
+ */
+export async function basebackupArgv(
+  pg: { binDir: string; socketDir: string; port: number; user: string },
+  dir: string,
+  ...extra: string[]
+): Promise<string[]> {
+  return [
+    await pgTool(pg.binDir, "pg_basebackup"),
+    "-D",
+    dir,
+    ...extra,
+    "-c",
+    "fast",
+    "-h",
+    pg.socketDir,
+    "-p",
+    String(pg.port),
+    "-U",
+    pg.user,
+  ];
+}
+
 export async function pgTool(binDir: string, name: string): Promise<string> {
   const own = `${binDir}/${name}`;
   if (exists(own)) return own;

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type Cluster, freePort, pgTool, psqlAt, startCluster } from "./cluster.ts";
+import { basebackupArgv, type Cluster, freePort, psqlAt, startCluster } from "./cluster.ts";
 import { projectRoot, run, type RunResult, type TempDir } from "./tmp.ts";
 
 /** The walmgr3 launcher of this checkout. */
@@ -108,22 +108,9 @@ export async function startStreamingStandby(
   dataDir: string,
   opts: { name: string; conf?: Record<string, string> },
 ): Promise<Cluster> {
-  const bb = await run([
-    await pgTool(master.binDir, "pg_basebackup"),
-    "-D",
-    dataDir,
-    "-R",
-    "-X",
-    "stream",
-    "-c",
-    "fast",
-    "-h",
-    master.socketDir,
-    "-p",
-    String(master.port),
-    "-U",
-    master.user,
-  ], { timeoutMs: 120_000 });
+  const bb = await run(await basebackupArgv(master, dataDir, "-R", "-X", "stream"), {
+    timeoutMs: 120_000,
+  });
   if (!bb.ok) throw new Error(`pg_basebackup failed: ${bb.stderr}`);
   return await startCluster({
     name: opts.name,

@@ -19,7 +19,7 @@
 import { readSetting } from "../../core/pgconf.ts";
 import { formatBackupLabel } from "../../core/backup_label.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { DEBIAN_PG_BIN, freePort, pgTool, startCluster } from "../helpers/cluster.ts";
+import { basebackupArgv, DEBIAN_PG_BIN, freePort, startCluster } from "../helpers/cluster.ts";
 import { serverLogTail, show, standbySql, WALMGR, writeIni } from "../helpers/standby.ts";
 import {
   exists,
@@ -559,21 +559,7 @@ Deno.test("restore killed while copying, run again: the PostgreSQL 15 standby st
   const slaveSql = (q: string) =>
     standbySql({ binDir: DEBIAN_PG_BIN, socketDir: slaveSock, port: slavePort }, q, "slave");
   const backupTo = async (dir: string) => {
-    const res = await run([
-      await pgTool(master.binDir, "pg_basebackup"),
-      "-D",
-      dir,
-      "-X",
-      "none",
-      "-c",
-      "fast",
-      "-h",
-      master.socketDir,
-      "-p",
-      String(master.port),
-      "-U",
-      master.user,
-    ], { timeoutMs: 120_000 });
+    const res = await run(await basebackupArgv(master, dir, "-X", "none"), { timeoutMs: 120_000 });
     assertEquals(res.code, 0, show(res));
     // what backup does: the master's config files into config_backup
     for (const f of ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]) {

@@ -12,9 +12,9 @@ import { formatBackupLabel } from "../../core/backup_label.ts";
 import { readSetting } from "../../core/pgconf.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import {
+  basebackupArgv,
   type Cluster,
   DEBIAN_PG_BIN,
-  pgTool,
   pgVersions,
   startCluster,
 } from "../helpers/cluster.ts";
@@ -475,21 +475,9 @@ async function setupMaster(tmp: TempDir): Promise<Setup> {
 
 /** A base backup in walmgr3's layout (pg_basebackup -X none) plus the config backup. */
 async function baseBackup(s: Setup): Promise<void> {
-  const res = await run([
-    await pgTool(s.master.binDir, "pg_basebackup"),
-    "-D",
-    s.full,
-    "-X",
-    "none",
-    "-c",
-    "fast",
-    "-h",
-    s.master.socketDir,
-    "-p",
-    String(s.master.port),
-    "-U",
-    s.master.user,
-  ], { timeoutMs: 120_000 });
+  const res = await run(await basebackupArgv(s.master, s.full, "-X", "none"), {
+    timeoutMs: 120_000,
+  });
   assertEquals(res.code, 0, show(res));
   await Deno.mkdir(s.configBackup, { recursive: true });
   for (const f of ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]) {

@@ -12,7 +12,7 @@ import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts
 import { startCluster } from "../helpers/cluster.ts";
 import { exists, projectRoot, run, type RunResult, tempDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { pgTool } from "../helpers/cluster.ts";
+import { basebackupArgv } from "../helpers/cluster.ts";
 import { formatRestoreFast, PREFETCH_DIR } from "../../core/prefetch_queue.ts";
 
 const WALMGR = `${projectRoot}/bin/walmgr3`;
@@ -230,21 +230,9 @@ Deno.test("xrestore prefetch: PostgreSQL 15 hot standby replays the archive thro
   await master.sql("create table t (x int)");
 
   const standbyData = tmp.join("standby");
-  const bb = await run([
-    await pgTool(master.binDir, "pg_basebackup"),
-    "-D",
-    standbyData,
-    "-X",
-    "none",
-    "-c",
-    "fast",
-    "-h",
-    master.socketDir,
-    "-p",
-    String(master.port),
-    "-U",
-    master.user,
-  ], { timeoutMs: 120_000 });
+  const bb = await run(await basebackupArgv(master, standbyData, "-X", "none"), {
+    timeoutMs: 120_000,
+  });
   assertEquals(bb.code, 0, show(bb));
   for (let i = 0; i < 12; i++) {
     await master.sql("insert into t select generate_series(1, 1000)");
