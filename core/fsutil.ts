@@ -12,8 +12,10 @@
  *
  * Archived WAL files also get their SHA-256 sidecar (`sum` of
  * {@link writeFileDurable} and {@link commitFileDurable}, see
- * {@link writeWalSumDurable}): hashed from the bytes as they are written or
- * compared, never by a second read, and written durably after the file.
+ * {@link writeWalSumDurable}): the SHA-256 of the bytes stored (a buffer or a
+ * stream as it is written, an existing file as it is compared, a file copied
+ * by the kernel read back from its copy while that is fsynced), written
+ * durably after the file.
  *
  * @module
  */
@@ -22,7 +24,13 @@ import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
-import { readWholeFile, Sha256, SHA256_WHOLE_MAX, sha256Hex } from "./sha256.ts";
+import {
+  preloadNodeHash,
+  Sha256,
+  SHA256_WHOLE_MAX,
+  sha256FileByChunks,
+  sha256Hex,
+} from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
@@ -37,6 +45,11 @@ export type WriteOutcome = "stored" | "identical";
 
 /** Where the bytes of a durable write come from. */
 export type DurableSource = Uint8Array | ReadableStream<Uint8Array> | { fromFile: string };
+
+/** True for a source that names a file. */
+function isFileSource(source: DurableSource): source is { fromFile: string } {
+  return !(source instanceof Uint8Array) && !(source instanceof ReadableStream);
+}
 
 /** Options of {@link writeFileDurable}. */
 export interface WriteDurableOptions {
@@ -265,72 +278,87 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
 }
 
 /**
- * Writes `source` to the new file `temp` (O_EXCL), optionally fsyncing it.
- * `sum` gets every byte written (not for a `Uint8Array` source: hash the array
- * itself); its digest is started before the fsync, so that both overlap.
+ * Copies the file `src` to the new file `temp` (created with `O_EXCL` and
+ * `mode`, umask applied) inside the kernel (`copy_file_range`: no byte passes
+ * through this process, ~3x faster than reading and writing 16 MiB here). The
+ * copy gets `temp`'s own permission bits back (the copy gives it the
+ * source's). Not fsynced. `meanwhile` runs once the copy has started (work
+ * for this thread while the kernel copies).
+ */
+async function copyIntoTemp(
+  src: string,
+  temp: string,
+  mode: number,
+  meanwhile?: () => void,
+): Promise<void> {
+  let bits: number;
+  try {
+    const f = await Deno.open(temp, { write: true, createNew: true, mode });
+    try {
+      bits = ((await f.stat()).mode ?? mode) & 0o7777;
+    } finally {
+      f.close();
+    }
+  } catch (err) {
+    throw fsError("create temporary file", temp, err);
+  }
+  try {
+    const copying = Deno.copyFile(src, temp);
+    meanwhile?.();
+    await copying;
+  } catch (err) {
+    if (isNotFound(err) && !(await lstatOrNull(src))) throw fsError("read", src, err);
+    throw fsError(`copy ${src} to`, temp, err);
+  }
+  try {
+    await Deno.chmod(temp, bits);
+  } catch (err) {
+    throw fsError("set the permissions of", temp, err);
+  }
+}
+
+/**
+ * Writes `source` (bytes or a stream; a file goes through {@link copyIntoTemp})
+ * to the new file `temp` (O_EXCL), optionally fsyncing it. `sum` gets every
+ * byte of a stream; its digest is started before the fsync, so that both
+ * overlap.
  */
 async function writeTemp(
   temp: string,
-  source: DurableSource,
+  source: Uint8Array | ReadableStream<Uint8Array>,
   mode: number,
   sync: boolean,
   sum?: Sha256,
 ): Promise<void> {
-  let src: Deno.FsFile | undefined;
-  if (!(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
-    try {
-      src = await Deno.open(source.fromFile, { read: true });
-    } catch (err) {
-      throw fsError("read", source.fromFile, err);
-    }
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(temp, { write: true, createNew: true, mode });
+  } catch (err) {
+    throw fsError("create temporary file", temp, err);
   }
   try {
-    let f: Deno.FsFile;
     try {
-      f = await Deno.open(temp, { write: true, createNew: true, mode });
+      if (source instanceof Uint8Array) {
+        await writeAll(f, source);
+      } else {
+        for await (const chunk of source) {
+          await writeAll(f, chunk);
+          await sum?.update(chunk);
+        }
+      }
     } catch (err) {
-      throw fsError("create temporary file", temp, err);
+      throw fsError("write", temp, err);
     }
-    try {
+    void sum?.digest();
+    if (sync) {
       try {
-        if (source instanceof Uint8Array) {
-          await writeAll(f, source);
-        } else if (source instanceof ReadableStream) {
-          for await (const chunk of source) {
-            await writeAll(f, chunk);
-            await sum?.update(chunk);
-          }
-        } else if (src) {
-          const buf = new Uint8Array(CHUNK);
-          for (;;) {
-            let n: number;
-            try {
-              n = await readFull(src, buf);
-            } catch (err) {
-              throw fsError("read", source.fromFile, err);
-            }
-            if (n === 0) break;
-            await writeAll(f, buf.subarray(0, n));
-            await sum?.update(buf.subarray(0, n));
-            if (n < CHUNK) break;
-          }
-        }
+        await f.sync();
       } catch (err) {
-        throw fsError("write", temp, err);
+        throw fsError("fsync", temp, err);
       }
-      void sum?.digest();
-      if (sync) {
-        try {
-          await f.sync();
-        } catch (err) {
-          throw fsError("fsync", temp, err);
-        }
-      }
-    } finally {
-      f.close();
     }
   } finally {
-    src?.close();
+    f.close();
   }
 }
 
@@ -468,19 +496,16 @@ export async function writeFileDurable(
   const mode = opts.mode ?? 0o600;
   const existing = await lstatOrNull(path);
   if (existing && !existing.isFile) throw notRegular(path);
-  if (opts.sum && !(source instanceof Uint8Array) && !(source instanceof ReadableStream)) {
-    // a segment is read whole, so that its hash (off the main thread) runs beside
-    // the write and the fsync instead of after them
-    source = await readWholeIfSmall(source.fromFile) ?? source;
-  }
-  // an array is hashed as it is (off the main thread, meanwhile); other sources chunk by chunk
+  // an array is hashed as it is (off the main thread, meanwhile)
   const arraySum = opts.sum && source instanceof Uint8Array ? sha256Hex(source) : undefined;
   arraySum?.catch(() => {});
-  // a file still named here is larger than a buffer: node:crypto's incremental hash
+  // a stream, or a file compared with an existing one: chunk by chunk as it passes
   const sum = opts.sum && !arraySum
     ? new Sha256(source instanceof ReadableStream ? 0 : SHA256_WHOLE_MAX + 1)
     : undefined;
-  const hex = () => (arraySum ?? (sum as Sha256).digest());
+  // the copy of a file, read back: the hash of the bytes stored
+  let copySum: Promise<string> | undefined;
+  const hex = () => (copySum ?? arraySum ?? (sum as Sha256).digest());
   const done = async (outcome: WriteOutcome): Promise<WriteOutcome> => {
     if (opts.sum) await recordWalSum(path, await hex(), outcome, opts.tempDir);
     return outcome;
@@ -521,6 +546,21 @@ export async function writeFileDurable(
       if (same) return await done(await settleIdentical(path));
       if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
       await fsyncFile(temp);
+    } else if (isFileSource(source)) {
+      // hashed back from the copy with node:crypto, whose first import (~14 ms of
+      // this thread) runs while the kernel copies
+      await copyIntoTemp(source.fromFile, temp, mode, opts.sum ? preloadNodeHash : undefined);
+      // its fsync (on a thread) beside the hash of what it now holds
+      const syncing = fsyncFile(temp);
+      syncing.catch(() => {});
+      if (opts.sum) {
+        copySum = sha256FileByChunks(temp).catch((err) => {
+          throw fsError("read", temp, err);
+        });
+        copySum.catch(() => {});
+        await copySum;
+      }
+      await syncing;
     } else {
       await writeTemp(temp, source, mode, true, sum);
     }
@@ -529,15 +569,6 @@ export async function writeFileDurable(
     return await done(outcome);
   } finally {
     if (!committed) await removeQuietly(temp);
-  }
-}
-
-/** The whole file (core/sha256.ts readWholeFile), `null` when large; one-line errors. */
-async function readWholeIfSmall(path: string): Promise<Uint8Array | null> {
-  try {
-    return await readWholeFile(path);
-  } catch (err) {
-    throw fsError("read", path, err);
   }
 }
 

@@ -255,3 +255,34 @@ Deno.test("writeWalSumDurable: written, present, replaced", async () => {
     assert.equal((await Deno.stat(`${dir}/${WAL_SUMS_DIR}`)).mode! & 0o777, 0o700);
   });
 });
+
+Deno.test("writeFileDurable from a file: the kernel's copy keeps the mode asked, not the source's", async () => {
+  await withDir(async (dir) => {
+    const a = randomBytes(3 * 1024 * 1024 + 5);
+    await Deno.writeFile(`${dir}/src`, a, { mode: 0o644 });
+    await Deno.chmod(`${dir}/src`, 0o644);
+    const name = "000000010000000000000005";
+    const opts = { policy: "identical-ok" as const, sum: true };
+    assert.equal(
+      await writeFileDurable(`${dir}/${name}`, { fromFile: `${dir}/src` }, opts),
+      "stored",
+    );
+    assert.equal((await Deno.stat(`${dir}/${name}`)).mode! & 0o777, 0o600);
+    assert.deepEqual(await Deno.readFile(`${dir}/${name}`), a);
+    await assertSidecar(dir, name);
+    // an explicit mode, less the umask (as a newly created file gets it)
+    const umask = Deno.umask();
+    Deno.umask(umask);
+    await writeFileDurable(`${dir}/copy`, { fromFile: `${dir}/src` }, {
+      policy: "replace",
+      mode: 0o640,
+    });
+    assert.equal((await Deno.stat(`${dir}/copy`)).mode! & 0o777, 0o640 & ~umask);
+    // a source that is missing is named as the file that cannot be read
+    await assert.rejects(
+      () => writeFileDurable(`${dir}/${name}.x`, { fromFile: `${dir}/gone` }, opts),
+      (err: unknown) => err instanceof WalmgrError && /^cannot read .*\/gone: /.test(err.message),
+    );
+    assertNoTemps(dir);
+  });
+});
