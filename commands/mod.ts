@@ -1,6 +1,7 @@
 /**
- * Built-in commands, registered through static imports (so they are in a compiled
- * binary). Command modules load heavy dependencies (the SQL driver) lazily.
+ * Built-in commands. Each family module is imported when needed (only its own
+ * family for a command PostgreSQL runs once per WAL file), and command modules
+ * load heavy dependencies (the SQL driver) lazily.
  *
  * @module
  */
@@ -8,38 +9,53 @@
 import type { CommandSpec, Registry } from "../plugins/registry.ts";
 import { daemonSignalCommand } from "./daemon_signal.ts";
 
-/** Loads one family module of commands. */
-type Family = () => Promise<CommandSpec[]>;
+/**
+ * Command families in help order: the module in commands/ and the export that
+ * holds its specs.
+ */
+export const FAMILIES: ReadonlyArray<readonly [file: string, specs: string]> = [
+  ["setup", "setupCommands"],
+  ["sync", "syncCommands"],
+  ["periodic", "periodicCommands"],
+  ["synch_standby", "synchStandbyCommands"],
+  ["recovery_control", "recoveryControlCommands"],
+  ["createslave", "createslaveCommands"],
+  ["backup", "backupCommands"],
+  ["listbackups", "listbackupsCommands"],
+  ["verify", "verifyCommands"],
+  ["check", "checkCommands"],
+  ["status", "statusCommands"],
+  ["restore", "restoreCommands"],
+  ["restore_point", "restorePointCommands"],
+  ["xarchive", "xarchiveCommands"],
+  ["xrestore", "xrestoreCommands"],
+  ["xcleanup", "xcleanupCommands"],
+  ["backup_lock", "backupLockCommands"],
+  ["rotate", "rotateCommands"],
+  ["xstorage", "xstorageCommands"],
+  ["xtree", "xtreeCommands"],
+  ["init", "initCommands"],
+  ["cleanup", "cleanupCommands"],
+  ["plugins", "pluginsCommands"],
+];
 
 /**
- * Command families in help order. Modules are imported when needed; the
- * string-literal `import()`s are still embedded by `deno compile`.
+ * Imports the family module `commands/<file>.ts`. Its specifier is computed,
+ * not a string literal: `deno run` reads and parses every module that a
+ * literal `import()` anywhere in the program can reach before it starts
+ * (~6 ms for all of walmgr3, paid once per WAL segment); a computed one is
+ * loaded when it runs. `deno compile` embeds them through the literal imports
+ * of commands/lazy_modules.ts (its `--include`).
  */
-const FAMILIES: ReadonlyArray<readonly [string, Family]> = [
-  ["setup", async () => (await import("./setup.ts")).setupCommands],
-  ["sync", async () => (await import("./sync.ts")).syncCommands],
-  ["periodic", async () => (await import("./periodic.ts")).periodicCommands],
-  ["synch_standby", async () => (await import("./synch_standby.ts")).synchStandbyCommands],
-  ["recovery_control", async () => (await import("./recovery_control.ts")).recoveryControlCommands],
-  ["createslave", async () => (await import("./createslave.ts")).createslaveCommands],
-  ["backup", async () => (await import("./backup.ts")).backupCommands],
-  ["listbackups", async () => (await import("./listbackups.ts")).listbackupsCommands],
-  ["verify", async () => (await import("./verify.ts")).verifyCommands],
-  ["check", async () => (await import("./check.ts")).checkCommands],
-  ["status", async () => (await import("./status.ts")).statusCommands],
-  ["restore", async () => (await import("./restore.ts")).restoreCommands],
-  ["restore_point", async () => (await import("./restore_point.ts")).restorePointCommands],
-  ["xarchive", async () => (await import("./xarchive.ts")).xarchiveCommands],
-  ["xrestore", async () => (await import("./xrestore.ts")).xrestoreCommands],
-  ["xcleanup", async () => (await import("./xcleanup.ts")).xcleanupCommands],
-  ["backup_lock", async () => (await import("./backup_lock.ts")).backupLockCommands],
-  ["rotate", async () => (await import("./rotate.ts")).rotateCommands],
-  ["xstorage", async () => (await import("./xstorage.ts")).xstorageCommands],
-  ["xtree", async () => (await import("./xtree.ts")).xtreeCommands],
-  ["init", async () => (await import("./init.ts")).initCommands],
-  ["cleanup", async () => (await import("./cleanup.ts")).cleanupCommands],
-  ["plugins", async () => (await import("./plugins.ts")).pluginsCommands],
-];
+async function loadFamily(file: string, specs: string): Promise<CommandSpec[]> {
+  const specifier = "./" + file + ".ts"; // not a template: Deno expands those as globs
+  const mod: Record<string, unknown> = await import(specifier);
+  const list = mod[specs];
+  if (!Array.isArray(list)) {
+    throw new Error(`internal error: commands/${file}.ts does not export ${specs}`);
+  }
+  return list as CommandSpec[];
+}
 
 /**
  * Commands run once per WAL file (by PostgreSQL or over ssh): only their own
@@ -56,7 +72,7 @@ const HOT_COMMANDS: Readonly<Record<string, string>> = {
 
 /** Every built-in command spec, in help order. */
 export async function builtinCommands(): Promise<CommandSpec[]> {
-  const loaded = await Promise.all(FAMILIES.map(([, load]) => load()));
+  const loaded = await Promise.all(FAMILIES.map(([file, specs]) => loadFamily(file, specs)));
   return [...loaded.flat(), daemonSignalCommand];
 }
 
@@ -68,6 +84,6 @@ export async function registerBuiltinCommands(registry: Registry, command?: stri
   const family = command === undefined ? undefined : HOT_COMMANDS[command];
   const specs = family === undefined
     ? await builtinCommands()
-    : [...await FAMILIES.find(([name]) => name === family)![1](), daemonSignalCommand];
+    : [...await loadFamily(...FAMILIES.find(([file]) => file === family)!), daemonSignalCommand];
   for (const spec of specs) registry.registerCommand(spec);
 }
