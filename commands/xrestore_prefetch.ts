@@ -12,8 +12,10 @@
  *   its own session). It never fails xrestore: anything unusual means "copy
  *   it the usual way", so exit codes stay exactly those of xrestore.
  * - Worker (`xrestore-prefetch <data directory>`): one per queue (flock); it
- *   fetches the N segments after `want`, in order, two at a time, each read
- *   once, hashed and compared with the archive's checksum sidecar (a segment
+ *   fetches the N segments after `want`, in order, two at a time, each
+ *   copied by the kernel while it is hashed (core/fsutil.ts
+ *   copyDurableWithSum), the hash compared with the archive's checksum
+ *   sidecar (a segment
  *   without a sidecar, or whose bytes do not match it, is not queued: xrestore
  *   copies it itself), written to a temporary name, fsynced and renamed into
  *   the queue (its checksum beside it first). Everything outside the window
@@ -33,7 +35,7 @@
 
 import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
 import { errorMessage } from "../core/errors.ts";
-import { existsSync } from "../core/fsutil.ts";
+import { copyDurableWithSum, existsSync } from "../core/fsutil.ts";
 import { join } from "../core/paths.ts";
 import { iniIdentity, iniSettled, sameIni } from "../core/archive_fast.ts";
 import {
@@ -50,7 +52,6 @@ import {
   writeWant,
 } from "../core/prefetch_queue.ts";
 import { openNoFollow, randomTempName, replaceFile } from "../core/private_dir.ts";
-import { readWholeFile, sha256Hex } from "../core/sha256.ts";
 import { WAL_SEGMENT_REGEXP } from "../core/wal.ts";
 import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
 import type { CommandContext } from "../plugins/registry.ts";
@@ -207,19 +208,7 @@ async function prefetchLoop(
     try {
       await raceSignal(
         (async () => {
-          const data = await readWholeFile(src);
-          if (!data) throw new Error(`${src} is too large to prefetch`);
-          const hashing = sha256Hex(data);
-          hashing.catch(() => {});
-          const f = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-          try {
-            let off = 0;
-            while (off < data.length) off += await f.write(data.subarray(off, off + (1 << 20)));
-            await f.sync();
-          } finally {
-            f.close();
-          }
-          const hex = await hashing;
+          const hex = await copyDurableWithSum(src, temp, 0o600);
           if (expected === null || hex !== expected) {
             skip.add(name);
             ctx.log.warning(

@@ -14,8 +14,8 @@
  * {@link writeFileDurable} and {@link commitFileDurable}, see
  * {@link writeWalSumDurable}): the SHA-256 of the bytes stored (a buffer or a
  * stream as it is written, an existing file as it is compared, a file copied
- * by the kernel read back from its copy while that is fsynced), written
- * durably after the file.
+ * by the kernel as the copy runs: {@link copyDurableWithSum}), written durably
+ * after the file.
  *
  * @module
  */
@@ -24,13 +24,7 @@ import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
-import {
-  preloadNodeHash,
-  Sha256,
-  SHA256_WHOLE_MAX,
-  sha256FileByChunks,
-  sha256Hex,
-} from "./sha256.ts";
+import { Sha256, SHA256_WHOLE_MAX, sha256FileByChunks, sha256Hex } from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
@@ -282,15 +276,9 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
  * `mode`, umask applied) inside the kernel (`copy_file_range`: no byte passes
  * through this process, ~3x faster than reading and writing 16 MiB here). The
  * copy gets `temp`'s own permission bits back (the copy gives it the
- * source's). Not fsynced. `meanwhile` runs once the copy has started (work
- * for this thread while the kernel copies).
+ * source's). Not fsynced.
  */
-async function copyIntoTemp(
-  src: string,
-  temp: string,
-  mode: number,
-  meanwhile?: () => void,
-): Promise<void> {
+export async function copyToNewFile(src: string, temp: string, mode: number): Promise<void> {
   let bits: number;
   try {
     const f = await Deno.open(temp, { write: true, createNew: true, mode });
@@ -303,9 +291,7 @@ async function copyIntoTemp(
     throw fsError("create temporary file", temp, err);
   }
   try {
-    const copying = Deno.copyFile(src, temp);
-    meanwhile?.();
-    await copying;
+    await Deno.copyFile(src, temp);
   } catch (err) {
     if (isNotFound(err) && !(await lstatOrNull(src))) throw fsError("read", src, err);
     throw fsError(`copy ${src} to`, temp, err);
@@ -318,7 +304,60 @@ async function copyIntoTemp(
 }
 
 /**
- * Writes `source` (bytes or a stream; a file goes through {@link copyIntoTemp})
+ * {@link copyToNewFile} and the SHA-256 of the bytes copied, then an fsync of
+ * `temp`: the kernel copies on a thread of the runtime while this one loads
+ * node:crypto and hashes `src` (core/sha256.ts sha256FileByChunks), so the
+ * hash costs no time of its own when the disk is the slower part. The hash is
+ * of the source; it names the copy because the source did not change in
+ * between: same inode, size, mtime and ctime before and after. A source that
+ * changed meanwhile (never an archived WAL file) is hashed from the copy
+ * instead.
+ */
+export async function copyDurableWithSum(
+  src: string,
+  temp: string,
+  mode: number,
+): Promise<string> {
+  let before: Deno.FileInfo;
+  try {
+    before = await Deno.stat(src);
+  } catch (err) {
+    throw fsError("read", src, err);
+  }
+  const copying = copyToNewFile(src, temp, mode);
+  copying.catch(() => {});
+  const hashing = sha256FileByChunks(src);
+  hashing.catch(() => {});
+  await copying;
+  const syncing = fsyncFile(temp);
+  syncing.catch(() => {});
+  let hex: string;
+  try {
+    hex = await hashing;
+  } catch (err) {
+    throw fsError("read", src, err);
+  }
+  const after = await Deno.stat(src).catch(() => null);
+  if (!after || !sameVersion(before, after)) {
+    try {
+      hex = await sha256FileByChunks(temp);
+    } catch (err) {
+      throw fsError("read", temp, err);
+    }
+  }
+  await syncing;
+  return hex;
+}
+
+/** The same version of a file: inode, size, mtime and ctime unchanged. */
+function sameVersion(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.ino === b.ino && a.dev === b.dev && a.size === b.size &&
+    a.mtime?.getTime() === b.mtime?.getTime() && a.ctime?.getTime() === b.ctime?.getTime() &&
+    a.ctime !== null && a.mtime !== null;
+}
+
+/**
+ * Writes `source` (bytes or a stream; a file goes through {@link copyToNewFile})
  * to the new file `temp` (O_EXCL), optionally fsyncing it. `sum` gets every
  * byte of a stream; its digest is started before the fsync, so that both
  * overlap.
@@ -503,7 +542,7 @@ export async function writeFileDurable(
   const sum = opts.sum && !arraySum
     ? new Sha256(source instanceof ReadableStream ? 0 : SHA256_WHOLE_MAX + 1)
     : undefined;
-  // the copy of a file, read back: the hash of the bytes stored
+  // a file copied by the kernel: the hash of the bytes copied
   let copySum: Promise<string> | undefined;
   const hex = () => (copySum ?? arraySum ?? (sum as Sha256).digest());
   const done = async (outcome: WriteOutcome): Promise<WriteOutcome> => {
@@ -547,20 +586,14 @@ export async function writeFileDurable(
       if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
       await fsyncFile(temp);
     } else if (isFileSource(source)) {
-      // hashed back from the copy with node:crypto, whose first import (~14 ms of
-      // this thread) runs while the kernel copies
-      await copyIntoTemp(source.fromFile, temp, mode, opts.sum ? preloadNodeHash : undefined);
-      // its fsync (on a thread) beside the hash of what it now holds
-      const syncing = fsyncFile(temp);
-      syncing.catch(() => {});
       if (opts.sum) {
-        copySum = sha256FileByChunks(temp).catch((err) => {
-          throw fsError("read", temp, err);
-        });
+        copySum = copyDurableWithSum(source.fromFile, temp, mode);
         copySum.catch(() => {});
         await copySum;
+      } else {
+        await copyToNewFile(source.fromFile, temp, mode);
+        await fsyncFile(temp);
       }
-      await syncing;
     } else {
       await writeTemp(temp, source, mode, true, sum);
     }

@@ -38,15 +38,7 @@ function toHex(buf: ArrayBuffer): string {
 
 let nodeCrypto: Promise<{ createHash(algorithm: string): unknown }> | undefined;
 
-/**
- * Starts loading node:crypto (once per process): ~14 ms of work on the main
- * thread the first time. Call it before waiting on I/O (a copy, an fsync) so
- * that the two overlap; {@link sha256FileByChunks} then finds it loaded.
- */
-export function preloadNodeHash(): void {
-  nodeCryptoModule().catch(() => {});
-}
-
+/** node:crypto, imported once per process (~10-14 ms of this thread the first time). */
 function nodeCryptoModule(): Promise<{ createHash(algorithm: string): unknown }> {
   nodeCrypto ??= import("node:crypto");
   return nodeCrypto;
@@ -188,8 +180,7 @@ export async function sha256File(path: string): Promise<string> {
  * runtime while this one is hashed). No buffer of the file's size: filling a
  * fresh 16 MiB buffer costs more in page faults than the read itself, and
  * WebCrypto copies its input once more. The fastest hash of a file here:
- * ~13 ms per 16 MiB against ~35 ms for a whole read and `crypto.subtle`
- * (start {@link preloadNodeHash} early where the first import can overlap I/O).
+ * ~13 ms per 16 MiB against ~35 ms for a whole read and `crypto.subtle`.
  */
 export async function sha256FileByChunks(path: string): Promise<string> {
   const h = await nodeHash();
