@@ -4,7 +4,8 @@
  * its own clusters), and prints all their tables. Without `--only` every
  * benchmark runs: the archive drain (`archive_bench.ts`), archive-fed replay
  * (`replay_bench.ts`), then the base backup (`backup_bench.ts`). Their settings come from `WALMGR3_BENCH_*` environment
- * variables (see each file). Exits non-zero when one of them failed.
+ * variables (see each file; `WALMGR3_BENCH_HOG=1` adds a CPU-bound load on one
+ * core for the whole run). Exits non-zero when one of them failed.
  *
  * @module
  */
@@ -42,6 +43,19 @@ function selected(args: readonly string[]): string[] {
 }
 
 const names = selected(Deno.args);
+/**
+ * `WALMGR3_BENCH_HOG=1`: a CPU-bound process (a shell busy loop) runs on one
+ * core for the whole run, as on a primary whose other work keeps a core busy.
+ */
+const hog = Deno.env.get("WALMGR3_BENCH_HOG") === "1"
+  ? new Deno.Command("/bin/sh", {
+    args: ["-c", "while :; do :; done"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn()
+  : undefined;
+if (hog) say("a CPU-bound busy loop runs beside the benchmarks (WALMGR3_BENCH_HOG=1)");
 let failed = 0;
 for (const name of names) {
   say(`\n=== bench: ${name} (${BENCHES[name]}) ===`);
@@ -55,5 +69,9 @@ for (const name of names) {
     failed++;
     say(`bench ${name} failed (exit code ${status.code})`);
   }
+}
+if (hog) {
+  hog.kill("SIGKILL");
+  await hog.status;
 }
 Deno.exit(failed === 0 ? 0 : 1);
