@@ -77,8 +77,11 @@ async function writeFileBody(
   const f = await Deno.open(localPath, { read: true });
   try {
     let left = size;
+    // one buffer, reused: a chunk is consumed once its write resolves, and fresh
+    // memory for every chunk costs a page fault per 4 KiB
+    const whole = new Uint8Array(Math.min(CHUNK, size));
     while (left > 0) {
-      const buf = new Uint8Array(Math.min(CHUNK, left));
+      const buf = whole.subarray(0, Math.min(CHUNK, left));
       let off = 0;
       while (off < buf.length) {
         const n = await f.read(buf.subarray(off));
