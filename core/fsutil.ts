@@ -24,6 +24,7 @@ import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
+import { pausePoint } from "./test_hooks.ts";
 import { Sha256, SHA256_WHOLE_MAX, sha256FileByChunks, sha256Hex } from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
@@ -337,8 +338,12 @@ export async function copyDurableWithSum(
   } catch (err) {
     throw fsError("read", src, err);
   }
+  await pausePoint("copy-hashed");
   const after = await Deno.stat(src).catch(() => null);
   if (!after || !sameVersion(before, after)) {
+    log.warning(
+      `${src} changed while it was being copied; its checksum is taken from the copy stored`,
+    );
     try {
       hex = await sha256FileByChunks(temp);
     } catch (err) {

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { WalmgrError } from "../../core/errors.ts";
 import {
   commitFileDurable,
+  copyDurableWithSum,
   DifferentFileError,
   uniqueTempName,
   writeFileDurable,
@@ -24,6 +25,7 @@ import {
   SUM_TRAILER_BYTES,
 } from "../../core/sha256.ts";
 import { formatWalSum, WAL_SUMS_DIR, walSumPath } from "../../core/wal_checksums.ts";
+import { log } from "../../core/log.ts";
 
 const enc = new TextEncoder();
 
@@ -284,5 +286,47 @@ Deno.test("writeFileDurable from a file: the kernel's copy keeps the mode asked,
       (err: unknown) => err instanceof WalmgrError && /^cannot read .*\/gone: /.test(err.message),
     );
     assertNoTemps(dir);
+  });
+});
+
+Deno.test("copyDurableWithSum: a source that changed while it was copied is hashed from the copy", async () => {
+  await withDir(async (dir) => {
+    const a = randomBytes(2 * 1024 * 1024);
+    await Deno.writeFile(`${dir}/src`, a);
+    const marker = `${dir}/paused`;
+    log.openFile(`${dir}/log`);
+    Deno.env.set("WALMGR3_TEST_PAUSE_MARKER", marker);
+    try {
+      // unchanged: the source's hash, no warning
+      Deno.env.delete("WALMGR3_TEST_PAUSE_AT");
+      assert.equal(await copyDurableWithSum(`${dir}/src`, `${dir}/copy1`, 0o600), nodeHex(a));
+      // rewritten in place after it was hashed: same inode, new ctime
+      Deno.env.set("WALMGR3_TEST_PAUSE_AT", "copy-hashed");
+      const running = copyDurableWithSum(`${dir}/src`, `${dir}/copy2`, 0o600);
+      const until = Date.now() + 30_000;
+      while (!(await Deno.lstat(marker).then(() => true, () => false))) {
+        assert.ok(Date.now() < until, "copyDurableWithSum reached its pause point");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const b = randomBytes(2 * 1024 * 1024);
+      const f = await Deno.open(`${dir}/src`, { write: true });
+      await f.write(b);
+      f.close();
+      await Deno.remove(marker);
+      const hex = await running;
+      assert.equal(hex, nodeHex(await Deno.readFile(`${dir}/copy2`)));
+    } finally {
+      Deno.env.delete("WALMGR3_TEST_PAUSE_AT");
+      Deno.env.delete("WALMGR3_TEST_PAUSE_MARKER");
+      log.closeFile();
+    }
+    const lines = (await Deno.readTextFile(`${dir}/log`)).split("\n").filter((l) =>
+      /WARNING/.test(l)
+    );
+    assert.equal(lines.length, 1, lines.join("\n"));
+    assert.match(
+      lines[0]!,
+      /\/src changed while it was being copied; its checksum is taken from the copy/,
+    );
   });
 });
