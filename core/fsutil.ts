@@ -277,9 +277,16 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
  * `mode`, umask applied) inside the kernel (`copy_file_range`: no byte passes
  * through this process, ~3x faster than reading and writing 16 MiB here). The
  * copy gets `temp`'s own permission bits back (the copy gives it the
- * source's). Not fsynced.
+ * source's). Not fsynced. `copying` runs as soon as the kernel's copy has
+ * started: work for this thread meanwhile (each step of this function needs
+ * this thread for a moment, so work started earlier would hold the copy back).
  */
-export async function copyToNewFile(src: string, temp: string, mode: number): Promise<void> {
+export async function copyToNewFile(
+  src: string,
+  temp: string,
+  mode: number,
+  copying?: () => void,
+): Promise<void> {
   let bits: number;
   try {
     const f = await Deno.open(temp, { write: true, createNew: true, mode });
@@ -292,7 +299,9 @@ export async function copyToNewFile(src: string, temp: string, mode: number): Pr
     throw fsError("create temporary file", temp, err);
   }
   try {
-    await Deno.copyFile(src, temp);
+    const copy = Deno.copyFile(src, temp);
+    copying?.();
+    await copy;
   } catch (err) {
     if (isNotFound(err) && !(await lstatOrNull(src))) throw fsError("read", src, err);
     throw fsError(`copy ${src} to`, temp, err);
@@ -325,16 +334,16 @@ export async function copyDurableWithSum(
   } catch (err) {
     throw fsError("read", src, err);
   }
-  const copying = copyToNewFile(src, temp, mode);
-  copying.catch(() => {});
-  const hashing = sha256FileByChunks(src);
-  hashing.catch(() => {});
-  await copying;
+  let hashing: Promise<string> | undefined;
+  await copyToNewFile(src, temp, mode, () => {
+    hashing = sha256FileByChunks(src);
+    hashing.catch(() => {});
+  });
   const syncing = fsyncFile(temp);
   syncing.catch(() => {});
   let hex: string;
   try {
-    hex = await hashing;
+    hex = await (hashing as Promise<string>);
   } catch (err) {
     throw fsError("read", src, err);
   }
