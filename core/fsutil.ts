@@ -24,6 +24,7 @@ import { basename, dirname, join } from "./paths.ts";
 import { errorReason, isNotFound, WalmgrError } from "./errors.ts";
 import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
+import { onlyWeCanReplaceIn } from "./private_dir.ts";
 import { pausePoint } from "./test_hooks.ts";
 import { Sha256, SHA256_WHOLE_MAX, sha256FileByChunks, sha256Hex } from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
@@ -277,7 +278,9 @@ async function fileEqualsBytes(path: string, data: Uint8Array): Promise<boolean>
  * `mode`, umask applied) inside the kernel (`copy_file_range`: no byte passes
  * through this process, ~3x faster than reading and writing 16 MiB here). The
  * copy gets `temp`'s own permission bits back (the copy gives it the
- * source's). Not fsynced. `copying` runs as soon as the kernel's copy has
+ * source's). Not fsynced. `temp` must be in a directory where nobody else can
+ * replace a name (private_dir.ts onlyWeCanReplaceIn): the copy opens it again
+ * by name. `copying` runs as soon as the kernel's copy has
  * started: work for this thread meanwhile (each step of this function needs
  * this thread for a moment, so work started earlier would hold the copy back).
  */
@@ -310,6 +313,15 @@ export async function copyToNewFile(
     await Deno.chmod(temp, bits);
   } catch (err) {
     throw fsError("set the permissions of", temp, err);
+  }
+}
+
+/** The bytes of the file `src`, as a stream (errors name it). */
+async function openReadable(src: string): Promise<ReadableStream<Uint8Array>> {
+  try {
+    return (await Deno.open(src, { read: true })).readable;
+  } catch (err) {
+    throw fsError("read", src, err);
   }
 }
 
@@ -599,6 +611,11 @@ export async function writeFileDurable(
       if (same) return await done(await settleIdentical(path));
       if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
       await fsyncFile(temp);
+    } else if (isFileSource(source) && !(await onlyWeCanReplaceIn(dirname(temp)))) {
+      // the kernel's copy opens the temporary file again by name: where others
+      // could swap it for a link, the bytes go through the file created here
+      log.debug(`${dirname(temp)} may be written by others: copying through our own file`);
+      await writeTemp(temp, await openReadable(source.fromFile), mode, true, sum);
     } else if (isFileSource(source)) {
       if (opts.sum) {
         copySum = copyDurableWithSum(source.fromFile, temp, mode);

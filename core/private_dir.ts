@@ -73,14 +73,45 @@ function ancestorProblem(dir: string, uid: number | null): string | null {
   for (let p = real;; p = dirname(p)) {
     const st = lstatOrNull(p);
     if (!st) return `has a parent ${p} that cannot be examined`;
-    const mode = st.mode ?? 0;
-    if (uid !== null && st.uid !== 0 && st.uid !== uid) {
-      return `is inside ${p}, owned by uid ${st.uid} (neither root nor this user)`;
-    }
-    if ((mode & 0o022) !== 0 && (mode & 0o1000) === 0) {
-      return `is inside ${p}, which others may write (mode ${octal(mode)}, no sticky bit)`;
-    }
+    const problem = replaceableBy(p, st, uid);
+    if (problem) return `is inside ${problem}`;
     if (p === "/" || dirname(p) === p) return null;
+  }
+}
+
+/**
+ * Why others than this user and root may replace the entries of the
+ * directory `p` (its owner, or write access without the sticky bit), or null.
+ */
+function replaceableBy(p: string, st: Deno.FileInfo, uid: number | null): string | null {
+  const mode = st.mode ?? 0;
+  if (uid !== null && st.uid !== 0 && st.uid !== uid) {
+    return `${p}, owned by uid ${st.uid} (neither root nor this user)`;
+  }
+  if ((mode & 0o022) !== 0 && (mode & 0o1000) === 0) {
+    return `${p}, which others may write (mode ${octal(mode)}, no sticky bit)`;
+  }
+  return null;
+}
+
+/**
+ * True when nobody but this user and root can replace a name in `dir`: `dir`
+ * and each of its parents is owned by one of them and writable by nobody else
+ * (or has the sticky bit). Then a file this process created there is still
+ * its file when it opens it again by name. Asynchronous (a hung filesystem
+ * fails the caller's deadline instead of blocking it); false when it cannot
+ * tell.
+ */
+export async function onlyWeCanReplaceIn(dir: string): Promise<boolean> {
+  const uid = currentUid();
+  try {
+    for (let p = await Deno.realPath(dir);; p = dirname(p)) {
+      const st = await Deno.lstat(p);
+      if (!st.isDirectory || replaceableBy(p, st, uid)) return false;
+      if (p === "/" || dirname(p) === p) return true;
+    }
+  } catch {
+    return false;
   }
 }
 

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   isPrivateDir,
+  onlyWeCanReplaceIn,
   openNoFollow,
   privateDirProblem,
   replaceFile,
@@ -160,4 +161,23 @@ Deno.test("process identity: pid, owner and start time through ps", async () => 
   assert.deepEqual(parseWorkerLock("42\n"), { pid: 42, start: null });
   assert.equal(parseWorkerLock(""), null);
   assert.equal(parseWorkerLock("x 1\n"), null);
+});
+
+Deno.test("onlyWeCanReplaceIn: nobody else may swap a name on the way", async () => {
+  await withDir(async (dir) => {
+    await Deno.mkdir(`${dir}/a/b`, { recursive: true, mode: 0o700 });
+    await Deno.chmod(dir, 0o700);
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/a/b`), true);
+    await Deno.chmod(`${dir}/a/b`, 0o775); // the group may write it
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/a/b`), false);
+    await Deno.chmod(`${dir}/a/b`, 0o1777); // others may write, the sticky bit protects our names
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/a/b`), true);
+    await Deno.chmod(`${dir}/a/b`, 0o700);
+    await Deno.chmod(`${dir}/a`, 0o757); // a parent others may write: they may rename b away
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/a/b`), false);
+    await Deno.chmod(`${dir}/a`, 0o700);
+    await Deno.symlink(`${dir}/a/b`, `${dir}/link`); // followed to what it names
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/link`), true);
+    assert.equal(await onlyWeCanReplaceIn(`${dir}/missing`), false);
+  });
 });

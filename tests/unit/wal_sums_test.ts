@@ -330,3 +330,42 @@ Deno.test("copyDurableWithSum: a source that changed while it was copied is hash
     );
   });
 });
+
+Deno.test("writeFileDurable from a file into a directory others may write: through our own file", async () => {
+  await withDir(async (dir) => {
+    const a = randomBytes(3 * 1024 * 1024 + 7);
+    await Deno.writeFile(`${dir}/src`, a);
+    await Deno.mkdir(`${dir}/shared`);
+    await Deno.chmod(`${dir}/shared`, 0o775);
+    const name = "000000010000000000000006";
+    const opts = { policy: "identical-ok" as const, sum: true };
+    const level = log.level;
+    log.setLevel("DEBUG");
+    log.openFile(`${dir}/log`);
+    try {
+      assert.equal(
+        await writeFileDurable(`${dir}/shared/${name}`, { fromFile: `${dir}/src` }, opts),
+        "stored",
+      );
+      assert.equal(
+        await writeFileDurable(`${dir}/${name}`, { fromFile: `${dir}/src` }, opts),
+        "stored",
+      );
+    } finally {
+      log.closeFile();
+      log.setLevel(level);
+    }
+    const fallbacks = (await Deno.readTextFile(`${dir}/log`)).split("\n")
+      .filter((l) => l.includes("may be written by others: copying through our own file"));
+    assert.equal(fallbacks.length, 1, "only the shared directory is copied through our own file");
+    assert.match(fallbacks[0]!, /\/shared may be written by others/);
+    assert.deepEqual(await Deno.readFile(`${dir}/shared/${name}`), a);
+    assert.equal((await Deno.stat(`${dir}/shared/${name}`)).mode! & 0o777, 0o600);
+    await assertSidecar(`${dir}/shared`, name);
+    assertNoTemps(`${dir}/shared`);
+    await assert.rejects(
+      () => writeFileDurable(`${dir}/shared/x`, { fromFile: `${dir}/gone` }, opts),
+      (err: unknown) => err instanceof WalmgrError && /^cannot read .*\/gone: /.test(err.message),
+    );
+  });
+});
