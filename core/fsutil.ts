@@ -559,6 +559,9 @@ export async function writeFileDurable(
   }
   const dir = dirname(path);
   const mode = opts.mode ?? 0o600;
+  // whether a file may be copied by the kernel (see below), asked beside the lstat
+  const kernelCopy = isFileSource(source) ? onlyWeCanReplaceIn(opts.tempDir ?? dir) : undefined;
+  kernelCopy?.catch(() => {});
   const existing = await lstatOrNull(path);
   if (existing && !existing.isFile) throw notRegular(path);
   // an array is hashed as it is (off the main thread, meanwhile)
@@ -611,7 +614,7 @@ export async function writeFileDurable(
       if (same) return await done(await settleIdentical(path));
       if (opts.policy === "identical-ok" && await lstatOrNull(path)) throw differentError(path);
       await fsyncFile(temp);
-    } else if (isFileSource(source) && !(await onlyWeCanReplaceIn(dirname(temp)))) {
+    } else if (isFileSource(source) && !(await kernelCopy)) {
       // the kernel's copy opens the temporary file again by name: where others
       // could swap it for a link, the bytes go through the file created here
       log.debug(`${dirname(temp)} may be written by others: copying through our own file`);
