@@ -71,7 +71,13 @@ import {
   WalmgrError,
 } from "../core/errors.ts";
 import { Deadline, DEADLINES, deadlineSeconds, raceSignal } from "../core/deadline.ts";
-import { cleanupStaleTemps, copyFileDurable, existsSync, STALE_TEMP_MS } from "../core/fsutil.ts";
+import {
+  ChecksumMismatchError,
+  cleanupStaleTemps,
+  existsSync,
+  STALE_TEMP_MS,
+  writeFileDurable,
+} from "../core/fsutil.ts";
 import { log } from "../core/log.ts";
 import { autoConfTarget } from "../core/recovery_target.ts";
 import { type WalNeed, walNeed } from "../core/retention.ts";
@@ -81,6 +87,7 @@ import {
   writeStandbyRecord,
 } from "../core/standby_record.ts";
 import { formatLsn, parseWalFileName, WAL_SEGMENT_REGEXP, walFileKind } from "../core/wal.ts";
+import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
 import { historyFileName, parseTimelineHistory } from "../core/wal_verify.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { cleanArchive, inRecoveryDir } from "./xcleanup.ts";
@@ -144,6 +151,31 @@ export function exitPolicy(
       return code;
     },
   };
+}
+
+/**
+ * The SHA-256 recorded for the archived file `path` in its checksum sidecar
+ * (core/wal_checksums.ts), or null when it has none (archived by an older
+ * walmgr3, or a crash between file and sidecar). A sidecar that does not
+ * hold a checksum of this file (sidecars are written whole, under a temporary
+ * name) is damage: a {@link TransientFailure}, not retried.
+ */
+async function recordedSum(path: string): Promise<string | null> {
+  const name = basename(path);
+  const sumPath = walSumPath(dirname(path), name);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(sumPath);
+  } catch (err) {
+    if (isNotFoundError(err)) return null;
+    throw err;
+  }
+  const hex = parseWalSum(text, name);
+  if (hex !== null) return hex;
+  throw new TransientFailure(
+    `${sumPath} does not hold a SHA-256 of ${name} (damaged?); ${path} was not handed to ` +
+      `PostgreSQL unchecked; run verify`,
+  );
 }
 
 /** Retry window in ms for transient failures. */
@@ -347,6 +379,9 @@ async function retrying<T>(
     } catch (err) {
       if (isNotFoundError(err)) throw err;
       const msg = errorMessage(err);
+      // the archive's bytes are not those archived: asking again will not help
+      if (err instanceof TransientFailure) throw err;
+      if (err instanceof ChecksumMismatchError) throw new TransientFailure(msg, { cause: err });
       if (Date.now() - start + delay > budgetMs) {
         throw new TransientFailure(`${what}: ${msg} (gave up after ${attempt} attempt(s))`, {
           cause: err,
@@ -416,7 +451,13 @@ async function runXrestore(ctx: CommandContext, args: string[]): Promise<number>
       await retrying(`${name}: cannot copy ${from} to ${dest}`, budget, async () => {
         // xrestore_prefetch: a verified copy from the queue, moved into place
         if (source === "completed" && await prefetched(ctx, name, destPath, cwd)) return;
-        await copyFileDurable(from, destPath, "replace");
+        // checked against its checksum sidecar as it is copied (one without: as it is)
+        const recorded = await recordedSum(from);
+        if (recorded === null) log.debug(`${name}: ${from} has no checksum sidecar: not checked`);
+        await writeFileDurable(destPath, { fromFile: from }, {
+          policy: "replace",
+          ...(recorded === null ? {} : { verify: recorded }),
+        });
       }, attemptS);
     } catch (err) {
       if (isNotFoundError(err) && !existsSync(from)) {

@@ -17,7 +17,7 @@
  *   copyDurableWithSum), the hash compared with the archive's checksum
  *   sidecar (a segment
  *   without a sidecar, or whose bytes do not match it, is not queued: xrestore
- *   copies it itself), written to a temporary name, fsynced and renamed into
+ *   then delivers the first unchecked and refuses the second), written to a temporary name, fsynced and renamed into
  *   the queue (its checksum beside it first). Everything outside the window
  *   is removed (consumed segments, another timeline's). Each copy runs under
  *   `wal_file_timeout`. It empties the queue and exits when recovery ends
@@ -213,7 +213,7 @@ async function prefetchLoop(
             skip.add(name);
             ctx.log.warning(
               `prefetch: ${src} has SHA-256 ${hex}, its sidecar says ` +
-                `${expected ?? "(unreadable)"}: not queued (xrestore copies it itself; ` +
+                `${expected ?? "(malformed)"}: not queued (xrestore refuses it too; ` +
                 `run verify)`,
             );
             await Deno.remove(temp);

@@ -59,6 +59,12 @@ export interface WriteDurableOptions {
    */
   sum?: boolean;
   /**
+   * The SHA-256 (hex) the bytes must have: computed as they are copied, and a
+   * {@link ChecksumMismatchError} (nothing stored) when they have another.
+   * Not with `sum`.
+   */
+  verify?: string;
+  /**
    * Directory of the temporary file, and of the sidecar's with `sum`
    * (default: each file's own directory). It must be on the same filesystem:
    * temporary files are linked or renamed from there to their final names.
@@ -435,6 +441,17 @@ async function removeQuietly(path: string): Promise<void> {
   }
 }
 
+/** The bytes copied do not have the SHA-256 they were to have (nothing was stored). */
+export class ChecksumMismatchError extends WalmgrError {
+  constructor(source: string, expected: string, actual: string) {
+    super(
+      `${source} does not match its SHA-256 checksum (recorded ${expected}, its bytes ${actual}): ` +
+        `damaged in the archive? nothing was copied; run verify`,
+    );
+    this.name = "ChecksumMismatchError";
+  }
+}
+
 /** The refusal to overwrite a file that holds different bytes (archive semantics). */
 export class DifferentFileError extends WalmgrError {
   constructor(where: string) {
@@ -557,6 +574,10 @@ export async function writeFileDurable(
   if (opts.sum && opts.policy !== "identical-ok") {
     throw new WalmgrError(`internal error: a checksum sidecar for ${path} needs identical-ok`);
   }
+  if (opts.verify !== undefined && (opts.sum || opts.policy !== "replace")) {
+    throw new WalmgrError(`internal error: verifying ${path} needs "replace" and no sidecar`);
+  }
+  const hashed = opts.sum === true || opts.verify !== undefined;
   const dir = dirname(path);
   const mode = opts.mode ?? 0o600;
   // whether a file may be copied by the kernel (see below), asked beside the lstat
@@ -565,10 +586,10 @@ export async function writeFileDurable(
   const existing = await lstatOrNull(path);
   if (existing && !existing.isFile) throw notRegular(path);
   // an array is hashed as it is (off the main thread, meanwhile)
-  const arraySum = opts.sum && source instanceof Uint8Array ? sha256Hex(source) : undefined;
+  const arraySum = hashed && source instanceof Uint8Array ? sha256Hex(source) : undefined;
   arraySum?.catch(() => {});
   // a stream, or a file compared with an existing one: chunk by chunk as it passes
-  const sum = opts.sum && !arraySum
+  const sum = hashed && !arraySum
     ? new Sha256(source instanceof ReadableStream ? 0 : SHA256_WHOLE_MAX + 1)
     : undefined;
   // a file copied by the kernel: the hash of the bytes copied
@@ -579,7 +600,8 @@ export async function writeFileDurable(
     return outcome;
   };
 
-  if (existing && !(source instanceof ReadableStream)) {
+  // (an existing file is only compared for the archive's policy: "replace" replaces it)
+  if (existing && !(source instanceof ReadableStream) && opts.verify === undefined) {
     let same: boolean;
     try {
       if (source instanceof Uint8Array) {
@@ -620,7 +642,7 @@ export async function writeFileDurable(
       log.debug(`${dirname(temp)} may be written by others: copying through our own file`);
       await writeTemp(temp, await openReadable(source.fromFile), mode, true, sum);
     } else if (isFileSource(source)) {
-      if (opts.sum) {
+      if (hashed) {
         copySum = copyDurableWithSum(source.fromFile, temp, mode);
         copySum.catch(() => {});
         await copySum;
@@ -630,6 +652,16 @@ export async function writeFileDurable(
       }
     } else {
       await writeTemp(temp, source, mode, true, sum);
+    }
+    if (opts.verify !== undefined) {
+      const actual = await hex();
+      if (actual !== opts.verify.toLowerCase()) {
+        throw new ChecksumMismatchError(
+          isFileSource(source) ? source.fromFile : path,
+          opts.verify,
+          actual,
+        );
+      }
     }
     const outcome = await commitTemp(temp, path, opts.policy);
     committed = true;

@@ -118,18 +118,21 @@ Deno.test("xrestore prefetch: verified queue, timeline change, end of recovery, 
   );
 
   await t.step("a queued copy the archive's sidecar no longer names is not taken", async () => {
-    // the archive's checksum changed (as if the archive were repaired): queue is stale
+    // the archived file and its checksum changed (as if the archive were repaired): the
+    // queued copy is stale
     const s = seg(1, 3);
-    const h = Deno.readTextFileSync(`${sums}/${s}.sha256`);
+    const fresh = new Uint8Array(SEG_SIZE);
+    fresh[0] = 200;
+    await Deno.writeFile(`${completed}/${s}`, fresh);
     await Deno.writeTextFile(
       `${sums}/${s}.sha256`,
-      h.replace(/^./, (c) => (c === "a" ? "b" : "a")),
+      `${hex(await crypto.subtle.digest("SHA-256", fresh))}  ${s}\n`,
     );
+    bytes.set(s, fresh);
     const res = await xrestore(s);
     assertEquals(res.code, 0, show(res));
     assertStringIncludes(res.stderr, "copying it again");
-    assertEquals(delivered(), bytes.get(s)); // the archive's own bytes
-    await Deno.writeTextFile(`${sums}/${s}.sha256`, h);
+    assertEquals(delivered(), fresh); // the archive's own bytes
   });
 
   await t.step("a copy in progress is never taken", async () => {
@@ -156,12 +159,26 @@ Deno.test("xrestore prefetch: verified queue, timeline change, end of recovery, 
       !exists(`${queue}/${seg(1, 7)}`) && !exists(`${queue}/${seg(1, 8)}`),
       queued().join(" "),
     );
-    // xrestore still copies them itself, as without prefetch
-    for (const i of [7, 8]) {
-      const r = await xrestore(seg(1, i));
-      assertEquals(r.code, 0, show(r));
-      assertEquals(delivered(), bytes.get(seg(1, i)));
-    }
+    // xrestore handles them as without prefetch: the one without a sidecar unchecked...
+    const r7 = await xrestore(seg(1, 7));
+    assertEquals(r7.code, 0, show(r7));
+    assertEquals(delivered(), bytes.get(seg(1, 7)));
+    // ...the one whose bytes are not those of its sidecar refused (archive recovery: 128)
+    const r8 = await xrestore(seg(1, 8));
+    assertEquals(r8.code, 128, show(r8));
+    assertStringIncludes(r8.stderr, "does not match its SHA-256 checksum");
+    assertEquals(delivered(), bytes.get(seg(1, 7)), "nothing delivered for segment 8");
+    // delivered once its checksum is right again
+    const b8 = bytes.get(seg(1, 8))!;
+    await Deno.writeTextFile(
+      `${sums}/${seg(1, 8)}.sha256`,
+      `${hex(await crypto.subtle.digest("SHA-256", b8 as Uint8Array<ArrayBuffer>))}  ${
+        seg(1, 8)
+      }\n`,
+    );
+    const again = await xrestore(seg(1, 8));
+    assertEquals(again.code, 0, show(again));
+    assertEquals(delivered(), b8);
   });
 
   await t.step("a timeline change empties the queue of the old timeline", async () => {

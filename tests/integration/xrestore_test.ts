@@ -15,6 +15,7 @@ import {
   tempDir,
 } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { formatWalSum, WAL_SUMS_DIR, walSumPath } from "../../core/wal_checksums.ts";
 
 const WALMGR = `${projectRoot}/bin/walmgr3`;
 const SEG = "000000010000000000000003";
@@ -454,4 +455,79 @@ Deno.test("xrestore: a failure that is not 'absent' is one line naming the segme
   assertEquals(line.split(SEG).length - 1, 2, `segment named once, path once: ${line}`);
   assertStringIncludes(line, `${SEG}: cannot check ${s.completed}/${SEG}: not a regular file`);
   assertEquals(walDirEntries(s), []);
+});
+
+Deno.test("xrestore checks a segment against its checksum sidecar as it copies it", async (t) => {
+  await using tmp = await tempDir("xr-sum");
+  const s = await slave(tmp, { keep_backups: "1" });
+  const data = randomBytes(1 << 20);
+  await archive(s.completed, SEG, data);
+  const hex = Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  await Deno.mkdir(`${s.completed}/${WAL_SUMS_DIR}`);
+  await Deno.writeTextFile(walSumPath(s.completed, SEG), formatWalSum(hex, SEG));
+  const signal = async (kind: "recovery" | "standby") => {
+    for (const k of ["recovery", "standby"]) {
+      await Deno.remove(`${s.data}/${k}.signal`).catch(() => {});
+    }
+    await Deno.writeTextFile(`${s.data}/${kind}.signal`, "");
+  };
+
+  await t.step("a segment that matches is delivered", async () => {
+    await signal("recovery");
+    const res = await xrestore(s, [SEG, DEST]);
+    assertEquals(res.code, 0, show(res));
+    assert(await sameBytes(`${s.data}/${DEST}`, data));
+    await Deno.remove(`${s.data}/${DEST}`);
+  });
+
+  // one byte changed in the archive, its sidecar as it was
+  const damaged = data.slice();
+  damaged[12345] = damaged[12345]! ^ 0x40;
+  await Deno.writeFile(`${s.completed}/${SEG}`, damaged);
+
+  await t.step(
+    "a damaged segment stops archive recovery (exit 128), nothing delivered",
+    async () => {
+      await signal("recovery");
+      const res = await xrestore(s, [SEG, DEST]);
+      assertEquals(res.code, 128, show(res));
+      assertMatch(res.stderr, /does not match its SHA-256 checksum .*run verify/);
+      assert(!res.stderr.includes("retrying"), "a damaged file is not asked for again");
+      assertEquals(walDirEntries(s), [], "nothing at the destination, no temporary file");
+    },
+  );
+
+  await t.step(
+    "in standby mode the same exits 1 (the standby asks again, or streams)",
+    async () => {
+      await signal("standby");
+      const res = await xrestore(s, [SEG, DEST]);
+      assertEquals(res.code, 1, show(res));
+      assertMatch(res.stderr, /does not match its SHA-256 checksum/);
+      assertEquals(walDirEntries(s), []);
+    },
+  );
+
+  await t.step("a sidecar that holds no checksum of it is refused the same way", async () => {
+    await signal("recovery");
+    await Deno.writeTextFile(walSumPath(s.completed, SEG), "garbage\n");
+    const res = await xrestore(s, [SEG, DEST]);
+    assertEquals(res.code, 128, show(res));
+    assertMatch(res.stderr, /does not hold a SHA-256 of .*run verify/);
+    assertEquals(walDirEntries(s), []);
+  });
+
+  await t.step(
+    "without a sidecar (an older walmgr3's archive) it is delivered unchecked",
+    async () => {
+      await signal("recovery");
+      await Deno.remove(walSumPath(s.completed, SEG));
+      const res = await xrestore(s, [SEG, DEST]);
+      assertEquals(res.code, 0, show(res));
+      assert(await sameBytes(`${s.data}/${DEST}`, damaged));
+    },
+  );
 });
