@@ -26,7 +26,7 @@ import { log } from "./log.ts";
 import { isPidAlive } from "./pidfile.ts";
 import { onlyWeCanReplaceIn } from "./private_dir.ts";
 import { pausePoint } from "./test_hooks.ts";
-import { Sha256, SHA256_WHOLE_MAX, sha256FileByChunks, sha256Hex } from "./sha256.ts";
+import { Sha256, SHA256_WHOLE_MAX, sha256File, sha256Hex } from "./sha256.ts";
 import { formatWalSum, parseWalSum, walSumPath } from "./wal_checksums.ts";
 
 /** How an existing destination is treated (same values as the transport's `ExistingPolicy`). */
@@ -334,7 +334,7 @@ async function openReadable(src: string): Promise<ReadableStream<Uint8Array>> {
 /**
  * {@link copyToNewFile} and the SHA-256 of the bytes copied, then an fsync of
  * `temp`: the kernel copies on a thread of the runtime while this one loads
- * node:crypto and hashes `src` (core/sha256.ts sha256FileByChunks), so the
+ * node:crypto and hashes `src` (core/sha256.ts sha256File), so the
  * hash costs no time of its own when the disk is the slower part. The hash is
  * of the source; it names the copy because the source did not change in
  * between: same inode, size, mtime and ctime before and after. A source that
@@ -354,7 +354,7 @@ export async function copyDurableWithSum(
   }
   let hashing: Promise<string> | undefined;
   await copyToNewFile(src, temp, mode, () => {
-    hashing = sha256FileByChunks(src);
+    hashing = sha256File(src);
     hashing.catch(() => {});
   });
   const syncing = fsyncFile(temp);
@@ -372,7 +372,7 @@ export async function copyDurableWithSum(
       `${src} changed while it was being copied; its checksum is taken from the copy stored`,
     );
     try {
-      hex = await sha256FileByChunks(temp);
+      hex = await sha256File(temp);
     } catch (err) {
       throw fsError("read", temp, err);
     }

@@ -162,25 +162,6 @@ export async function readWholeFile(path: string): Promise<Uint8Array | null> {
   }
 }
 
-/** SHA-256 of the file at `path` (one read; whole up to {@link SHA256_WHOLE_MAX}, else by chunks). */
-export async function sha256File(path: string): Promise<string> {
-  const whole = await readWholeFile(path);
-  if (whole) return await sha256Hex(whole);
-  const f = await Deno.open(path, { read: true });
-  try {
-    const h = new Sha256(SHA256_WHOLE_MAX + 1);
-    const chunk = new Uint8Array(CHUNK);
-    for (;;) {
-      const n = await f.read(chunk);
-      if (n === null) break;
-      await h.update(chunk.subarray(0, n));
-    }
-    return await h.digest();
-  } finally {
-    f.close();
-  }
-}
-
 /**
  * SHA-256 of the file at `path` through node:crypto's incremental hash, read by
  * {@link CHUNK} into two buffers (the next chunk is read on a thread of the
@@ -189,7 +170,7 @@ export async function sha256File(path: string): Promise<string> {
  * WebCrypto copies its input once more. The fastest hash of a file here:
  * ~13 ms per 16 MiB against ~35 ms for a whole read and `crypto.subtle`.
  */
-export async function sha256FileByChunks(path: string): Promise<string> {
+export async function sha256File(path: string): Promise<string> {
   const h = await nodeHash();
   const f = await Deno.open(path, { read: true });
   try {
