@@ -87,7 +87,7 @@ import {
   writeStandbyRecord,
 } from "../core/standby_record.ts";
 import { formatLsn, parseWalFileName, WAL_SEGMENT_REGEXP, walFileKind } from "../core/wal.ts";
-import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
+import { readWalSum, walSumPath } from "../core/wal_checksums.ts";
 import { historyFileName, parseTimelineHistory } from "../core/wal_verify.ts";
 import type { CommandContext, CommandSpec } from "../plugins/registry.ts";
 import { cleanArchive, inRecoveryDir } from "./xcleanup.ts";
@@ -162,19 +162,11 @@ export function exitPolicy(
  */
 async function recordedSum(path: string): Promise<string | null> {
   const name = basename(path);
-  const sumPath = walSumPath(dirname(path), name);
-  let text: string;
-  try {
-    text = await Deno.readTextFile(sumPath);
-  } catch (err) {
-    if (isNotFoundError(err)) return null;
-    throw err;
-  }
-  const hex = parseWalSum(text, name);
-  if (hex !== null) return hex;
+  const hex = await readWalSum(dirname(path), name);
+  if (hex !== "malformed") return hex;
   throw new TransientFailure(
-    `${sumPath} does not hold a SHA-256 of ${name} (damaged?); ${path} was not handed to ` +
-      `PostgreSQL unchecked; run verify`,
+    `${walSumPath(dirname(path), name)} does not hold a SHA-256 of ${name} (damaged?); ${path} ` +
+      `was not handed to PostgreSQL unchecked; run verify`,
   );
 }
 

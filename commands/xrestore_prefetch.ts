@@ -53,7 +53,7 @@ import {
 } from "../core/prefetch_queue.ts";
 import { openNoFollow, randomTempName, replaceFile } from "../core/private_dir.ts";
 import { WAL_SEGMENT_REGEXP } from "../core/wal.ts";
-import { parseWalSum, walSumPath } from "../core/wal_checksums.ts";
+import { readWalSum } from "../core/wal_checksums.ts";
 import type { CommandContext } from "../plugins/registry.ts";
 import { spawnDetached } from "../core/process.ts";
 import { workerArgv } from "../core/self.ts";
@@ -189,14 +189,17 @@ async function prefetchLoop(
 
   async function fetch(name: string): Promise<void> {
     const src = join(completed, name);
-    let sumText: string;
+    let recorded: string | null;
     try {
-      sumText = await Deno.readTextFile(walSumPath(completed, name));
+      recorded = await readWalSum(completed, name);
     } catch {
+      recorded = null;
+    }
+    if (recorded === null) {
       skip.add(name); // unverifiable: xrestore copies it itself
       return;
     }
-    const expected = parseWalSum(sumText, name);
+    const expected = recorded === "malformed" ? null : recorded;
     using d = new Deadline(
       `prefetching ${src}`,
       fileSeconds,

@@ -33,3 +33,20 @@ export function parseWalSum(text: string, name: string): string | null {
   if (!m || m[2] !== name) return null;
   return m[1] as string;
 }
+
+/**
+ * The checksum recorded for the local file `name` in `dir`: the hex digest,
+ * `null` when there is no sidecar, `"malformed"` when it holds no checksum of
+ * `name` (sidecars are written whole, so that is damage). Other read errors
+ * throw.
+ */
+export async function readWalSum(dir: string, name: string): Promise<string | null | "malformed"> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(walSumPath(dir, name));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+  return parseWalSum(text, name) ?? "malformed";
+}
